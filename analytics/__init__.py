@@ -1,0 +1,1 @@
+"""DuckDB sink, schema, views and reports over anonymised metrics."""

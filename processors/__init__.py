@@ -1,0 +1,1 @@
+"""What happens to an event: split, anonymise, redact, seal, control. Pure functions, no Kafka."""

@@ -1,0 +1,31 @@
+"""Typed errors under one root, so the CLI can turn any of them into one clear line.
+
+Messages are written for the operator and must never carry personal data or secrets.
+"""
+
+from __future__ import annotations
+
+
+class ShredlineError(Exception):
+    """Root of every error Shredline raises on purpose; its message is one safe line."""
+
+    exit_code = 1
+
+
+class ConfigError(ShredlineError):
+    """A setting is missing or invalid; the message names the setting and the reason."""
+
+    exit_code = 2
+
+
+class LauncherError(ShredlineError):
+    """The local Kafka launcher could not do what was asked."""
+
+
+class KafkaOperationError(ShredlineError):
+    """A Kafka call failed; keeps Kafka's own error code so callers can branch on it."""
+
+    def __init__(self, message: str, *, code: int | None = None, retriable: bool = False) -> None:
+        super().__init__(message)
+        self.code = code
+        self.retriable = retriable

@@ -1,0 +1,1 @@
+"""Thin confluent-kafka adapters. Everything Kafka-specific lives here, out of the pure logic."""

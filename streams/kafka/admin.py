@@ -1,0 +1,134 @@
+"""Admin operations: readiness, describing topics, and applying the topic catalog."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import (
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewPartitions,
+    NewTopic,
+)
+
+from streams.catalog import CATALOG, Change, ObservedTopic, TopicSpec, plan, topic_name
+from streams.errors import KafkaOperationError
+from streams.kafka.connection import Connection
+
+REQUEST_TIMEOUT_S = 30.0
+
+
+def admin_client(conn: Connection) -> AdminClient:
+    # log_level 3 keeps librdkafka's connection chatter (which names no data) to errors.
+    return AdminClient(conn.confluent(log_level=3))
+
+
+def _kafka_error(what: str, exc: BaseException) -> KafkaOperationError:
+    err = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
+    if isinstance(err, KafkaError):
+        return KafkaOperationError(f"{what}: {err.str()}", code=err.code(), retriable=err.retriable())
+    return KafkaOperationError(f"{what}: {exc}")
+
+
+def _wait(futures: dict[Any, Future[Any]], what: str) -> dict[Any, Any]:
+    results = {}
+    for key, fut in futures.items():
+        try:
+            results[key] = fut.result(timeout=REQUEST_TIMEOUT_S)
+        except Exception as exc:  # every failure becomes one typed error
+            raise _kafka_error(f"{what} {key}", exc) from None
+    return results
+
+
+def wait_until_ready(conn: Connection, timeout_s: float, alive: Callable[[], bool] = lambda: True) -> None:
+    """Block until the broker answers a metadata request over TLS (or the process dies)."""
+    admin = AdminClient(conn.confluent(log_level=0))
+    deadline = time.monotonic() + timeout_s
+    last: BaseException | None = None
+    while time.monotonic() < deadline:
+        if not alive():
+            raise KafkaOperationError("broker process exited")
+        try:
+            metadata = admin.list_topics(timeout=2)
+            if metadata.brokers:
+                return
+        except KafkaException as exc:
+            last = exc
+        time.sleep(0.3)
+    raise _kafka_error(f"no metadata from {conn.bootstrap} within {timeout_s:.0f}s", last or TimeoutError())
+
+
+def describe(admin: AdminClient, names: Iterable[str]) -> dict[str, ObservedTopic]:
+    """Partition counts and configs of those of `names` that exist."""
+    try:
+        metadata = admin.list_topics(timeout=REQUEST_TIMEOUT_S)
+    except KafkaException as exc:
+        raise _kafka_error("listing topics", exc) from None
+    existing = [n for n in names if n in metadata.topics]
+    if not existing:
+        return {}
+    resources = [ConfigResource(ConfigResource.Type.TOPIC, n) for n in existing]
+    configs = _wait(admin.describe_configs(resources), "describing")
+    return {
+        res.name: ObservedTopic(
+            partitions=len(metadata.topics[res.name].partitions),
+            configs={k: v.value for k, v in entries.items() if v.value is not None},
+        )
+        for res, entries in configs.items()
+    }
+
+
+def execute(
+    admin: AdminClient, changes: list[Change], catalog: tuple[TopicSpec, ...], prefix: str, replication: int
+) -> None:
+    """Carry out a plan: create, then alter configs (incrementally, only the drifted keys), then grow partitions."""
+    specs = {topic_name(prefix, s.logical): s for s in catalog}
+    creates = [
+        NewTopic(c.topic, specs[c.topic].partitions, replication, config=dict(specs[c.topic].configs))
+        for c in changes
+        if c.kind == "create"
+    ]
+    if creates:
+        _wait(admin.create_topics(creates, request_timeout=REQUEST_TIMEOUT_S), "creating")
+
+    alters: dict[str, list[ConfigEntry]] = {}
+    for c in changes:
+        if c.kind == "config":
+            alters.setdefault(c.topic, []).append(
+                ConfigEntry(c.key, c.value, incremental_operation=AlterConfigOpType.SET)
+            )
+    if alters:
+        resources = [ConfigResource(ConfigResource.Type.TOPIC, t, incremental_configs=e) for t, e in alters.items()]
+        _wait(admin.incremental_alter_configs(resources), "altering")
+
+    grows = [NewPartitions(c.topic, int(c.value)) for c in changes if c.kind == "partitions"]
+    if grows:
+        _wait(admin.create_partitions(grows), "adding partitions to")
+
+
+def apply_catalog(
+    conn: Connection, prefix: str, replication: int, catalog: tuple[TopicSpec, ...] = CATALOG
+) -> list[Change]:
+    """Bring the broker in line with the catalog; returns what was changed (empty on a second run).
+
+    Returns only once the broker reports the new state: metadata reaches brokers
+    asynchronously, and a caller (or a second run) must not see the old configs.
+    """
+    admin = admin_client(conn)
+    names = [topic_name(prefix, s.logical) for s in catalog]
+    changes = plan(prefix, describe(admin, names), catalog)
+    if not changes:
+        return changes
+    execute(admin, changes, catalog, prefix, replication)
+    deadline = time.monotonic() + REQUEST_TIMEOUT_S
+    while pending := [c for c in plan(prefix, describe(admin, names), catalog) if c.kind != "warn"]:
+        if time.monotonic() > deadline:
+            raise KafkaOperationError(f"topics apply: broker still reports drift after applying ({pending[0].detail})")
+        time.sleep(0.2)
+    return changes

@@ -1,0 +1,76 @@
+"""How to reach the broker over TLS: from settings, or from the local launcher's state file.
+
+Every client (confluent-kafka, aiokafka, Faust) is configured from one `Connection`, so there
+is exactly one place that decides TLS; there is no plaintext mode.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from streams.errors import ConfigError
+from streams.settings import Secret, Settings
+
+STATE_FILE = "state.json"
+
+
+@dataclass(frozen=True)
+class Connection:
+    bootstrap: str
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+    key_password: Secret | None = None
+
+    def confluent(self, **extra: Any) -> dict[str, Any]:
+        """A librdkafka config. It holds the revealed key password: never log it."""
+        conf: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap,
+            "security.protocol": "SSL",
+            "ssl.endpoint.identification.algorithm": "https",
+        }
+        if self.ca is not None:
+            conf["ssl.ca.location"] = str(self.ca)
+        if self.cert is not None and self.key is not None:
+            conf["ssl.certificate.location"] = str(self.cert)
+            conf["ssl.key.location"] = str(self.key)
+        if self.key_password is not None:
+            conf["ssl.key.password"] = self.key_password.reveal()
+        conf.update(extra)
+        return conf
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """For aiokafka and Faust: verifies the broker, presents the client certificate."""
+        context = ssl.create_default_context(cafile=str(self.ca) if self.ca else None)
+        if self.cert is not None and self.key is not None:
+            password = self.key_password.reveal() if self.key_password else None
+            context.load_cert_chain(str(self.cert), str(self.key), password=password)
+        return context
+
+
+def read_state(kafka_dir: Path) -> dict[str, Any] | None:
+    """The local launcher's record of the broker it started, or None."""
+    path = kafka_dir / STATE_FILE
+    try:
+        data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except json.JSONDecodeError:
+        raise ConfigError(f"kafka state: {path} is not valid JSON; remove it and run `shredline kafka up`") from None
+    return data
+
+
+def resolve_connection(settings: Settings) -> Connection:
+    """An explicit `bootstrap` setting wins; otherwise the broker `shredline kafka up` started."""
+    if settings.bootstrap is not None:
+        return Connection(
+            settings.bootstrap, settings.tls_ca, settings.tls_cert, settings.tls_key, settings.tls_key_password
+        )
+    state = read_state(settings.kafka_dir)
+    if state is None or "bootstrap" not in state:
+        raise ConfigError("bootstrap: no broker known; run `shredline kafka up` or set SHREDLINE_BOOTSTRAP")
+    return Connection(state["bootstrap"], Path(state["ca"]), Path(state["client_cert"]), Path(state["client_key"]))

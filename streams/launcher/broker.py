@@ -1,0 +1,326 @@
+"""Start, stop and inspect one local KRaft node (broker + controller) that speaks only TLS.
+
+State lives under `<data_dir>/kafka/`: `tls/`, `storage/`, `server.properties`, `broker.log`
+and `state.json`. The state file records the pid *and* its start time, so `down` never
+signals a process that merely reuses the pid, and every other command finds the broker
+(bootstrap address, CA, client certificate) without flags.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from streams.errors import KafkaOperationError, LauncherError
+from streams.kafka.admin import wait_until_ready
+from streams.kafka.connection import STATE_FILE, Connection, read_state
+from streams.launcher.certs import TlsFiles, ensure_tls
+from streams.launcher.jars import KAFKA_VERSION, ensure_jars
+from streams.settings import Settings
+
+DEFAULT_PORT = 9093
+DEFAULT_CONTROLLER_PORT = 9094
+READY_TIMEOUT_S = 90.0
+STOP_TIMEOUT_S = 30.0
+NO_JAVA = (
+    "Java 17+ is needed for the local broker{found}: install a JDK 17 or newer, "
+    "or run Kafka with `docker compose up -d kafka` and set SHREDLINE_BOOTSTRAP"
+)
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class BrokerState:
+    pid: int
+    start_ticks: int
+    bootstrap: str
+    port: int
+    controller_port: int
+    ca: str
+    client_cert: str
+    client_key: str
+    kafka_version: str
+    log: str
+
+    def connection(self) -> Connection:
+        return Connection(self.bootstrap, Path(self.ca), Path(self.client_cert), Path(self.client_key))
+
+
+def java_major(version_output: str) -> int | None:
+    """The major version from `java -version` output (`1.8.0_x` counts as 8)."""
+    match = re.search(r'version "(\d+)(?:\.(\d+))?', version_output)
+    if not match:
+        return None
+    major = int(match.group(1))
+    return int(match.group(2) or 0) if major == 1 else major
+
+
+def check_java() -> str:
+    java = shutil.which("java")
+    if java is None:
+        raise LauncherError(NO_JAVA.format(found=" but `java` is not on PATH"))
+    out = subprocess.run([java, "-version"], capture_output=True, text=True, check=False)
+    major = java_major(out.stderr + out.stdout)
+    if major is None or major < 17:
+        raise LauncherError(NO_JAVA.format(found=f" (found Java {major or 'of unknown version'})"))
+    return java
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def pick_port(preferred: int, avoid: set[int]) -> int:
+    """`preferred` when it is free (0 means any); otherwise a free port the OS hands out."""
+    if preferred and preferred not in avoid and port_is_free(preferred):
+        return preferred
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in avoid:
+            return port
+
+
+def process_start_ticks(pid: int) -> int | None:
+    """The kernel's start time of `pid` (Linux), which tells a live process from a reused pid."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def server_properties(
+    *, log_dir: str, tls: TlsFiles, port: int, controller_port: int, bind: str = "127.0.0.1", host: str = "127.0.0.1"
+) -> str:
+    """One combined broker+controller; TLS with client certificates on every listener.
+
+    `bind` is the client listener's address and `host` the name clients and the node itself
+    use; the Docker Compose variant binds 0.0.0.0 and advertises `localhost`.
+    """
+    props = {
+        "node.id": "1",
+        "process.roles": "broker,controller",
+        "controller.quorum.voters": f"1@{host}:{controller_port}",
+        "listeners": f"SSL://{bind}:{port},CONTROLLER://{host}:{controller_port}",
+        "advertised.listeners": f"SSL://{host}:{port}",
+        "listener.security.protocol.map": "SSL:SSL,CONTROLLER:SSL",
+        "inter.broker.listener.name": "SSL",
+        "controller.listener.names": "CONTROLLER",
+        "ssl.keystore.type": "PEM",
+        "ssl.keystore.location": str(tls.broker_keystore),
+        "ssl.truststore.type": "PEM",
+        "ssl.truststore.location": str(tls.ca),
+        "ssl.client.auth": "required",
+        "ssl.endpoint.identification.algorithm": "https",
+        "log.dirs": log_dir,
+        "num.partitions": "1",
+        "auto.create.topics.enable": "false",
+        "offsets.topic.replication.factor": "1",
+        "transaction.state.log.replication.factor": "1",
+        "transaction.state.log.min.isr": "1",
+        "share.coordinator.state.topic.replication.factor": "1",
+        "share.coordinator.state.topic.min.isr": "1",
+        "group.initial.rebalance.delay.ms": "0",
+        # Short-retention topics must really shrink: check often, unlink soon after.
+        "log.retention.check.interval.ms": "10000",
+        "log.segment.delete.delay.ms": "1000",
+    }
+    return "".join(f"{k}={v}\n" for k, v in props.items())
+
+
+LOG4J2 = """status = warn
+appender.out.type = Console
+appender.out.name = out
+appender.out.layout.type = PatternLayout
+appender.out.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = INFO
+rootLogger.appenderRef.out.ref = out
+logger.kafka.name = org.apache.kafka
+logger.kafka.level = WARN
+"""
+
+
+class Launcher:
+    """The local broker of one data dir."""
+
+    def __init__(self, settings: Settings, progress: Progress = lambda _msg: None) -> None:
+        self.settings = settings
+        self.dir = settings.kafka_dir
+        self.progress = progress
+
+    # -- state -------------------------------------------------------------------------------
+    def state(self) -> BrokerState | None:
+        raw = read_state(self.dir)
+        if raw is None or "pid" not in raw:
+            return None
+        try:
+            return BrokerState(**raw)
+        except TypeError:
+            return None
+
+    def running(self) -> BrokerState | None:
+        """The recorded broker, if the process recorded is still the one we started."""
+        state = self.state()
+        if state is not None and process_start_ticks(state.pid) == state.start_ticks:
+            return state
+        return None
+
+    def _write_state(self, state: BrokerState) -> None:
+        tmp = self.dir / (STATE_FILE + ".tmp")
+        tmp.write_text(json.dumps(asdict(state), indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, self.dir / STATE_FILE)
+
+    # -- commands ----------------------------------------------------------------------------
+    def up(self, port: int = DEFAULT_PORT, controller_port: int = DEFAULT_CONTROLLER_PORT) -> tuple[BrokerState, bool]:
+        """Start the broker unless it already runs; returns the state and whether it was started now."""
+        current = self.running()
+        if current is not None:
+            wait_until_ready(current.connection(), timeout_s=READY_TIMEOUT_S)
+            return current, False
+
+        java = check_java()
+        jars = ensure_jars(self.settings.jar_cache, self.progress)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tls = ensure_tls(self.dir / "tls")
+
+        previous = self.state()
+        if previous is not None:  # keep the ports clients already know, when still free
+            port, controller_port = previous.port, previous.controller_port
+        port = pick_port(port, set())
+        controller_port = pick_port(controller_port, {port})
+
+        props = self.dir / "server.properties"
+        props.write_text(
+            server_properties(
+                log_dir=str((self.dir / "storage").resolve()),
+                tls=TlsFiles.under((self.dir / "tls").resolve()),
+                port=port,
+                controller_port=controller_port,
+            ),
+            encoding="utf-8",
+        )
+        (self.dir / "log4j2.properties").write_text(LOG4J2, encoding="utf-8")
+        classpath = os.pathsep.join(str(j.resolve()) for j in jars)
+        jvm = [
+            java,
+            "-Xms256m",
+            "-Xmx768m",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={(self.dir / 'log4j2.properties').resolve()}",
+            "-cp",
+            classpath,
+        ]
+
+        storage = self.dir / "storage"
+        if not (storage / "meta.properties").exists():
+            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            self.progress("formatting KRaft storage...")
+            fmt = subprocess.run(
+                [*jvm, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if fmt.returncode != 0:
+                detail = (fmt.stderr or fmt.stdout).strip().splitlines()
+                raise LauncherError(f"formatting Kafka storage failed: {detail[-1] if detail else 'no output'}")
+
+        log_path = self.dir / "broker.log"
+        self.progress(f"starting Apache Kafka {KAFKA_VERSION} on 127.0.0.1:{port} (TLS)...")
+        with open(log_path, "ab") as log:
+            proc = subprocess.Popen(
+                [*jvm, "kafka.Kafka", str(props)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        ticks = process_start_ticks(proc.pid) or 0
+        state = BrokerState(
+            pid=proc.pid,
+            start_ticks=ticks,
+            bootstrap=f"127.0.0.1:{port}",
+            port=port,
+            controller_port=controller_port,
+            ca=str(tls.ca.resolve()),
+            client_cert=str(tls.client_cert.resolve()),
+            client_key=str(tls.client_key.resolve()),
+            kafka_version=KAFKA_VERSION,
+            log=str(log_path.resolve()),
+        )
+        self._write_state(state)
+        try:
+            wait_until_ready(state.connection(), timeout_s=READY_TIMEOUT_S, alive=lambda: proc.poll() is None)
+        except KafkaOperationError as exc:
+            self._stop(proc.pid)
+            raise LauncherError(f"the broker did not become ready ({exc}); see {log_path}") from None
+        return state, True
+
+    def prepare_compose(self) -> Path:
+        """TLS material and a server.properties for `docker compose up kafka` (paths inside the container)."""
+        ensure_tls(self.dir / "tls")
+        target = self.dir / "compose" / "server.properties"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(
+            server_properties(
+                log_dir="/var/lib/kafka/data",
+                tls=TlsFiles.under(Path("/etc/shredline/tls")),
+                port=DEFAULT_PORT,
+                controller_port=DEFAULT_CONTROLLER_PORT,
+                bind="0.0.0.0",  # noqa: S104 - inside the container; compose publishes it on 127.0.0.1 only
+                host="localhost",
+            ),
+            encoding="utf-8",
+        )
+        return target
+
+    def down(self) -> BrokerState | None:
+        """Stop the broker this data dir started, and nothing else; returns what was stopped."""
+        state = self.running()
+        if state is None:
+            return None
+        self._stop(state.pid)
+        return state
+
+    def _stop(self, pid: int) -> None:
+        ticks = process_start_ticks(pid)
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        while time.monotonic() < deadline:
+            _reap(pid)
+            if process_start_ticks(pid) != ticks:
+                return
+            time.sleep(0.2)
+        self.progress("broker did not stop in time; killing it")
+        os.kill(pid, signal.SIGKILL)
+        _reap(pid)
+
+
+def _reap(pid: int) -> None:
+    """Collect our own child's exit status so it does not linger as a zombie."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)

@@ -1,0 +1,136 @@
+"""TLS material for the local broker: a throwaway CA, a broker certificate and a client certificate.
+
+The CA's private key is never written to disk: once the two leaf certificates are signed
+nobody can mint another, so a stolen data dir grants access to this broker only through the
+client key that is already there. Everything is PEM with PKCS#8 keys, which both Kafka's PEM
+keystore and librdkafka read without a password.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+VALIDITY = dt.timedelta(days=365)
+RENEW_BEFORE = dt.timedelta(days=7)
+HOSTS = ("localhost",)
+IPS = ("127.0.0.1", "::1")
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    ca: Path  # CA certificate, the trust anchor for clients and broker
+    broker_keystore: Path  # broker key (PKCS#8) + certificate chain, Kafka's PEM keystore
+    client_cert: Path  # client certificate chain
+    client_key: Path  # client key (PKCS#8), mode 0600
+
+    @classmethod
+    def under(cls, directory: Path) -> TlsFiles:
+        return cls(directory / "ca.pem", directory / "broker.pem", directory / "client.pem", directory / "client.key")
+
+    def all(self) -> tuple[Path, ...]:
+        return (self.ca, self.broker_keystore, self.client_cert, self.client_key)
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Shredline local"),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+        ]
+    )
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def _leaf(
+    ca_key: ec.EllipticCurvePrivateKey,
+    ca_cert: x509.Certificate,
+    common_name: str,
+    usages: list[x509.ObjectIdentifier],
+    now: dt.datetime,
+) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    san = [x509.DNSName(h) for h in HOSTS] + [x509.IPAddress(ipaddress.ip_address(ip)) for ip in IPS]
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(common_name))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + VALIDITY)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+        .add_extension(x509.SubjectAlternativeName(san), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    return key, cert
+
+
+def _write(path: Path, data: bytes, mode: int) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    os.replace(tmp, path)
+
+
+def is_current(files: TlsFiles, now: dt.datetime) -> bool:
+    """True when every file exists and the broker certificate is not about to expire."""
+    if not all(p.exists() for p in files.all()):
+        return False
+    certs = x509.load_pem_x509_certificates(files.broker_keystore.read_bytes())
+    return certs[0].not_valid_after_utc > now + RENEW_BEFORE
+
+
+def ensure_tls(directory: Path, now: dt.datetime | None = None) -> TlsFiles:
+    """Create the CA, broker and client material unless a current set is already there."""
+    now = now or dt.datetime.now(dt.UTC)
+    files = TlsFiles.under(directory)
+    if is_current(files, now):
+        return files
+    directory.mkdir(parents=True, exist_ok=True)
+    os.chmod(directory, 0o700)
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name("Shredline local CA"))
+        .issuer_name(_name("Shredline local CA"))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + VALIDITY)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    ca_pem = ca_cert.public_bytes(serialization.Encoding.PEM)
+    # The broker also connects to itself (inter-broker and controller traffic), so it is a client too.
+    broker_key, broker_cert = _leaf(
+        ca_key, ca_cert, "shredline-broker", [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH], now
+    )
+    client_key, client_cert = _leaf(ca_key, ca_cert, "shredline-client", [ExtendedKeyUsageOID.CLIENT_AUTH], now)
+
+    _write(files.ca, ca_pem, 0o644)
+    _write(
+        files.broker_keystore,
+        _key_pem(broker_key) + broker_cert.public_bytes(serialization.Encoding.PEM) + ca_pem,
+        0o600,
+    )
+    _write(files.client_cert, client_cert.public_bytes(serialization.Encoding.PEM) + ca_pem, 0o644)
+    _write(files.client_key, _key_pem(client_key), 0o600)
+    return files

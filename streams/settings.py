@@ -1,0 +1,129 @@
+"""One frozen settings object, built once at the edge from `SHREDLINE_*` and an optional TOML file.
+
+Nothing below the CLI reads `os.environ`; code receives a `Settings` instead. Precedence is
+environment over TOML file over defaults, so one file can describe an environment and a
+variable can still override a single value for one run.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from streams.errors import ConfigError
+
+ENV_PREFIX = "SHREDLINE_"
+CONFIG_ENV = "SHREDLINE_CONFIG"
+_PREFIX_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+_BOOTSTRAP_RE = re.compile(r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$")
+
+
+class Secret:
+    """A string that never shows itself in `repr`, `str`, logs or tracebacks."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Everything configurable, validated; `repr` is safe to log."""
+
+    data_dir: Path = Path(".shredline")
+    cache_dir: Path | None = None
+    bootstrap: str | None = None
+    topic_prefix: str = ""
+    tls_ca: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_key_password: Secret | None = field(default=None)
+    replication_factor: int = 1
+
+    def __post_init__(self) -> None:
+        if self.topic_prefix and not _PREFIX_RE.match(self.topic_prefix):
+            raise ConfigError("topic_prefix: must be 1-64 letters, digits, '_' or '-', starting with a letter or digit")
+        if self.bootstrap is not None:
+            for server in self.bootstrap.split(","):
+                if not _BOOTSTRAP_RE.match(server.strip()):
+                    raise ConfigError("bootstrap: expected host:port[,host:port...]")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError("tls_cert: tls_cert and tls_key must be set together")
+        if self.replication_factor < 1:
+            raise ConfigError("replication_factor: must be at least 1")
+
+    @property
+    def jar_cache(self) -> Path:
+        """Where downloaded Kafka jars live; shared by every broker using this data dir."""
+        return self.cache_dir if self.cache_dir is not None else self.data_dir / "cache"
+
+    @property
+    def kafka_dir(self) -> Path:
+        """The local broker's certificates, storage, logs and state file."""
+        return self.data_dir / "kafka"
+
+
+def _coerce(name: str, raw: Any) -> Any:
+    """Turn a raw env/TOML value into the field's type, naming the field on failure."""
+    if raw is None:
+        return None
+    if name in {"data_dir", "cache_dir", "tls_ca", "tls_cert", "tls_key"}:
+        if not isinstance(raw, str) or not raw:
+            raise ConfigError(f"{name}: expected a non-empty path")
+        return Path(raw).expanduser()
+    if name == "tls_key_password":
+        if not isinstance(raw, str):
+            raise ConfigError(f"{name}: expected a string")
+        return Secret(raw)
+    if name == "replication_factor":
+        try:
+            return int(raw)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name}: expected an integer") from None
+    if not isinstance(raw, str):
+        raise ConfigError(f"{name}: expected a string")
+    return raw
+
+
+def load_settings(environ: Mapping[str, str], config_file: Path | None = None) -> Settings:
+    """Build settings from a TOML file (explicit, or `SHREDLINE_CONFIG`) overlaid by the environment."""
+    names = {f.name for f in fields(Settings)}
+    values: dict[str, Any] = {}
+
+    path = config_file or (Path(environ[CONFIG_ENV]) if environ.get(CONFIG_ENV) else None)
+    if path is not None:
+        try:
+            table = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config: file not found: {path}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config: {path} is not valid TOML ({exc})") from None
+        unknown = sorted(set(table) - names)
+        if unknown:
+            raise ConfigError(f"config: unknown setting {unknown[0]!r} in {path}")
+        values.update({k: _coerce(k, v) for k, v in table.items()})
+
+    for name in names:
+        raw = environ.get(ENV_PREFIX + name.upper())
+        if raw is not None and raw != "":
+            values[name] = _coerce(name, raw)
+    return Settings(**values)
