@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -78,10 +79,62 @@ def _topics_apply(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _generate(settings: Settings, args: argparse.Namespace) -> int:
+    import datetime as dt
+    import json
+
+    from streams.generate import default_start, generate
+
+    span = dt.timedelta(days=args.days)
+    start = args.start or default_start(dt.datetime.now(dt.UTC), span)
+    out = sys.stdout
+    for event in generate(args.tenants, args.events, args.seed, start, span):
+        out.write(json.dumps(event, ensure_ascii=False, separators=(",", ":")) + "\n")
+    out.flush()
+    return 0
+
+
+def _publish(settings: Settings, args: argparse.Namespace) -> int:
+    from streams.publish import publish_lines
+    from streams.sdk import Publisher
+
+    try:
+        source = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")  # noqa: SIM115
+    except OSError as exc:
+        raise ShredlineError(f"file: cannot open {args.file} ({exc.strerror})") from None
+    with source, Publisher.from_settings(settings) as publisher:
+        summary = publish_lines(source, publisher, reject=progress, progress=progress)
+    print(
+        f"published {summary.published}, rejected {summary.rejected} in {summary.seconds:.1f}s "
+        f"({summary.rate:.0f} events/s)"
+    )
+    return 1 if summary.rejected else 0
+
+
 def _demo(settings: Settings, args: argparse.Namespace) -> int:
     from streams.demo import run_demo
 
     return run_demo(settings, progress)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected a positive integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("expected a positive integer")
+    return value
+
+
+def _utc_time(text: str) -> object:
+    import datetime as dt
+
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected an ISO-8601 time such as 2026-11-01T00:00:00Z") from None
+    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -89,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="shredline", description="Compliance pipeline: crypto-shredding on Apache Kafka."
     )
     parser.add_argument("--config", type=Path, help="TOML settings file (default: $SHREDLINE_CONFIG)")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of internal errors (may quote data)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     kafka = sub.add_parser("kafka", help="local Apache Kafka (KRaft, TLS) for development and tests")
@@ -109,6 +163,18 @@ def build_parser() -> argparse.ArgumentParser:
     topics_sub = topics.add_subparsers(dest="action", required=True, metavar="ACTION")
     topics_sub.add_parser("apply", help="create missing topics and fix drifted configs").set_defaults(run=_topics_apply)
 
+    gen = sub.add_parser("generate", help="realistic synthetic events as JSON lines on stdout")
+    gen.add_argument("--tenants", type=_positive, default=3)
+    gen.add_argument("--events", type=_positive, default=1000)
+    gen.add_argument("--seed", type=int, default=1)
+    gen.add_argument("--days", type=_positive, default=7, help="span of event times (default 7)")
+    gen.add_argument("--start", type=_utc_time, help="first event time, ISO-8601 (default: midnight UTC, DAYS ago)")
+    gen.set_defaults(run=_generate)
+
+    pub = sub.add_parser("publish", help="validate JSON lines and publish them to the ingest topics")
+    pub.add_argument("file", help="JSON lines file, or - for stdin")
+    pub.set_defaults(run=_publish)
+
     sub.add_parser("demo", help="the whole story on a local broker").set_defaults(run=_demo)
     return parser
 
@@ -122,9 +188,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ShredlineError as exc:
         print(f"shredline: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except BrokenPipeError:  # e.g. `shredline generate | head`: the reader is done, so are we
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("shredline: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        # A library's message may quote the data it choked on: show only where it happened.
+        if args.debug:
+            raise
+        frame = traceback.extract_tb(exc.__traceback__)[-1]
+        where = f"{Path(frame.filename).name}:{frame.lineno}"
+        print(f"shredline: internal error: {type(exc).__name__} at {where} (rerun with --debug)", file=sys.stderr)
+        return 70
 
 
 if __name__ == "__main__":

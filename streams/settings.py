@@ -60,11 +60,11 @@ class Settings:
     replication_factor: int = 1
 
     def __post_init__(self) -> None:
-        if self.topic_prefix and not _PREFIX_RE.match(self.topic_prefix):
+        if self.topic_prefix and not _PREFIX_RE.fullmatch(self.topic_prefix):
             raise ConfigError("topic_prefix: must be 1-64 letters, digits, '_' or '-', starting with a letter or digit")
         if self.bootstrap is not None:
             for server in self.bootstrap.split(","):
-                if not _BOOTSTRAP_RE.match(server.strip()):
+                if not _BOOTSTRAP_RE.fullmatch(server.strip()):
                     raise ConfigError("bootstrap: expected host:port[,host:port...]")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ConfigError("tls_cert: tls_cert and tls_key must be set together")

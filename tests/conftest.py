@@ -7,12 +7,14 @@ to run the integration tests against an existing broker instead.
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from confluent_kafka import Consumer, Message
 
 from streams.kafka.connection import Connection, resolve_connection
 from streams.launcher.broker import Launcher
@@ -67,3 +69,29 @@ def topic_prefix() -> str:
 @pytest.fixture
 def group_id(topic_prefix: str) -> str:
     return f"{topic_prefix}-group"
+
+
+def drain(conn: Connection, topics: list[str], expected: int, group: str, timeout_s: float = 60.0) -> list[Message]:
+    """Read `expected` records from the start of `topics` (fails the test if they do not come)."""
+    consumer = Consumer(
+        conn.confluent(
+            **{
+                "group.id": group,
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+                "log_level": 3,
+            }
+        )
+    )
+    consumer.subscribe(topics)
+    out: list[Message] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(out) < expected and time.monotonic() < deadline:
+            for msg in consumer.consume(500, timeout=1.0):
+                assert msg.error() is None, msg.error()
+                out.append(msg)
+    finally:
+        consumer.close()
+    assert len(out) == expected, f"read {len(out)} of {expected} records"
+    return out

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from streams.errors import KafkaOperationError, LauncherError
 from streams.kafka.admin import wait_until_ready
-from streams.kafka.connection import STATE_FILE, Connection, read_state
+from streams.kafka.connection import STATE_FILE, Connection, read_state, resolve_connection
 from streams.launcher.certs import TlsFiles, ensure_tls
 from streams.launcher.jars import KAFKA_VERSION, ensure_jars
 from streams.settings import Settings
@@ -324,3 +324,12 @@ def _reap(pid: int) -> None:
     """Collect our own child's exit status so it does not linger as a zombie."""
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
+
+
+def connect_or_launch(settings: Settings, progress: Progress) -> Connection:
+    """The configured broker, or the local one of this data dir (started if needed)."""
+    if settings.bootstrap is not None:
+        return resolve_connection(settings)
+    state, started = Launcher(settings, progress).up()
+    progress(f"broker {'started' if started else 'already running'} at {state.bootstrap} (TLS, CA {state.ca})")
+    return state.connection()

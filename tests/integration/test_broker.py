@@ -5,19 +5,40 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import time
 import uuid
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.structs import TopicPartition
-from confluent_kafka import KafkaException
+from aiokafka.structs import TopicPartition as AioTopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from streams.demo import round_trip
+from streams.kafka.connection import Connection
 from streams.launcher.broker import Launcher
 from tests.conftest import Broker
 
 pytestmark = pytest.mark.kafka
+
+
+def round_trip(conn: Connection, topic: str, key: bytes, value: bytes) -> tuple[int, int, bytes | None]:
+    """Publish one record with the durable producer settings, then read that exact record back."""
+    delivered: list[Message] = []
+    producer = Producer(conn.confluent(**{"enable.idempotence": True, "acks": "all"}))
+    producer.produce(topic, value=value, key=key, on_delivery=lambda err, msg: delivered.append(msg))
+    assert producer.flush(30) == 0 and delivered[0].error() is None
+    partition, offset = delivered[0].partition(), delivered[0].offset()
+    consumer = Consumer(conn.confluent(**{"group.id": f"rt-{uuid.uuid4().hex}", "enable.auto.commit": False}))
+    try:
+        consumer.assign([TopicPartition(topic, partition, offset)])
+        msg = None
+        deadline = time.monotonic() + 30
+        while msg is None and time.monotonic() < deadline:
+            msg = consumer.poll(1.0)
+        assert msg is not None and msg.error() is None
+        return msg.partition(), msg.offset(), msg.value()
+    finally:
+        consumer.close()
 
 
 def _create_topic(broker: Broker, name: str) -> None:
@@ -61,7 +82,7 @@ def test_aiokafka_round_trip_over_tls(broker: Broker, topic_prefix: str, group_i
         )
         await consumer.start()
         try:
-            tp = TopicPartition(topic, meta.partition)
+            tp = AioTopicPartition(topic, meta.partition)
             consumer.assign([tp])
             consumer.seek(tp, meta.offset)
             msg = await asyncio.wait_for(consumer.getone(), timeout=30)

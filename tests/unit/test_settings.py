@@ -29,6 +29,7 @@ def test_environment_overrides_toml(tmp_path: Path) -> None:
     ("env", "field"),
     [
         ({"SHREDLINE_TOPIC_PREFIX": "bad prefix!"}, "topic_prefix"),
+        ({"SHREDLINE_TOPIC_PREFIX": "staging\n"}, "topic_prefix"),
         ({"SHREDLINE_BOOTSTRAP": "no-port"}, "bootstrap"),
         ({"SHREDLINE_REPLICATION_FACTOR": "three"}, "replication_factor"),
         ({"SHREDLINE_REPLICATION_FACTOR": "0"}, "replication_factor"),

@@ -1,0 +1,90 @@
+"""Publishing through the real broker: CLI and SDK, round trip, rejections, delivery failures."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import subprocess
+import sys
+
+import pytest
+
+from processors.validation import InvalidEvent
+from streams.catalog import INGEST_CONTACTS, INGEST_EXECUTIONS, INGEST_MESSAGES, topic_name
+from streams.codec import decode
+from streams.generate import generate
+from streams.kafka.admin import apply_catalog
+from streams.sdk import DeliveryError, Publisher
+from tests.conftest import Broker, drain
+
+pytestmark = pytest.mark.kafka
+INGEST = (INGEST_MESSAGES, INGEST_CONTACTS, INGEST_EXECUTIONS)
+CANARY_PHONE = "+55 11 97777-1234"
+CANARY_NAME = "Canária Zq9 Pereira"
+
+
+def _events(count: int) -> list[dict[str, object]]:
+    start = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(days=2)
+    return list(generate(3, count, 5, start, dt.timedelta(days=1)))
+
+
+def test_cli_publishes_valid_lines_and_rejects_invalid_ones_without_echoing_them(
+    broker: Broker, topic_prefix: str, group_id: str
+) -> None:
+    apply_catalog(broker.connection, topic_prefix, 1)
+    events = _events(400)
+    bad = [
+        {**events[0], "event_id": "bad-1", "contact_phone": CANARY_PHONE},
+        {**events[1], "event_id": "bad-2", "tenant": CANARY_NAME},
+    ]
+    lines = [json.dumps(e) for e in events[:200]] + [json.dumps(b) for b in bad] + [json.dumps(e) for e in events[200:]]
+    result = subprocess.run(
+        [sys.executable, "-m", "streams.cli", "publish", "-"],
+        input="\n".join(lines).encode(),
+        env=broker.env(topic_prefix),
+        capture_output=True,
+        timeout=120,
+    )
+    stdout, stderr = result.stdout.decode(), result.stderr.decode()
+    assert result.returncode == 1, stderr
+    assert stdout.startswith("published 400, rejected 2 in ")
+    assert "line 201: " in stderr and "line 202: tenant: not a tenant slug" in stderr
+    for secret in (CANARY_PHONE, CANARY_NAME, "97777", "Zq9"):
+        assert secret not in stdout + stderr
+
+    records = drain(broker.connection, [topic_name(topic_prefix, t) for t in INGEST], 400, group_id)
+    decoded = {}
+    for msg in records:
+        record, value = decode(msg.value())
+        decoded[value["event_id"]] = (msg.topic(), msg.key(), record, value)
+    assert set(decoded) == {e["event_id"] for e in events}
+    for event in events:
+        topic, key, record, value = decoded[str(event["event_id"])]
+        assert topic == topic_name(topic_prefix, f"ingest.{event['type']}s")
+        anchor = event.get("conversation_id") or event.get("contact_id") or event.get("execution_id")
+        assert key == f"{event['tenant']}:{anchor}".encode()
+        assert record == f"{event['type']}_event"
+
+
+def test_sdk_publishes_and_flushes_on_exit(broker: Broker, topic_prefix: str, group_id: str) -> None:
+    apply_catalog(broker.connection, topic_prefix, 1)
+    events = _events(50)
+    with Publisher(broker.connection, topic_prefix) as publisher:
+        for event in events:
+            publisher.publish(event)
+        with pytest.raises(InvalidEvent, match=r"^contact_phone: not E\.164"):
+            first_message = next(e for e in events if e["type"] == "message")
+            publisher.publish({**first_message, "contact_phone": CANARY_PHONE})
+    assert publisher.delivered == 50 and publisher.failed == 0
+    seen = drain(broker.connection, [topic_name(topic_prefix, t) for t in INGEST], 50, group_id)
+    assert sorted(decode(m.value())[1]["event_id"] for m in seen) == sorted(str(e["event_id"]) for e in events)
+
+
+def test_sdk_surfaces_delivery_failures_as_exceptions(broker: Broker, topic_prefix: str) -> None:
+    # No topics under this prefix and auto-creation is off: the broker cannot take the records.
+    publisher = Publisher(broker.connection, topic_prefix, producer_config={"message.timeout.ms": 3000})
+    with pytest.raises(DeliveryError) as err, publisher:
+        for event in _events(5):
+            publisher.publish(event)
+    assert err.value.failed == 5
+    assert "records not delivered" in str(err.value)
