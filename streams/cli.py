@@ -111,6 +111,58 @@ def _publish(settings: Settings, args: argparse.Namespace) -> int:
     return 1 if summary.rejected else 0
 
 
+def _keys_report(settings: Settings, args: argparse.Namespace) -> int:
+    from streams.keys import open_keys
+
+    counts = open_keys(settings).report()
+    if not counts:
+        print("no tenants")
+        return 0
+    header = ("TENANT", "STATE", "GEN", "TTL", "CONVERSATION KEYS", "CONTACT KEYS", "RETIRED", "DESTROYED")
+    rows = [
+        (
+            c.tenant,
+            c.state,
+            str(c.generation),
+            f"{c.buffer_ttl_s // 3600}h",
+            str(c.conversation_keys),
+            str(c.contact_keys),
+            str(c.retired_keys),
+            str(c.destroyed_keys),
+        )
+        for c in counts
+    ]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+def _keys_rotate_master(settings: Settings, args: argparse.Namespace) -> int:
+    from keystore.master import add_version, load_keyring, retire_versions_below
+    from streams.keys import open_keys
+
+    if settings.master_key is not None:
+        raise ShredlineError("master_key: rotation needs a key file; SHREDLINE_MASTER_KEY is set")
+    keys = open_keys(settings)
+    path = settings.master_key_path
+    version = add_version(path)
+    count = keys.rotate_master(load_keyring(None, path, create=False))
+    retired = retire_versions_below(path, version)
+    print(
+        f"re-wrapped {count} tenant root keys under master key v{version}; "
+        f"retired {', '.join(f'v{v}' for v in retired) or 'nothing'}"
+    )
+    return 0
+
+
+def _keys_expire(settings: Settings, args: argparse.Namespace) -> int:
+    from streams.keys import open_keys
+
+    print(f"destroyed {len(open_keys(settings).expire())} expired conversation keys")
+    return 0
+
+
 def _demo(settings: Settings, args: argparse.Namespace) -> int:
     from streams.demo import run_demo
 
@@ -174,6 +226,14 @@ def build_parser() -> argparse.ArgumentParser:
     pub = sub.add_parser("publish", help="validate JSON lines and publish them to the ingest topics")
     pub.add_argument("file", help="JSON lines file, or - for stdin")
     pub.set_defaults(run=_publish)
+
+    keys = sub.add_parser("keys", help="the key hierarchy")
+    keys_sub = keys.add_subparsers(dest="action", required=True, metavar="ACTION")
+    keys_sub.add_parser("report", help="keys per tenant and state").set_defaults(run=_keys_report)
+    keys_sub.add_parser(
+        "rotate-master", help="new master key version; re-wrap every tenant root; retire the old versions"
+    ).set_defaults(run=_keys_rotate_master)
+    keys_sub.add_parser("expire", help="destroy conversation keys past their TTL now").set_defaults(run=_keys_expire)
 
     sub.add_parser("demo", help="the whole story on a local broker").set_defaults(run=_demo)
     return parser

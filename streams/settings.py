@@ -58,6 +58,10 @@ class Settings:
     tls_key: Path | None = None
     tls_key_password: Secret | None = field(default=None)
     replication_factor: int = 1
+    master_key: Secret | None = None  # keyring text `v1:<base64>`; else the key file
+    master_key_file: Path | None = None  # default <data_dir>/master.key, created on first local use
+    key_store: Path | None = None  # default <data_dir>/keys.sqlite
+    key_cache_staleness_s: float = 1.0
 
     def __post_init__(self) -> None:
         if self.topic_prefix and not _PREFIX_RE.fullmatch(self.topic_prefix):
@@ -70,11 +74,21 @@ class Settings:
             raise ConfigError("tls_cert: tls_cert and tls_key must be set together")
         if self.replication_factor < 1:
             raise ConfigError("replication_factor: must be at least 1")
+        if not 0 <= self.key_cache_staleness_s <= 60:
+            raise ConfigError("key_cache_staleness_s: must be between 0 and 60 seconds")
 
     @property
     def jar_cache(self) -> Path:
         """Where downloaded Kafka jars live; shared by every broker using this data dir."""
         return self.cache_dir if self.cache_dir is not None else self.data_dir / "cache"
+
+    @property
+    def master_key_path(self) -> Path:
+        return self.master_key_file if self.master_key_file is not None else self.data_dir / "master.key"
+
+    @property
+    def key_store_path(self) -> Path:
+        return self.key_store if self.key_store is not None else self.data_dir / "keys.sqlite"
 
     @property
     def kafka_dir(self) -> Path:
@@ -86,11 +100,11 @@ def _coerce(name: str, raw: Any) -> Any:
     """Turn a raw env/TOML value into the field's type, naming the field on failure."""
     if raw is None:
         return None
-    if name in {"data_dir", "cache_dir", "tls_ca", "tls_cert", "tls_key"}:
+    if name in {"data_dir", "cache_dir", "tls_ca", "tls_cert", "tls_key", "master_key_file", "key_store"}:
         if not isinstance(raw, str) or not raw:
             raise ConfigError(f"{name}: expected a non-empty path")
         return Path(raw).expanduser()
-    if name == "tls_key_password":
+    if name in {"tls_key_password", "master_key"}:
         if not isinstance(raw, str):
             raise ConfigError(f"{name}: expected a string")
         return Secret(raw)
@@ -99,6 +113,11 @@ def _coerce(name: str, raw: Any) -> Any:
             return int(raw)
         except (TypeError, ValueError):
             raise ConfigError(f"{name}: expected an integer") from None
+    if name == "key_cache_staleness_s":
+        try:
+            return float(raw)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name}: expected a number of seconds") from None
     if not isinstance(raw, str):
         raise ConfigError(f"{name}: expected a string")
     return raw

@@ -1,0 +1,99 @@
+"""AES-256-GCM envelopes and the derivations below a tenant root key.
+
+Associated data binds every ciphertext to where it belongs (tenant, key id, topic, record id),
+length-prefixed so no two different bindings encode alike; a record moved to another tenant,
+record, topic or key fails to open with the same opaque `InvalidCiphertext` as a flipped bit.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from keystore.errors import InvalidCiphertext
+
+NONCE_BYTES = 12
+KEY_BYTES = 32
+_AAD_VERSION = b"shredline/aead/v1"
+
+
+def bind(*parts: str | bytes | int) -> bytes:
+    """Unambiguous associated data: a version tag, then each part length-prefixed."""
+    out = [_AAD_VERSION]
+    for part in parts:
+        raw = part if type(part) is bytes else str(part).encode()
+        out.append(len(raw).to_bytes(4, "big"))
+        out.append(raw)
+    return b"".join(out)
+
+
+def seal_with(aead: AESGCM, plaintext: bytes, aad: bytes) -> tuple[bytes, bytes]:
+    nonce = os.urandom(NONCE_BYTES)
+    return nonce, aead.encrypt(nonce, plaintext, aad)
+
+
+def open_with(aead: AESGCM, nonce: bytes, ciphertext: bytes, aad: bytes) -> bytes:
+    if len(nonce) != NONCE_BYTES:
+        raise InvalidCiphertext()
+    try:
+        return aead.decrypt(nonce, ciphertext, aad)
+    except (InvalidTag, ValueError, OverflowError):
+        raise InvalidCiphertext() from None
+
+
+def _hkdf(root: bytes, info: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=info).derive(root)
+
+
+class TenantKeys:
+    """What a tenant root key yields: the data-key wrapping key and the pseudonym key.
+
+    The root itself is not kept; neither derived key shows in `repr`.
+    """
+
+    __slots__ = ("_pseudonym_key", "_wrap", "generation", "tenant")
+
+    def __init__(self, tenant: str, generation: int, root: bytes) -> None:
+        self.tenant = tenant
+        self.generation = generation
+        self._wrap = AESGCM(_hkdf(root, b"shredline wrap v1"))
+        self._pseudonym_key = _hkdf(root, b"shredline pseudonym v1")
+
+    def pseudonym(self, scope: str, raw_id: str) -> str:
+        """Stable within the tenant generation, unlinkable once the root is destroyed."""
+        return hmac.digest(self._pseudonym_key, bind(scope, raw_id), "sha256")[:16].hex()
+
+    def wrap(self, key: bytes, *, scope: str, subject: str, key_id: str) -> tuple[bytes, bytes]:
+        return seal_with(self._wrap, key, bind("data-key", self.tenant, self.generation, scope, subject, key_id))
+
+    def unwrap(self, nonce: bytes, wrapped: bytes, *, scope: str, subject: str, key_id: str) -> bytes:
+        return open_with(
+            self._wrap, nonce, wrapped, bind("data-key", self.tenant, self.generation, scope, subject, key_id)
+        )
+
+    def __repr__(self) -> str:
+        return f"TenantKeys(tenant={self.tenant!r}, generation={self.generation})"
+
+
+@dataclass(frozen=True, repr=False)
+class DataKey:
+    """An unwrapped data key, held as an AESGCM object: its bytes are never exposed."""
+
+    tenant: str
+    key_id: str
+    scope: str
+    subject: str
+    aead: AESGCM
+
+    def __repr__(self) -> str:
+        return f"DataKey(tenant={self.tenant!r}, key_id={self.key_id!r}, scope={self.scope!r})"
+
+
+def record_aad(tenant: str, key_id: str, topic: str, record_id: str) -> bytes:
+    return bind("record", tenant, key_id, topic, record_id)

@@ -1,0 +1,270 @@
+"""The key hierarchy as the pipeline uses it: provision, seal, open, destroy, expire, rotate.
+
+`Keys` is the only place that unwraps anything. It fails closed: when a key cannot be had,
+it raises and nothing is sealed; it never falls back to plaintext.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from keystore.aead import DataKey, TenantKeys, bind, open_with, record_aad, seal_with
+from keystore.cache import BoundedCache
+from keystore.errors import InvalidCiphertext, KeyDestroyed, TenantTerminated, UnknownTenant
+from keystore.master import MasterKeyring
+from keystore.store import (
+    ACTIVE,
+    CONVERSATION,
+    SCOPES,
+    Destruction,
+    KeyRow,
+    KeyStore,
+    TenantCounts,
+    TenantFenced,
+    TenantRow,
+)
+
+DEFAULT_BUFFER_TTL_S = 24 * 3600
+DEFAULT_STALENESS_S = 1.0
+# Random 96-bit nonces stay far from collision below 2^32 uses per key (NIST SP 800-38D);
+# we rotate a key long before that.
+DEFAULT_MAX_USES = 1 << 24
+DEFAULT_RESERVE_BLOCK = 1024
+# A conversation's stored expiry is pushed forward at most once a minute: expiry is exact to
+# within this slack, and a busy conversation costs a durable write per minute, not per message.
+EXPIRY_SLACK_S = 60.0
+
+
+@dataclass(frozen=True)
+class Sealed:
+    """A sealed record as the buffer topics carry it (the `sealed_envelope` schema)."""
+
+    tenant: str
+    scope: str
+    record_id: str  # pseudonym of the conversation or contact id
+    key_id: str
+    nonce: bytes
+    ciphertext: bytes
+
+
+class Keys:
+    def __init__(
+        self,
+        store: KeyStore,
+        master: MasterKeyring,
+        *,
+        clock: Callable[[], float] = time.time,
+        staleness_s: float = DEFAULT_STALENESS_S,
+        cache_size: int = 10_000,
+        max_uses: int = DEFAULT_MAX_USES,
+        reserve_block: int = DEFAULT_RESERVE_BLOCK,
+        reload_master: Callable[[], MasterKeyring] | None = None,
+    ) -> None:
+        self.store = store
+        self.master = master
+        self._reload_master = reload_master
+        self.clock = clock
+        self.max_uses = max_uses
+        self.reserve_block = min(reserve_block, max_uses)
+        self._tenants: BoundedCache[TenantKeys] = BoundedCache(cache_size, staleness_s, clock)
+        self._ttl: dict[str, int] = {}
+        self._sealing: BoundedCache[DataKey] = BoundedCache(cache_size, staleness_s, clock)
+        self._opening: BoundedCache[DataKey] = BoundedCache(cache_size, staleness_s, clock)
+
+    def __repr__(self) -> str:
+        return f"Keys(master={self.master!r}, cached_tenants={len(self._tenants)})"
+
+    # -- tenants -------------------------------------------------------------------------------
+    @staticmethod
+    def _wrap_root(ring: MasterKeyring, tenant: str, generation: int, root: bytes) -> tuple[int, bytes, bytes]:
+        version = ring.current
+        nonce, wrapped = seal_with(ring.aead(version), root, bind("tenant-root", tenant, generation, version))
+        return version, nonce, wrapped
+
+    @staticmethod
+    def _unwrap_root(ring: MasterKeyring, row: TenantRow) -> bytes:
+        assert row.master_version is not None and row.root_nonce is not None and row.root_wrapped is not None
+        aad = bind("tenant-root", row.tenant, row.generation, row.master_version)
+        return open_with(ring.aead(row.master_version), row.root_nonce, row.root_wrapped, aad)
+
+    def provision(
+        self, tenant: str, buffer_ttl_s: int = DEFAULT_BUFFER_TTL_S, *, reprovision: bool = False
+    ) -> TenantRow:
+        """A new random root key for `tenant`; a terminated tenant needs `reprovision` and gets a new generation."""
+        previous = self.store.tenant(tenant)
+        generation = previous.generation + 1 if previous is not None else 1
+        root = secrets.token_bytes(32)
+        version, nonce, wrapped = self._wrap_root(self.master, tenant, generation, root)
+        row = TenantRow(tenant, ACTIVE, generation, version, nonce, wrapped, buffer_ttl_s, self.clock())
+        self.store.create_tenant(row, reprovision=reprovision)
+        self.evict_tenant(tenant)
+        return row
+
+    def tenant_keys(self, tenant: str) -> TenantKeys:
+        entry, fresh = self._tenants.get(tenant)
+        if entry is not None and fresh:
+            return entry.value
+        row = self.store.tenant(tenant)
+        if row is None:
+            raise UnknownTenant(tenant)
+        if row.state != ACTIVE:
+            self.evict_tenant(tenant)
+            raise TenantTerminated(tenant)
+        if entry is not None and entry.value.generation == row.generation:
+            self._tenants.refreshed(entry)
+            return entry.value
+        if row.master_version not in self.master.versions and self._reload_master is not None:
+            self.master = self._reload_master()  # another process rotated the master key
+        keys = TenantKeys(tenant, row.generation, self._unwrap_root(self.master, row))
+        self._ttl[tenant] = row.buffer_ttl_s
+        self._tenants.put(tenant, keys, tenant)
+        return keys
+
+    def pseudonym(self, tenant: str, scope: str, raw_id: str) -> str:
+        return self.tenant_keys(tenant).pseudonym(scope, raw_id)
+
+    def evict_tenant(self, tenant: str) -> None:
+        """Forget every cached key of `tenant` now (on a termination event)."""
+        for cache in (self._tenants, self._sealing, self._opening):
+            cache.evict_tenant(tenant)
+        self._ttl.pop(tenant, None)
+
+    # -- data keys -----------------------------------------------------------------------------
+    def _expiry(self, tenant: str, scope: str) -> float | None:
+        return self.clock() + self._ttl.get(tenant, DEFAULT_BUFFER_TTL_S) if scope == CONVERSATION else None
+
+    def _data_key(self, tenant_keys: TenantKeys, row: KeyRow) -> DataKey:
+        raw = tenant_keys.unwrap(row.nonce, row.wrapped, scope=row.scope, subject=row.subject, key_id=row.key_id)
+        return DataKey(row.tenant, row.key_id, row.scope, row.subject, AESGCM(raw))
+
+    def sealing_key(self, tenant: str, scope: str, raw_id: str) -> DataKey:
+        """The current key of a conversation or contact, created on first use (one per subject,
+        even when several processes ask at once); reserves encryptions in blocks."""
+        if scope not in SCOPES:
+            raise ValueError(f"scope must be one of {SCOPES}")
+        tenant_keys = self.tenant_keys(tenant)
+        subject = tenant_keys.pseudonym(scope, raw_id)
+        cache_key = (tenant, scope, subject)
+        entry, fresh = self._sealing.get(cache_key)
+        if entry is not None and entry.budget > 0:
+            if not fresh:
+                bump = self._expiry(tenant, scope)
+                if bump is not None and bump - entry.expiry_written < EXPIRY_SLACK_S:
+                    bump = None  # a read-only check is enough
+                if not self.store.touch(entry.value.key_id, bump):
+                    self._sealing.drop(cache_key)
+                    entry = None
+                else:
+                    self._sealing.refreshed(entry)
+                    entry.expiry_written = bump or entry.expiry_written
+            if entry is not None:
+                entry.budget -= 1
+                return entry.value
+
+        key_id = secrets.token_hex(16)
+        raw = os.urandom(32)
+        nonce, wrapped = tenant_keys.wrap(raw, scope=scope, subject=subject, key_id=key_id)
+        candidate = KeyRow(
+            key_id,
+            tenant,
+            tenant_keys.generation,
+            scope,
+            subject,
+            0,
+            nonce,
+            wrapped,
+            self.clock(),
+            self._expiry(tenant, scope),
+        )
+        try:
+            row = self.store.acquire(candidate, block=self.reserve_block, cap=self.max_uses)
+        except TenantFenced:
+            self.evict_tenant(tenant)
+            raise TenantTerminated(tenant) from None
+        key = (
+            DataKey(tenant, key_id, scope, subject, AESGCM(raw))
+            if row.key_id == key_id
+            else self._data_key(tenant_keys, row)
+        )
+        self._sealing.put(cache_key, key, tenant, budget=self.reserve_block - 1, expiry_written=row.expires_at or 0.0)
+        return key
+
+    def opening_key(self, tenant: str, key_id: str) -> DataKey:
+        entry, fresh = self._opening.get(key_id)
+        if entry is not None:
+            if fresh:
+                return entry.value
+            if self.store.data_key(key_id) is not None:
+                self._opening.refreshed(entry)
+                return entry.value
+            self._opening.drop(key_id)
+        tenant_keys = self.tenant_keys(tenant)  # raises TenantTerminated for a shredded tenant
+        row = self.store.data_key(key_id)
+        if row is None:
+            if self.store.was_destroyed(key_id):
+                raise KeyDestroyed()
+            raise InvalidCiphertext()
+        if row.tenant != tenant:
+            raise InvalidCiphertext()
+        key = self._data_key(tenant_keys, row)
+        self._opening.put(key_id, key, tenant)
+        return key
+
+    # -- envelopes -----------------------------------------------------------------------------
+    def seal(self, tenant: str, scope: str, raw_id: str, topic: str, plaintext: bytes) -> Sealed:
+        key = self.sealing_key(tenant, scope, raw_id)
+        nonce, ciphertext = seal_with(key.aead, plaintext, record_aad(tenant, key.key_id, topic, key.subject))
+        return Sealed(tenant, scope, key.subject, key.key_id, nonce, ciphertext)
+
+    def open(self, sealed: Sealed, topic: str) -> bytes:
+        """The plaintext, `KeyDestroyed` if it was shredded, `InvalidCiphertext` for anything else."""
+        key = self.opening_key(sealed.tenant, sealed.key_id)
+        if key.subject != sealed.record_id:
+            raise InvalidCiphertext()
+        return open_with(
+            key.aead, sealed.nonce, sealed.ciphertext, record_aad(sealed.tenant, sealed.key_id, topic, sealed.record_id)
+        )
+
+    # -- destruction ---------------------------------------------------------------------------
+    def destroy_subject(self, tenant: str, scope: str, raw_id: str, reason: str) -> list[str]:
+        """Destroy a conversation's (on close) or contact's (on delete) keys; returns their ids."""
+        subject = self.pseudonym(tenant, scope, raw_id)
+        ids = self.store.destroy_subject(tenant, scope, subject, reason, self.clock())
+        self._sealing.drop((tenant, scope, subject))
+        for key_id in ids:
+            self._opening.drop(key_id)
+        return ids
+
+    def destroy_tenant(self, tenant: str, reason: str) -> Destruction:
+        """Crypto-shred the tenant: its root and every data key, and fence it for good."""
+        result = self.store.destroy_tenant(tenant, reason, self.clock())
+        self.evict_tenant(tenant)
+        return result
+
+    def expire(self, limit: int = 10_000) -> list[str]:
+        """Destroy conversation keys past last activity + TTL (the janitor calls this)."""
+        ids = self.store.expire(self.clock(), limit)
+        for key_id in ids:
+            self._opening.drop(key_id)
+        return ids
+
+    def rotate_master(self, new_master: MasterKeyring) -> int:
+        """Re-wrap every active root under `new_master.current`; data keys and ciphertext stay as they are."""
+        old = self.master
+
+        def rewrap(row: TenantRow) -> tuple[int, bytes, bytes]:
+            root = self._unwrap_root(old, row)
+            return self._wrap_root(new_master, row.tenant, row.generation, root)
+
+        count = self.store.rewrap_roots(rewrap)
+        self.master = new_master
+        return count
+
+    def report(self) -> list[TenantCounts]:
+        return self.store.counts()

@@ -1,0 +1,124 @@
+"""The key store interface: wrapped key material and its lifecycle, nothing cryptographic.
+
+A store never sees an unwrapped key, a raw conversation or contact id (only pseudonyms), or
+plaintext. Every method is atomic; `tests/unit/test_keystore_contract.py` is written once and
+runs against every backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+ACTIVE = "active"
+TERMINATED = "terminated"
+CONVERSATION = "conversation"
+CONTACT = "contact"
+SCOPES = (CONVERSATION, CONTACT)
+
+
+@dataclass(frozen=True, repr=False)
+class TenantRow:
+    tenant: str
+    state: str
+    generation: int
+    master_version: int | None
+    root_nonce: bytes | None
+    root_wrapped: bytes | None
+    buffer_ttl_s: int
+    created_at: float
+    terminated_at: float | None = None
+
+    def __repr__(self) -> str:
+        return f"TenantRow(tenant={self.tenant!r}, state={self.state!r}, generation={self.generation})"
+
+
+@dataclass(frozen=True, repr=False)
+class KeyRow:
+    key_id: str
+    tenant: str
+    generation: int
+    scope: str
+    subject: str  # pseudonym of the conversation or contact id
+    version: int  # 1, 2, ... as the key is rotated past its use cap
+    nonce: bytes
+    wrapped: bytes
+    created_at: float
+    expires_at: float | None  # conversations only: last activity + buffer TTL
+    uses: int = 0  # encryptions reserved so far (blocks reserved by every process)
+    state: str = "current"  # current | retired (still opens, no longer seals)
+
+    def __repr__(self) -> str:
+        return f"KeyRow(key_id={self.key_id!r}, tenant={self.tenant!r}, scope={self.scope!r}, v{self.version})"
+
+
+@dataclass(frozen=True)
+class Destruction:
+    """What destroying a tenant removed: counts and ids, never key bytes."""
+
+    tenant: str
+    generation: int
+    key_ids: tuple[str, ...]
+    by_scope: dict[str, int]
+    already_terminated: bool
+
+
+@dataclass(frozen=True)
+class TenantCounts:
+    tenant: str
+    state: str
+    generation: int
+    buffer_ttl_s: int
+    conversation_keys: int
+    contact_keys: int
+    retired_keys: int
+    destroyed_keys: int
+
+
+class TenantFenced(Exception):
+    """Raised inside a store when a key is asked for a tenant that is not active."""
+
+    def __init__(self, tenant: str, state: str | None) -> None:
+        super().__init__(tenant)
+        self.tenant = tenant
+        self.state = state
+
+
+class KeyStore(Protocol):
+    def create_tenant(self, row: TenantRow, *, reprovision: bool) -> TenantRow:
+        """Insert an active tenant; `reprovision` allows replacing a terminated one (new generation)."""
+
+    def tenant(self, tenant: str) -> TenantRow | None: ...
+
+    def tenants(self) -> list[TenantRow]: ...
+
+    def acquire(self, candidate: KeyRow, *, block: int, cap: int) -> KeyRow:
+        """The current key of (tenant, scope, subject) with `block` more uses reserved; the
+        candidate becomes it when there is none or the current one would pass `cap`.
+        Raises `TenantFenced` unless the tenant is active in the candidate's generation."""
+
+    def touch(self, key_id: str, expires_at: float | None) -> bool:
+        """Still current under an active tenant? With `expires_at`, also pushes a conversation
+        key's expiry forward (a write); without, only reads."""
+
+    def data_key(self, key_id: str) -> KeyRow | None:
+        """The key, if it exists and its tenant is active."""
+
+    def was_destroyed(self, key_id: str) -> bool: ...
+
+    def destroy_subject(self, tenant: str, scope: str, subject: str, reason: str, now: float) -> list[str]:
+        """Destroy every version of one conversation's or contact's key; returns their ids."""
+
+    def destroy_tenant(self, tenant: str, reason: str, now: float) -> Destruction:
+        """Fence the tenant and destroy its root and every data key, in one transaction."""
+
+    def expire(self, now: float, limit: int) -> list[str]:
+        """Destroy up to `limit` conversation keys whose expiry has passed; returns their ids."""
+
+    def rewrap_roots(self, rewrap: Callable[[TenantRow], tuple[int, bytes, bytes]]) -> int:
+        """Replace every active root's (master_version, nonce, wrapped) in one transaction."""
+
+    def counts(self) -> list[TenantCounts]: ...
+
+    def close(self) -> None: ...

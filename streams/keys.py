@@ -1,0 +1,22 @@
+"""Build the key hierarchy from settings: the one place that knows where keys live."""
+
+from __future__ import annotations
+
+from keystore.keys import Keys
+from keystore.master import load_keyring
+from keystore.sqlite_store import SqliteKeyStore
+from streams.settings import Settings
+
+
+def open_keys(settings: Settings) -> Keys:
+    """A master key is created only on first *local* use: the default file, and no key store yet.
+    A configured key file that is missing is an error, never silently replaced."""
+    first_local_use = settings.master_key_file is None and not settings.key_store_path.exists()
+    env_value = settings.master_key.reveal() if settings.master_key else None
+    master = load_keyring(env_value, settings.master_key_path, create=first_local_use)
+    return Keys(
+        SqliteKeyStore(settings.key_store_path),
+        master,
+        staleness_s=settings.key_cache_staleness_s,
+        reload_master=lambda: load_keyring(env_value, settings.master_key_path, create=False),
+    )
