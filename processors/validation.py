@@ -135,7 +135,9 @@ def _nonempty_text(max_len: int) -> Check:
 def _time(value: Any, now: dt.datetime) -> dt.datetime:
     if isinstance(value, bool):
         raise _Bad("expected an ISO-8601 time with zone, or epoch milliseconds")
-    if isinstance(value, int):
+    if isinstance(value, dt.datetime) and value.tzinfo is not None:  # decoded from Avro
+        when = value
+    elif isinstance(value, int):
         try:
             when = dt.datetime.fromtimestamp(value / 1000, dt.UTC)
         except (OverflowError, OSError, ValueError):
@@ -296,6 +298,7 @@ class _Type:
     key_fields: tuple[str, ...]  # the first present one, after tenant, forms the Kafka key
 
 
+RECORD_TYPES = {"message_event": "message", "contact_event": "contact", "execution_event": "execution"}
 TYPES: dict[str, _Type] = {
     "message": _Type("message_event", INGEST_MESSAGES, _MESSAGE, ("conversation_id",)),
     "contact": _Type("contact_event", INGEST_CONTACTS, _CONTACT, ("contact_id",)),

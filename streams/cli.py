@@ -163,6 +163,118 @@ def _keys_expire(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _operator(settings: Settings) -> str:
+    import getpass
+
+    return settings.operator or getpass.getuser()
+
+
+def _duration_s(text: str) -> int:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        value = int(text[:-1]) * units[text[-1]] if text[-1] in units else int(text)
+    except (ValueError, IndexError):
+        raise argparse.ArgumentTypeError("expected a duration such as 90s, 30m, 24h or 7d") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError("expected a positive duration")
+    return value
+
+
+def _worker(settings: Settings, args: argparse.Namespace) -> int:
+    from streams.kafka.admin import apply_catalog
+    from streams.kafka.connection import resolve_connection
+    from streams.keys import open_keys
+    from streams.worker import run_worker
+
+    conn = resolve_connection(settings)
+    apply_catalog(conn, settings.topic_prefix, settings.replication_factor)
+    run_worker(settings, conn, open_keys(settings), loglevel=args.loglevel)
+    return 0
+
+
+def _tenant_provision(settings: Settings, args: argparse.Namespace) -> int:
+    from streams.catalog import MAX_BUFFER_TTL_MS
+    from streams.kafka.connection import resolve_connection
+    from streams.keys import open_keys
+    from streams.tenants import provision
+
+    if args.buffer_ttl * 1000 > MAX_BUFFER_TTL_MS:
+        raise ShredlineError(f"buffer-ttl: at most {MAX_BUFFER_TTL_MS // 86_400_000}d (the buffer topics' retention)")
+    generation = provision(
+        open_keys(settings),
+        resolve_connection(settings),
+        settings.topic_prefix,
+        args.tenant,
+        _operator(settings),
+        args.buffer_ttl,
+    )
+    print(f"provisioned {args.tenant} (generation {generation}, buffer TTL {args.buffer_ttl}s)")
+    return 0
+
+
+def _tenant_terminate(settings: Settings, args: argparse.Namespace) -> int:
+    from streams.kafka.connection import resolve_connection
+    from streams.keys import open_keys
+    from streams.tenants import terminate
+
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise ShredlineError("terminate: refusing without --yes when there is no terminal to confirm on")
+        answer = input(
+            f"Destroy every key of {args.tenant}? Its personal data becomes unreadable for good. "
+            f"Type the tenant id to confirm: "
+        )
+        if answer.strip() != args.tenant:
+            print("not confirmed; nothing changed")
+            return 1
+    result = terminate(
+        open_keys(settings),
+        resolve_connection(settings),
+        settings.topic_prefix,
+        args.tenant,
+        _operator(settings),
+        args.reason,
+    )
+    note = " (was already terminated)" if result.already_terminated else ""
+    print(
+        f"terminated {args.tenant}{note}: destroyed {result.by_scope.get('conversation', 0)} conversation keys, "
+        f"{result.by_scope.get('contact', 0)} contact keys and the tenant root key"
+    )
+    return 0
+
+
+def _buffer_read(settings: Settings, args: argparse.Namespace) -> int:
+    import json
+
+    from streams.buffer_read import read_conversation
+    from streams.kafka.connection import resolve_connection
+    from streams.keys import open_keys
+
+    messages = read_conversation(
+        settings,
+        resolve_connection(settings),
+        open_keys(settings),
+        args.tenant,
+        args.conversation,
+        operator=_operator(settings),
+        purpose=args.purpose,
+    )
+    for m in messages:
+        print(
+            json.dumps(
+                {
+                    "at": m["occurred_at"].isoformat(),
+                    "direction": m["direction"],
+                    "channel": m["channel"],
+                    "body": m["body"],
+                },
+                ensure_ascii=False,
+            )
+        )
+    progress(f"{len(messages)} messages (this read was audited)")
+    return 0
+
+
 def _demo(settings: Settings, args: argparse.Namespace) -> int:
     from streams.demo import run_demo
 
@@ -234,6 +346,30 @@ def build_parser() -> argparse.ArgumentParser:
         "rotate-master", help="new master key version; re-wrap every tenant root; retire the old versions"
     ).set_defaults(run=_keys_rotate_master)
     keys_sub.add_parser("expire", help="destroy conversation keys past their TTL now").set_defaults(run=_keys_expire)
+
+    worker = sub.add_parser("worker", help="run the stream processors until SIGTERM")
+    worker.add_argument("--loglevel", default="info", choices=["debug", "info", "warning", "error"])
+    worker.set_defaults(run=_worker)
+
+    tenant = sub.add_parser("tenant", help="tenant lifecycle")
+    tenant_sub = tenant.add_subparsers(dest="action", required=True, metavar="ACTION")
+    prov = tenant_sub.add_parser("provision", help="create the tenant's root key")
+    prov.add_argument("tenant")
+    prov.add_argument("--buffer-ttl", type=_duration_s, default=86_400, help="conversation key TTL (default 24h)")
+    prov.set_defaults(run=_tenant_provision)
+    term = tenant_sub.add_parser("terminate", help="destroy every key of the tenant")
+    term.add_argument("tenant")
+    term.add_argument("--reason", required=True)
+    term.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    term.set_defaults(run=_tenant_terminate)
+
+    buffer = sub.add_parser("buffer", help="the encrypted chat buffer")
+    buffer_sub = buffer.add_subparsers(dest="action", required=True, metavar="ACTION")
+    read = buffer_sub.add_parser("read", help="decrypt a conversation's recent messages (audited)")
+    read.add_argument("tenant")
+    read.add_argument("conversation")
+    read.add_argument("--purpose", default="support", help="why it is read; recorded in the audit trail")
+    read.set_defaults(run=_buffer_read)
 
     sub.add_parser("demo", help="the whole story on a local broker").set_defaults(run=_demo)
     return parser

@@ -62,6 +62,7 @@ class Settings:
     master_key_file: Path | None = None  # default <data_dir>/master.key, created on first local use
     key_store: Path | None = None  # default <data_dir>/keys.sqlite
     key_cache_staleness_s: float = 1.0
+    operator: str | None = None  # who runs operator commands; default: the OS user
 
     def __post_init__(self) -> None:
         if self.topic_prefix and not _PREFIX_RE.fullmatch(self.topic_prefix):

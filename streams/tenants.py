@@ -1,0 +1,76 @@
+"""Tenant lifecycle as operators drive it: provision and terminate, announced on `control.tenants`
+and recorded in the audit trail."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+from confluent_kafka import Producer
+
+from keystore.keys import Keys
+from keystore.store import Destruction
+from streams import audit
+from streams.catalog import CONTROL_TENANTS, topic_name
+from streams.codec import encode
+from streams.errors import KafkaOperationError
+from streams.kafka.connection import Connection
+
+
+def announce(conn: Connection, prefix: str, kind: str, tenant: str, operator: str, **fields: Any) -> None:
+    """Publish a control event and wait until the broker has it."""
+    event = {
+        "event_id": str(uuid.uuid4()),
+        "tenant": tenant,
+        "occurred_at": dt.datetime.now(dt.UTC),
+        "kind": kind,
+        "operator": operator,
+        "generation": 1,
+        "policy_version": None,
+        "buffer_ttl_seconds": None,
+        "reason": None,
+        **fields,
+    }
+    errors: list[str] = []
+    producer = Producer(conn.confluent(**{"enable.idempotence": True, "acks": "all", "log_level": 3}))
+    producer.produce(
+        topic_name(prefix, CONTROL_TENANTS),
+        key=tenant.encode(),
+        value=encode("tenant_control", event),
+        on_delivery=lambda err, _m: errors.append(str(err)) if err else None,
+    )
+    if producer.flush(30) or errors:
+        raise KafkaOperationError(f"control: {kind} for {tenant} not announced ({errors[0] if errors else 'timeout'})")
+
+
+def provision(keys: Keys, conn: Connection, prefix: str, tenant: str, operator: str, buffer_ttl_s: int) -> int:
+    row = keys.provision(tenant, buffer_ttl_s)
+    audit.append(
+        conn,
+        prefix,
+        actor=operator,
+        action="tenant.provision",
+        tenant=tenant,
+        details={"generation": str(row.generation), "buffer_ttl_s": str(buffer_ttl_s)},
+    )
+    announce(conn, prefix, "PROVISIONED", tenant, operator, generation=row.generation, buffer_ttl_seconds=buffer_ttl_s)
+    return row.generation
+
+
+def terminate(keys: Keys, conn: Connection, prefix: str, tenant: str, operator: str, reason: str) -> Destruction:
+    """Destroy every key of the tenant (fencing it), then tell every worker to evict it."""
+    audit.append(
+        conn, prefix, actor=operator, action="tenant.terminate.intent", tenant=tenant, details={"reason": reason}
+    )
+    result = keys.destroy_tenant(tenant, reason)
+    audit.append(
+        conn,
+        prefix,
+        actor=operator,
+        action="tenant.terminate.keys-destroyed",
+        tenant=tenant,
+        details={k: str(v) for k, v in result.by_scope.items()},
+    )
+    announce(conn, prefix, "TERMINATED", tenant, operator, generation=max(result.generation, 1), reason=reason)
+    return result

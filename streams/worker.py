@@ -1,0 +1,232 @@
+"""The Faust worker: thin agents around `Splitter`, the buffer view, control, janitor, trimmer.
+
+Built by `build_app` (no module-level app). At-least-once: Faust flushes the producer before it
+commits offsets, so an event's outputs are durable before its offset is; a crash re-processes
+at most the uncommitted tail, and every effect tolerates that (sealing again is harmless, the
+buffer view skips events it already holds, key destruction is idempotent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+from typing import Any
+
+import faust
+from aiokafka import AIOKafkaConsumer
+from confluent_kafka import ConsumerGroupTopicPartitions
+from confluent_kafka import TopicPartition as CkTopicPartition
+from confluent_kafka.admin import AdminClient
+
+from keystore.keys import Keys
+from streams.catalog import (
+    BUFFER_MESSAGES,
+    CATALOG,
+    CONTROL_TENANTS,
+    INGEST_CONTACTS,
+    INGEST_EXECUTIONS,
+    INGEST_MESSAGES,
+    topic_name,
+)
+from streams.codec import DecodeError, decode
+from streams.kafka.connection import Connection
+from streams.settings import Settings
+from streams.splitter import MARKER_HEADER, Splitter
+
+log = logging.getLogger("shredline.worker")
+INGEST = (INGEST_MESSAGES, INGEST_CONTACTS, INGEST_EXECUTIONS)
+VIEW_DEPTH = 50  # messages kept per conversation in the buffer view
+VIEW_TABLE = "buffer-view"
+JANITOR_EVERY_S = 30.0
+TRIM_EVERY_S = 10.0
+
+
+def app_id(settings: Settings) -> str:
+    return topic_name(settings.topic_prefix, "shredline-worker")
+
+
+def view_changelog(settings: Settings) -> str:
+    """Faust's changelog topic of the buffer view (ciphertext only), which `buffer read` reads."""
+    return f"{app_id(settings)}-{VIEW_TABLE}-changelog"
+
+
+def add_to_view(current: dict[str, Any] | None, tenant: str, envelope: bytes, event_ref: str | None) -> dict[str, Any]:
+    """The view entry with `envelope` appended (once per event), trimmed to the newest VIEW_DEPTH."""
+    entry = current or {"tenant": tenant, "envelopes": [], "refs": []}
+    if event_ref is not None and event_ref in entry["refs"]:
+        return entry
+    entry["envelopes"] = [*entry["envelopes"], base64.b64encode(envelope).decode()][-VIEW_DEPTH:]
+    entry["refs"] = [*entry["refs"], event_ref or ""][-VIEW_DEPTH:]
+    return entry
+
+
+def build_app(settings: Settings, conn: Connection, keys: Keys) -> faust.App:
+    prefix = settings.topic_prefix
+    app = faust.App(
+        app_id(settings),
+        broker=";".join(f"kafka://{b.strip()}" for b in conn.bootstrap.split(",")),
+        broker_credentials=faust.SSLCredentials(conn.ssl_context()),
+        datadir=str(settings.data_dir / "worker"),
+        store="memory://",
+        autodiscover=False,
+        web_enabled=False,
+        topic_replication_factor=settings.replication_factor,
+        topic_partitions=6,
+        key_serializer="raw",
+        value_serializer="raw",
+        producer_acks=-1,
+        broker_commit_every=100,
+        broker_commit_interval=1.0,
+        consumer_auto_offset_reset="earliest",
+        table_cleanup_interval=30.0,
+    )
+    topics = {
+        spec.logical: app.topic(
+            topic_name(prefix, spec.logical),
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=spec.partitions,
+        )
+        for spec in CATALOG
+    }
+
+    async def send(logical: str, key: bytes | None, value: bytes | None) -> None:
+        await topics[logical].send(key=key, value=value)
+
+    splitter = Splitter(keys, prefix, send)
+    app.splitter = splitter  # type: ignore[attr-defined]
+
+    def split_agent(logical: str) -> None:
+        async def split(stream: faust.StreamT[bytes]) -> None:
+            async for event in stream.events():
+                message = event.message
+                if message.headers and any(k == MARKER_HEADER for k, _ in message.headers):
+                    continue
+                await splitter.handle(logical, message.partition, message.offset, message.value)
+
+        app.agent(topics[logical], name=f"split-{logical}")(split)
+
+    for logical in INGEST:
+        split_agent(logical)
+
+    view = app.Table(
+        VIEW_TABLE,
+        default=None,
+        partitions=6,
+        schema=faust.Schema(key_type=bytes, key_serializer="raw", value_serializer="json"),
+        extra_topic_configs={"message.timestamp.type": "LogAppendTime"},
+    )
+
+    @app.agent(topics[BUFFER_MESSAGES], name="buffer-view")
+    async def buffer_view(stream: faust.StreamT[bytes]) -> None:
+        async for event in stream.events():
+            value = event.message.value
+            try:
+                _record, envelope = decode(value, expect="sealed_envelope")
+                key = event.message.key
+                view[key] = add_to_view(view.get(key), envelope["tenant"], value, envelope["event_ref"])
+            except Exception as exc:  # the view is derived data: log and go on, never crash the agent
+                log.warning("buffer view: skipped a record (%s)", type(exc).__name__)
+
+    @app.task
+    async def control() -> None:
+        """Every worker reads every control event (no consumer group): termination evicts at once."""
+        consumer = AIOKafkaConsumer(
+            topic_name(prefix, CONTROL_TENANTS),
+            bootstrap_servers=conn.bootstrap.split(","),
+            security_protocol="SSL",
+            ssl_context=conn.ssl_context(),
+            group_id=None,
+            auto_offset_reset="latest",
+        )
+        await consumer.start()
+        try:
+            async for message in consumer:
+                try:
+                    _record, event = decode(message.value, expect="tenant_control")
+                except DecodeError as exc:
+                    log.warning("control: skipped a record: %s", exc.reason)
+                    continue
+                log.info("control: %s %s", event["kind"], event["tenant"])
+                if event["kind"] == "TERMINATED":
+                    keys.evict_tenant(event["tenant"])
+        finally:
+            await consumer.stop()
+
+    @app.timer(interval=JANITOR_EVERY_S)
+    async def janitor() -> None:
+        expired = keys.expire()
+        if expired:
+            log.info("janitor: destroyed %d expired conversation keys", len(expired))
+
+    trimmer = IngestTrimmer(conn, app_id(settings), [topic_name(prefix, t) for t in INGEST])
+
+    @app.timer(interval=TRIM_EVERY_S)
+    async def trim() -> None:
+        trimmed = await asyncio.get_running_loop().run_in_executor(None, trimmer.trim)
+        for topic, partition in trimmed:
+            await app.topic(topic, key_serializer="raw", value_serializer="raw").send(
+                key=None, value=b"", partition=partition, headers=[(MARKER_HEADER, b"1")]
+            )
+
+    return app
+
+
+class IngestTrimmer:
+    """Deletes ingest records below the worker group's committed offsets, so plaintext leaves
+    the broker minutes after it was processed instead of at retention.
+
+    Deleting records moves the log start offset, but bytes stay on disk until their segment
+    rolls, and an idle active segment never rolls. So for every partition it trimmed, it asks
+    for a marker record (no payload): once the segment is older than `segment.ms` that append
+    rolls it, and the next retention check deletes the old one.
+    """
+
+    def __init__(self, conn: Connection, group: str, topics: list[str]) -> None:
+        self.admin = AdminClient(conn.confluent(log_level=3))
+        self.group = group
+        self.topics = set(topics)
+        self.trimmed_to: dict[tuple[str, int], int] = {}
+
+    def trim(self) -> list[tuple[str, int]]:
+        try:
+            request = [ConsumerGroupTopicPartitions(self.group)]
+            result = self.admin.list_consumer_group_offsets(request)[self.group].result(timeout=10)
+        except Exception as exc:  # the group may not exist yet; try next time
+            log.debug("trim: no committed offsets yet (%s)", type(exc).__name__)
+            return []
+        todo = [
+            CkTopicPartition(tp.topic, tp.partition, tp.offset)
+            for tp in result.topic_partitions
+            if tp.topic in self.topics and tp.offset > self.trimmed_to.get((tp.topic, tp.partition), 0)
+        ]
+        if not todo:
+            return []
+        done = []
+        for tp, future in self.admin.delete_records(todo).items():
+            try:
+                future.result(timeout=10)
+            except Exception as exc:
+                log.warning("trim: %s[%d] failed: %s", tp.topic, tp.partition, exc)
+                continue
+            self.trimmed_to[(tp.topic, tp.partition)] = tp.offset
+            done.append((tp.topic, tp.partition))
+        log.info("trim: deleted processed ingest records in %d partitions", len(done))
+        return done
+
+
+def run_worker(settings: Settings, conn: Connection, keys: Keys, loglevel: str = "info") -> None:
+    """Run until SIGTERM/SIGINT; Faust's worker commits and closes cleanly on either."""
+    app = build_app(settings, conn, keys)
+    worker = faust.Worker(app, loglevel=loglevel, quiet=True)
+    worker.execute_from_commandline()
+
+
+def view_entry_envelopes(raw: bytes) -> list[bytes]:
+    """The envelopes of one buffer-view changelog value, oldest first."""
+    entry = json.loads(raw)
+    return [base64.b64decode(e) for e in entry.get("envelopes", [])]
