@@ -10,9 +10,10 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import time
 from typing import Any
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from streams.catalog import AUDIT_EVENTS, topic_name
 from streams.codec import decode, encode
@@ -20,6 +21,13 @@ from streams.errors import KafkaOperationError
 from streams.kafka.connection import Connection
 
 GENESIS = bytes(32)
+_TRANSIENT = {
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError._TRANSPORT,
+    KafkaError._TIMED_OUT,
+}
 
 
 def record_hash(record: dict[str, Any]) -> bytes:
@@ -30,12 +38,27 @@ def record_hash(record: dict[str, Any]) -> bytes:
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).digest()
 
 
+def _watermarks(consumer: Consumer, topic: str, attempts: int = 20) -> tuple[int, int]:
+    """Retries while a just-created topic's metadata is still propagating to the broker."""
+    for attempt in range(attempts):
+        try:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
+            return int(low), int(high)
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            transient = isinstance(error, KafkaError) and (error.retriable() or error.code() in _TRANSIENT)
+            if attempt == attempts - 1 or not transient:
+                raise KafkaOperationError(f"audit: cannot read {topic}: {exc}") from None
+            time.sleep(0.5)
+    raise AssertionError("unreachable")
+
+
 def _last(conn: Connection, topic: str) -> dict[str, Any] | None:
     consumer = Consumer(
         conn.confluent(**{"group.id": "shredline-audit-tail", "enable.auto.commit": False, "log_level": 3})
     )
     try:
-        low, high = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
+        low, high = _watermarks(consumer, topic)
         if high <= low:
             return None
         consumer.assign([TopicPartition(topic, 0, high - 1)])

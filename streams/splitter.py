@@ -82,6 +82,7 @@ class Splitter:
     async def _apply(self, effects: list[Effect], event: dict[str, Any]) -> str:
         tenant = event["tenant"]
         try:
+            self.keys.tenant_keys(tenant)  # every event, sealed or not, needs a live tenant
             for effect in effects:
                 await self._one(effect, tenant, event)
         except TenantTerminated:

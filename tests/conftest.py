@@ -9,12 +9,12 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, Message
+from confluent_kafka import Consumer, Message, TopicPartition
 
 from streams.kafka.connection import Connection, resolve_connection
 from streams.launcher.broker import Launcher
@@ -41,6 +41,22 @@ class Broker:
                     env[f"SHREDLINE_{name.upper()}"] = str(value)
         if prefix:
             env["SHREDLINE_TOPIC_PREFIX"] = prefix
+        return env
+
+    def client_env(self, prefix: str, data_dir: Path) -> dict[str, str]:
+        """Environment for a process with a data dir of its own (keys, worker state) on this broker."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SHREDLINE_")}
+        conn = self.connection
+        env.update(
+            {
+                "SHREDLINE_BOOTSTRAP": conn.bootstrap,
+                "SHREDLINE_DATA_DIR": str(data_dir),
+                "SHREDLINE_TOPIC_PREFIX": prefix,
+            }
+        )
+        for name, value in (("TLS_CA", conn.ca), ("TLS_CERT", conn.cert), ("TLS_KEY", conn.key)):
+            if value is not None:
+                env[f"SHREDLINE_{name}"] = str(value)
         return env
 
 
@@ -95,3 +111,24 @@ def drain(conn: Connection, topics: list[str], expected: int, group: str, timeou
         consumer.close()
     assert len(out) == expected, f"read {len(out)} of {expected} records"
     return out
+
+
+def record_count(conn: Connection, topic: str) -> int:
+    """Records currently in `topic` (sum of watermark spans over its partitions)."""
+    consumer = Consumer(conn.confluent(**{"group.id": "count", "log_level": 3}))
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        total = 0
+        for p in partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            total += high - low
+        return total
+    finally:
+        consumer.close()
+
+
+def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.5)

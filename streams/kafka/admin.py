@@ -131,4 +131,19 @@ def apply_catalog(
         if time.monotonic() > deadline:
             raise KafkaOperationError(f"topics apply: broker still reports drift after applying ({pending[0].detail})")
         time.sleep(0.2)
+    while leaderless := _leaderless(admin, names):
+        if time.monotonic() > deadline:
+            raise KafkaOperationError(f"topics apply: {leaderless[0]} has no leader yet")
+        time.sleep(0.2)
     return changes
+
+
+def _leaderless(admin: AdminClient, names: list[str]) -> list[str]:
+    """Partitions without a leader yet: a new topic is not usable until every one has one."""
+    topics = admin.list_topics(timeout=REQUEST_TIMEOUT_S).topics
+    return [
+        f"{name}[{p.id}]"
+        for name in names
+        for p in (topics[name].partitions.values() if name in topics else [])
+        if p.leader < 0 or p.error is not None
+    ]

@@ -1,0 +1,278 @@
+"""The worker on a real broker: canaries, termination mid-stream, SIGKILL and restart."""
+
+from __future__ import annotations
+
+import datetime as dt
+import signal
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from keystore.errors import KeyDestroyed
+from keystore.keys import Sealed
+from streams.catalog import BUFFER_MESSAGES, METRICS_USAGE, topic_name
+from streams.codec import decode
+from streams.generate import generate
+from streams.kafka.admin import apply_catalog
+from streams.keys import open_keys
+from streams.sdk import Publisher
+from streams.settings import Settings
+from tests.conftest import Broker, drain, record_count, wait_for
+
+pytestmark = pytest.mark.kafka
+CANARY_NAME = "Zq9canary Wilhelmina Oyelaran"
+CANARY_PHONE = "+5511987650001"
+CANARY_MAIL = "zq9.canary.wilhelmina@example.com"
+CANARY_BODY = "zq9-canary-message-text about my diagnosis"
+CANARIES = [CANARY_NAME, CANARY_PHONE, CANARY_MAIL, CANARY_BODY, "987650001", "Wilhelmina", "zq9-canary"]
+
+
+class Worker:
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.log = log
+        with open(log, "ab") as out:  # the child keeps its own copy of the descriptor
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "streams.cli", "worker"], env=env, stdout=out, stderr=subprocess.STDOUT
+            )
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=90)
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait(timeout=30)
+
+
+def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "streams.cli", *args], env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def expected_metrics(events: list[dict[str, Any]]) -> int:
+    return sum(1 + bool(e.get("closes_conversation")) if e["type"] == "message" else 1 for e in events)
+
+
+def background(tenants: int, count: int, seed: int) -> list[dict[str, Any]]:
+    start = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(hours=30)
+    return list(generate(tenants, count, seed, start, dt.timedelta(days=1)))
+
+
+def canary_events(tenant: str) -> list[dict[str, Any]]:
+    now = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
+    base = {"tenant": tenant, "occurred_at": now.isoformat()}
+    person = {"contact_phone": CANARY_PHONE, "contact_name": CANARY_NAME, "contact_email": CANARY_MAIL}
+    return [
+        {
+            **base,
+            "type": "contact",
+            "event_id": "canary-c1",
+            "op": "UPSERT",
+            "contact_id": "contact-canary",
+            "phone": CANARY_PHONE,
+            "name": CANARY_NAME,
+            "email": CANARY_MAIL,
+            "attributes": {"note": CANARY_BODY},
+        },
+        *[
+            {
+                **base,
+                **person,
+                "type": "message",
+                "event_id": f"canary-m{i}",
+                "channel": "WHATSAPP",
+                "direction": "INBOUND" if i % 2 == 0 else "OUTBOUND",
+                "conversation_id": "conv-canary",
+                "body": f"{CANARY_BODY} #{i}",
+            }
+            for i in range(3)
+        ],
+        {
+            **base,
+            **person,
+            "type": "execution",
+            "event_id": "canary-x1",
+            "workflow_id": "support-triage",
+            "execution_id": "exec-canary",
+            "status": "FAILED",
+            "duration_ms": 900,
+            "log_line": f"handoff requested by {CANARY_NAME} (11) 98765-0001",
+            "error": f"bounce for {CANARY_MAIL}",
+        },
+    ]
+
+
+def provision(env: dict[str, str], tenants: set[str]) -> None:
+    for tenant in sorted(tenants):
+        result = cli(env, "tenant", "provision", tenant)
+        assert result.returncode == 0, result.stderr
+
+
+def publish(broker: Broker, prefix: str, events: list[dict[str, Any]]) -> None:
+    with Publisher(broker.connection, prefix) as publisher:
+        for event in events:
+            publisher.publish(event)
+
+
+def all_topic_bytes(broker: Broker, prefix: str, group: str) -> bytes:
+    """Every key, value and header of every topic under the prefix, except the ingest topics."""
+    from confluent_kafka.admin import AdminClient
+
+    names = [
+        t
+        for t in AdminClient(broker.connection.confluent()).list_topics(timeout=10).topics
+        if t.startswith(prefix + ".") and not t.startswith(f"{prefix}.ingest.")
+    ]
+    assert any(t.endswith("buffer-view-changelog") for t in names)
+    blob = bytearray()
+    for name in names:
+        count = record_count(broker.connection, name)
+        for msg in drain(broker.connection, [name], count, f"{group}-{name}") if count else []:
+            blob += (msg.key() or b"") + (msg.value() or b"")
+            for hk, hv in msg.headers() or []:
+                blob += hk.encode() + (hv or b"")
+    return bytes(blob)
+
+
+def test_canaries_never_leave_ingest_in_clear_and_counts_match(
+    broker: Broker, topic_prefix: str, group_id: str, tmp_path: Path
+) -> None:
+    env = broker.client_env(topic_prefix, tmp_path)
+    apply_catalog(broker.connection, topic_prefix, 1)
+    events = background(2, 400, seed=21)
+    tenants = {str(e["tenant"]) for e in events}
+    canary_tenant = sorted(tenants)[0]
+    events += canary_events(canary_tenant)
+    provision(env, tenants)
+    publish(broker, topic_prefix, events)
+
+    worker = Worker(env, tmp_path / "worker.log")
+    metrics = topic_name(topic_prefix, METRICS_USAGE)
+
+    def read_back() -> subprocess.CompletedProcess[str]:
+        return cli(env, "buffer", "read", canary_tenant, "conv-canary", "--purpose", "canary test")
+
+    try:
+        wait_for(lambda: record_count(broker.connection, metrics) >= expected_metrics(events), 180, "all metrics")
+        wait_for(lambda: len(read_back().stdout.splitlines()) == 3, 60, "the buffer view")  # view lags the split
+    finally:
+        assert worker.stop() == 0, (tmp_path / "worker.log").read_text()[-3000:]
+
+    kinds = Counter(
+        decode(m.value() or b"")[1]["kind"]
+        for m in drain(broker.connection, [metrics], expected_metrics(events), group_id)
+    )
+    assert kinds["MESSAGE"] == sum(e["type"] == "message" for e in events)
+    assert kinds["CONVERSATION_CLOSED"] == sum(bool(e.get("closes_conversation")) for e in events)
+    assert kinds["EXECUTION"] == sum(e["type"] == "execution" for e in events)
+    assert kinds["CONTACT_UPSERT"] + kinds["CONTACT_DELETE"] == sum(e["type"] == "contact" for e in events)
+
+    read = read_back()
+    assert read.returncode == 0, read.stderr
+    assert [line.split('"body": ')[1] for line in read.stdout.splitlines()] == [
+        f'"{CANARY_BODY} #{i}"}}' for i in range(3)
+    ]
+
+    written = all_topic_bytes(broker, topic_prefix, group_id)
+    files = b"".join(p.read_bytes() for p in tmp_path.rglob("*") if p.is_file() and p.name != "worker.log")
+    worker_log = (tmp_path / "worker.log").read_bytes()
+    for canary in CANARIES:
+        for where, blob in (("topics", written), ("data dir", files), ("worker log", worker_log)):
+            assert canary.encode() not in blob, f"{canary!r} found in {where}"
+            assert canary.lower().encode() not in blob.lower(), f"{canary!r} found in {where}"
+
+
+def test_termination_mid_stream_shreds_the_tenant_and_stops_new_buffer_records(
+    broker: Broker, topic_prefix: str, group_id: str, tmp_path: Path
+) -> None:
+    env = broker.client_env(topic_prefix, tmp_path)
+    apply_catalog(broker.connection, topic_prefix, 1)
+    events = background(2, 600, seed=22)
+    doomed, survivor = sorted({str(e["tenant"]) for e in events})
+    provision(env, {doomed, survivor})
+    first, second = events[:300], events[300:]
+    metrics = topic_name(topic_prefix, METRICS_USAGE)
+    buffer = topic_name(topic_prefix, BUFFER_MESSAGES)
+
+    worker = Worker(env, tmp_path / "worker.log")
+    try:
+        publish(broker, topic_prefix, first)
+        wait_for(lambda: record_count(broker.connection, metrics) >= expected_metrics(first), 180, "first half")
+        before = record_count(broker.connection, buffer)
+        terminated = cli(env, "tenant", "terminate", doomed, "--reason", "contract ended", "--yes")
+        assert terminated.returncode == 0, terminated.stderr
+        publish(broker, topic_prefix, second)
+        survivor_second = [e for e in second if e["tenant"] == survivor]
+        doomed_second = [e for e in second if e["tenant"] == doomed]
+        wanted = expected_metrics(first) + expected_metrics(survivor_second) + len(doomed_second)
+        wait_for(lambda: record_count(broker.connection, metrics) >= wanted, 180, "second half")
+    finally:
+        assert worker.stop() == 0
+
+    keys = open_keys(Settings(data_dir=tmp_path))
+    envelopes = [
+        decode(m.value() or b"")[1]
+        for m in drain(broker.connection, [buffer], record_count(broker.connection, buffer), group_id)
+    ]
+    mine = [e for e in envelopes if e["tenant"] == doomed]
+    assert mine and len(envelopes) - before == sum(e["type"] == "message" for e in survivor_second)
+    for env_ in mine:
+        with pytest.raises(KeyDestroyed):
+            keys.open(
+                Sealed(doomed, "conversation", env_["record_id"], env_["key_id"], env_["nonce"], env_["ciphertext"]),
+                buffer,
+            )
+    dropped = [
+        decode(m.value() or b"")[1]
+        for m in drain(broker.connection, [metrics], record_count(broker.connection, metrics), group_id + "m")
+    ]
+    assert sum(d["kind"] == "DROPPED_TERMINATED" for d in dropped) == len(doomed_second)
+    read = cli(env, "buffer", "read", doomed, "conv-x")
+    assert read.returncode == 3 and "terminated" in read.stderr
+
+
+def test_worker_killed_mid_stream_loses_nothing_and_shows_nothing_twice(
+    broker: Broker, topic_prefix: str, group_id: str, tmp_path: Path
+) -> None:
+    env = broker.client_env(topic_prefix, tmp_path)
+    apply_catalog(broker.connection, topic_prefix, 1)
+    events = background(3, 3000, seed=23)
+    provision(env, {str(e["tenant"]) for e in events})
+    publish(broker, topic_prefix, events)
+    metrics = topic_name(topic_prefix, METRICS_USAGE)
+    buffer = topic_name(topic_prefix, BUFFER_MESSAGES)
+
+    first = Worker(env, tmp_path / "worker.log")
+    wait_for(lambda: record_count(broker.connection, metrics) >= 500, 180, "some progress")
+    first.kill()
+    progress = record_count(broker.connection, metrics)
+    assert progress < expected_metrics(events), "the worker finished before it was killed; kill earlier"
+
+    second = Worker(env, tmp_path / "worker.log")
+    try:
+        wait_for(lambda: record_count(broker.connection, metrics) >= expected_metrics(events), 240, "all metrics")
+        wait_for(
+            lambda: record_count(broker.connection, buffer) >= sum(e["type"] == "message" for e in events),
+            120,
+            "all buffer records",
+        )
+    finally:
+        assert second.stop() == 0
+
+    envelopes = [
+        decode(m.value() or b"")[1]
+        for m in drain(broker.connection, [buffer], record_count(broker.connection, buffer), group_id)
+    ]
+    keys = open_keys(Settings(data_dir=tmp_path))
+    refs = {e["event_ref"] for e in envelopes}
+    message_refs = {
+        keys.pseudonym(str(e["tenant"]), "event", str(e["event_id"])) for e in events if e["type"] == "message"
+    }
+    assert refs == message_refs  # nothing lost; re-sealed duplicates carry the same ref
+    duplicates = len(envelopes) - len(refs)
+    print(f"\nkilled at {progress} metrics of {expected_metrics(events)}; re-sealed after restart: {duplicates}")
