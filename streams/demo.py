@@ -1,86 +1,175 @@
-"""`shredline demo`: the story so far, on the local broker, start to finish.
+"""`shredline demo`: the whole story so far on the local broker, start to finish.
 
-Today: a TLS broker comes up, the topic catalog is applied, synthetic events (Faker names,
-`example.*` e-mails) are validated and published with the SDK, and one message is read back
-and decoded. Later stages of the pipeline extend this script as they land.
+A TLS broker comes up and the topic catalog is applied; three tenants are provisioned;
+synthetic events (Faker names, `example.*` e-mails) are validated and published; the worker
+splits them into sealed buffers, anonymised metrics and redacted logs and trims the ingest
+topics; one conversation is read back (audited); one tenant is terminated and its
+conversations read as deleted. Each run uses a fresh topic prefix and key store, so it can be
+run again and again on the same broker.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
+import os
+import subprocess
+import sys
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 
-from streams.catalog import INGEST_MESSAGES, topic_name
-from streams.codec import decode
-from streams.errors import KafkaOperationError
+from streams.buffer_read import Deleted, read_conversation
+from streams.catalog import INGEST_MESSAGES, METRICS_USAGE, topic_name
+from streams.errors import ShredlineError
 from streams.generate import default_start, generate
 from streams.kafka.admin import apply_catalog
 from streams.kafka.connection import Connection
+from streams.keys import open_keys
 from streams.launcher.broker import connect_or_launch
 from streams.sdk import Publisher
 from streams.settings import Settings
+from streams.tenants import provision, terminate
 
 Progress = Callable[[str], None]
+OPERATOR = "demo-operator"
 
 
-def first_since(conn: Connection, topic: str, since_ms: int, timeout_s: float = 30.0) -> Message:
-    """The first record the broker appended to `topic` at or after `since_ms` (topics use LogAppendTime)."""
-    consumer = Consumer(
-        conn.confluent(
-            **{"group.id": f"shredline-demo-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False, "log_level": 3}
-        )
-    )
+def _count(conn: Connection, topic: str) -> tuple[int, int]:
+    """(records readable now, records ever appended) over the topic's partitions."""
+    consumer = Consumer(conn.confluent(**{"group.id": "shredline-demo", "log_level": 3}))
     try:
-        partitions = consumer.list_topics(topic, timeout=timeout_s).topics[topic].partitions
-        wanted = [TopicPartition(topic, p, since_ms) for p in partitions]
-        starts = [tp for tp in consumer.offsets_for_times(wanted, timeout=timeout_s) if tp.offset >= 0]
-        consumer.assign(starts)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            msg = consumer.poll(1.0)
-            if msg is not None and msg.error() is None:
-                return msg
-    except KafkaException as exc:
-        raise KafkaOperationError(f"reading {topic}: {exc}") from None
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        marks = [consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10) for p in partitions]
+        return sum(hi - lo for lo, hi in marks), sum(hi for _lo, hi in marks)
     finally:
         consumer.close()
-    raise KafkaOperationError(f"reading {topic}: nothing appended since the demo started")
 
 
-def run_demo(settings: Settings, progress: Progress) -> int:
-    conn = connect_or_launch(settings, progress)
+def _worker_env(settings: Settings, conn: Connection) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHREDLINE_")}
+    env.update(
+        {
+            "SHREDLINE_BOOTSTRAP": conn.bootstrap,
+            "SHREDLINE_DATA_DIR": str(settings.data_dir),
+            "SHREDLINE_TOPIC_PREFIX": settings.topic_prefix,
+        }
+    )
+    for name, value in (("TLS_CA", conn.ca), ("TLS_CERT", conn.cert), ("TLS_KEY", conn.key)):
+        if value is not None:
+            env[f"SHREDLINE_{name}"] = str(value)
+    return env
 
-    changes = apply_catalog(conn, settings.topic_prefix, settings.replication_factor)
-    created = sum(c.kind == "create" for c in changes)
-    progress(f"topics applied: {created} created, {len(changes) - created} other changes")
 
+def run_demo(base: Settings, progress: Progress) -> int:
+    conn = connect_or_launch(base, progress)
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d%H%M%S")
+    settings = replace(
+        base,
+        topic_prefix=f"demo-{stamp}",
+        data_dir=base.data_dir / "demo-runs" / stamp,
+        master_key_file=None,
+        key_store=None,
+    )
+    prefix = settings.topic_prefix
+    apply_catalog(conn, prefix, settings.replication_factor)
+    progress(f"topics applied under prefix {prefix}; keys in {settings.data_dir}")
+
+    keys = open_keys(settings)
     span = dt.timedelta(days=1)
-    events = list(generate(3, 60, seed=1, start=default_start(dt.datetime.now(dt.UTC), span), span=span))
-    started = time.perf_counter()
-    since_ms = int(time.time() * 1000)
-    with Publisher(conn, settings.topic_prefix) as publisher:
-        queued = [publisher.publish(event) for event in events]
-    elapsed_ms = (time.perf_counter() - started) * 1000
-    by_topic = Counter(v.topic for v in queued)
+    events = list(generate(3, 600, seed=1, start=default_start(dt.datetime.now(dt.UTC), span), span=span))
+    tenants = sorted({str(e["tenant"]) for e in events})
+    for tenant in tenants:
+        provision(keys, conn, prefix, tenant, OPERATOR, 86_400)
+    print(f"1. provisioned tenants {', '.join(tenants)} (a root key each, wrapped by the master key)")
+
+    with Publisher(conn, prefix) as publisher:
+        for event in events:
+            publisher.publish(event)
+    kinds = Counter(str(e["type"]) for e in events)
     print(
-        f"published {publisher.delivered} synthetic events over TLS in {elapsed_ms:.0f} ms: "
-        + ", ".join(f"{n} to {t}" for t, n in sorted(by_topic.items()))
+        f"2. published {publisher.delivered} synthetic events over TLS: "
+        + ", ".join(f"{n} {k}s" for k, n in sorted(kinds.items()))
     )
 
-    topic = topic_name(settings.topic_prefix, INGEST_MESSAGES)
-    msg = first_since(conn, topic, since_ms)
-    value = msg.value() or b""
-    record, decoded = decode(value)
+    expected = sum(1 + bool(e.get("closes_conversation")) if e["type"] == "message" else 1 for e in events)
+    log_path = settings.data_dir / "worker.log"
+    with open(log_path, "ab") as log:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", "worker", "--loglevel", "warning"],
+            env=_worker_env(settings, conn),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        started = time.monotonic()
+        metrics = topic_name(prefix, METRICS_USAGE)
+        while _count(conn, metrics)[1] < expected:
+            if worker.poll() is not None:
+                raise ShredlineError(f"the worker stopped (exit {worker.returncode}); see {log_path}")
+            if time.monotonic() - started > 300:
+                raise ShredlineError(f"the worker did not finish in 5 minutes; see {log_path}")
+            time.sleep(1)
+        print(
+            f"3. worker split them in {time.monotonic() - started:.0f}s (start-up included): sealed buffers, "
+            f"{expected} anonymised metrics, redacted logs"
+        )
+
+        open_conversation = _an_open_conversation(events)
+        tenant, conversation = open_conversation
+        messages: list[dict[str, Any]] = []
+        deadline = time.monotonic() + 60
+        while not messages and time.monotonic() < deadline:
+            try:
+                messages = read_conversation(
+                    settings, conn, keys, tenant, conversation, operator=OPERATOR, purpose="demo"
+                )
+            except Deleted:
+                time.sleep(1)
+        print(f"4. buffer read {tenant} {conversation} (audited): {len(messages)} messages")
+        for m in messages[:4]:
+            print(f"     {m['direction']:<8} {m['body']}")
+
+        deadline = time.monotonic() + 120
+        ingest = topic_name(prefix, INGEST_MESSAGES)
+        while _count(conn, ingest)[0] > 0 and time.monotonic() < deadline:
+            time.sleep(2)
+        readable, ever = _count(conn, ingest)
+        print(
+            f"5. ingest trimmed: {ever - readable} of {ever} plaintext message records already deleted from the broker"
+        )
+
+        result = terminate(keys, conn, prefix, tenant, OPERATOR, "demo: contract ended")
+        print(f"6. terminated {tenant}: destroyed {sum(result.by_scope.values())} data keys and its root key")
+        try:
+            read_conversation(settings, conn, keys, tenant, conversation, operator=OPERATOR, purpose="demo")
+            print("   (unexpected: still readable)")
+            return 1
+        except Deleted as exc:
+            print(f"   buffer read {tenant} {conversation} -> {exc}")
+    finally:
+        worker.terminate()
+        worker.wait(timeout=60)
+    counts = {c.tenant: c for c in keys.report()}
     print(
-        f"read back {record} from {topic} partition {msg.partition()} offset {msg.offset()} "
-        f"({len(value)} bytes, Avro single-object encoding):"
+        "7. keys now: "
+        + "; ".join(
+            f"{t} {c.state} ({c.conversation_keys} live conversation keys, {c.destroyed_keys} destroyed)"
+            for t, c in counts.items()
+        )
     )
-    print(json.dumps(decoded, indent=2, default=str, ensure_ascii=False))
     progress("the broker keeps running; stop it with `shredline kafka down`")
     return 0
+
+
+def _an_open_conversation(events: list[dict[str, Any]]) -> tuple[str, str]:
+    closed = {e["conversation_id"] for e in events if e["type"] == "message" and e["closes_conversation"]}
+    turns = Counter(
+        (str(e["tenant"]), str(e["conversation_id"]))
+        for e in events
+        if e["type"] == "message" and e["conversation_id"] not in closed
+    )
+    return turns.most_common(1)[0][0]

@@ -138,8 +138,8 @@ class _Tenant:
         company = re.sub(r"[^a-z0-9]+", "-", self.fake.company().lower()).strip("-")[:24].strip("-")
         self.tenant = f"{company or 'tenant'}-{index + 1}"
         self.start = start
-        # ~14 events per conversation (turns, executions, contacts); spread them over the span.
-        self.mean_gap_s = span.total_seconds() / max(1, events / 14)
+        # ~14 events per conversation on average; plan for 7 so the span holds twice what is asked.
+        self.mean_gap_s = span.total_seconds() / max(1, events / 7)
         self.end = start + span
         self.contacts: list[_Contact] = []
         self.counter = 0

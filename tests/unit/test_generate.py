@@ -28,6 +28,7 @@ def test_same_seed_same_events_other_seed_other_events() -> None:
 
 
 def test_exact_count_in_time_order_within_the_span() -> None:
+    assert len(list(generate(3, 600, 2, START, dt.timedelta(days=1)))) == 600
     out = events(count=2500)
     assert len(out) == 2500
     times = [str(e["occurred_at"]) for e in out]

@@ -1,0 +1,53 @@
+"""A Faust app that forwards every ingest record unchanged: the worker's baseline.
+
+Same Faust settings as the worker (TLS, raw serializers, acks=all, commit cadence); only the
+work per record differs. Run by `bench.worker` as `python -m bench.passthrough`.
+"""
+
+from __future__ import annotations
+
+import os
+
+import faust
+
+from streams.catalog import INGEST_CONTACTS, INGEST_EXECUTIONS, INGEST_MESSAGES, topic_name
+from streams.kafka.connection import resolve_connection
+from streams.settings import load_settings
+
+OUT = "passthrough.out"
+
+
+def main() -> None:
+    settings = load_settings(os.environ)
+    conn = resolve_connection(settings)
+    app = faust.App(
+        topic_name(settings.topic_prefix, "bench-passthrough"),
+        broker=f"kafka://{conn.bootstrap}",
+        broker_credentials=faust.SSLCredentials(conn.ssl_context()),
+        datadir=str(settings.data_dir / "passthrough"),
+        store="memory://",
+        autodiscover=False,
+        web_enabled=False,
+        topic_partitions=6,
+        key_serializer="raw",
+        value_serializer="raw",
+        producer_acks=-1,
+        broker_commit_every=10_000,
+        producer_linger=0.005,
+        broker_commit_interval=1.0,
+        consumer_auto_offset_reset="earliest",
+    )
+    out = app.topic(topic_name(settings.topic_prefix, OUT), key_serializer="raw", value_serializer="raw")
+    for logical in (INGEST_MESSAGES, INGEST_CONTACTS, INGEST_EXECUTIONS):
+        source = app.topic(topic_name(settings.topic_prefix, logical), key_serializer="raw", value_serializer="raw")
+
+        async def forward(stream: faust.StreamT[bytes]) -> None:
+            async for event in stream.events():
+                await out.send(key=event.message.key, value=event.message.value)
+
+        app.agent(source, name=f"forward-{logical}")(forward)
+    faust.Worker(app, loglevel="warning", quiet=True).execute_from_commandline()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,199 @@
+"""Worker throughput against two baselines on the same input, same broker, same run:
+
+- a Faust passthrough app (same settings, forwards each ingest record unchanged);
+- a bare confluent-kafka consume -> produce loop.
+
+Each run gets its own topic prefix with the same events published beforehand; throughput is
+counted from the first output record to the last, so start-up and rebalancing are excluded.
+
+    python -m bench.worker [--events 20000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from streams.catalog import INGEST_CONTACTS, INGEST_EXECUTIONS, INGEST_MESSAGES, METRICS_USAGE, topic_name
+from streams.generate import generate
+from streams.kafka.admin import apply_catalog
+from streams.kafka.connection import Connection
+from streams.keys import open_keys
+from streams.launcher.broker import connect_or_launch
+from streams.sdk import Publisher
+from streams.settings import load_settings
+
+RESULTS = Path(__file__).resolve().parent / "results"
+INGEST = (INGEST_MESSAGES, INGEST_CONTACTS, INGEST_EXECUTIONS)
+
+
+def count(conn: Connection, topic: str) -> int:
+    consumer = Consumer(conn.confluent(**{"group.id": "bench-count", "log_level": 3}))
+    try:
+        meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
+        if meta is None or meta.error is not None:
+            return 0
+        return sum(
+            hi - lo
+            for lo, hi in (
+                consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10) for p in meta.partitions
+            )
+        )
+    finally:
+        consumer.close()
+
+
+def counter(conn: Connection, topic: str) -> Callable[[], int]:
+    return lambda: count(conn, topic)
+
+
+def rate(progress: Callable[[], int], target: int, timeout_s: float = 900) -> float:
+    """Events/s from the first output seen to `target` outputs."""
+    deadline = time.monotonic() + timeout_s
+    while (first := progress()) == 0:
+        assert time.monotonic() < deadline, "no output"
+        time.sleep(0.05)
+    t0, c0 = time.monotonic(), first
+    while (n := progress()) < target:
+        assert time.monotonic() < deadline, f"stalled at {n} of {target}"
+        time.sleep(0.1)
+    return (n - c0) / (time.monotonic() - t0)
+
+
+def env_for(conn: Connection, prefix: str, data_dir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHREDLINE_")}
+    env.update(
+        {
+            "SHREDLINE_BOOTSTRAP": conn.bootstrap,
+            "SHREDLINE_TLS_CA": str(conn.ca),
+            "SHREDLINE_TLS_CERT": str(conn.cert),
+            "SHREDLINE_TLS_KEY": str(conn.key),
+            "SHREDLINE_DATA_DIR": str(data_dir),
+            "SHREDLINE_TOPIC_PREFIX": prefix,
+        }
+    )
+    return env
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=20_000)
+    args = parser.parse_args()
+    settings = load_settings(os.environ)
+    conn = connect_or_launch(settings, lambda m: print(m, file=sys.stderr))
+    stamp = int(time.time())
+    start = dt.datetime.now(dt.UTC) - dt.timedelta(days=2)
+    events = list(generate(3, args.events, 4, start, dt.timedelta(days=1)))
+    metrics_expected = sum(1 + bool(e.get("closes_conversation")) if e["type"] == "message" else 1 for e in events)
+    admin = AdminClient(conn.confluent(log_level=3))
+
+    def prepared(name: str) -> tuple[str, Path]:
+        prefix = f"bench{stamp}{name}"
+        apply_catalog(conn, prefix, 1)
+        admin.create_topics([NewTopic(topic_name(prefix, "passthrough.out"), 6, 1)])
+        time.sleep(1)
+        with Publisher(conn, prefix) as publisher:
+            for event in events:
+                publisher.publish(event)
+        return prefix, Path(tempfile.mkdtemp(prefix=f"shredline-bench-{prefix}-"))
+
+    def run(cmd: list[str], env: dict[str, str], progress: Callable[[], int], target: int) -> float:
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            return rate(progress, target)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=60)
+
+    prefix, data = prepared("p")
+    passthrough = run(
+        [sys.executable, "-m", "bench.passthrough"],
+        env_for(conn, prefix, data),
+        counter(conn, topic_name(prefix, "passthrough.out")),
+        len(events),
+    )
+
+    prefix, data = prepared("w")
+    keys = open_keys(load_settings(env_for(conn, prefix, data)))
+    for tenant in sorted({str(e["tenant"]) for e in events}):
+        keys.provision(tenant)
+    worker = (
+        run(
+            [sys.executable, "-m", "streams.cli", "worker", "--loglevel", "warning"],
+            env_for(conn, prefix, data),
+            counter(conn, topic_name(prefix, METRICS_USAGE)),
+            metrics_expected,
+        )
+        * len(events)
+        / metrics_expected
+    )
+
+    prefix, _data = prepared("b")
+    consumer = Consumer(
+        conn.confluent(
+            **{
+                "group.id": f"{prefix}-bare",
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": True,
+                "log_level": 3,
+            }
+        )
+    )
+    producer = Producer(conn.confluent(**{"enable.idempotence": True, "acks": "all", "linger.ms": 5, "log_level": 3}))
+    consumer.subscribe([topic_name(prefix, t) for t in INGEST])
+    out_topic = topic_name(prefix, "passthrough.out")
+    done = 0
+    t0 = None
+    while done < len(events):
+        for msg in consumer.consume(500, timeout=1.0):
+            if msg.error():
+                continue
+            t0 = t0 or time.monotonic()
+            producer.produce(out_topic, key=msg.key(), value=msg.value())
+            producer.poll(0)
+            done += 1
+    producer.flush(60)
+    bare = done / (time.monotonic() - (t0 or time.monotonic()))
+    consumer.close()
+
+    print(f"{'pipeline':<44}{'events/s':>10}{'vs Faust passthrough':>22}{'vs bare loop':>14}")
+    for name, value in (
+        ("bare confluent-kafka consume->produce", bare),
+        ("Faust passthrough agent", passthrough),
+        ("shredline worker (split, seal, redact)", worker),
+    ):
+        print(f"{name:<44}{value:>10,.0f}{value / passthrough:>22.2f}{value / bare:>14.2f}")
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "worker.json").write_text(
+        json.dumps(
+            {
+                "benchmark": "worker",
+                "events": len(events),
+                "bare_events_per_s": round(bare),
+                "passthrough_events_per_s": round(passthrough),
+                "worker_events_per_s": round(worker),
+                "worker_vs_passthrough": round(worker / passthrough, 3),
+                "worker_vs_bare": round(worker / bare, 3),
+                "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
