@@ -27,6 +27,7 @@ from confluent_kafka import Consumer, TopicPartition
 from streams.catalog import CATALOG, INGEST_CONTACTS, INGEST_EXECUTIONS, INGEST_MESSAGES, topic_name
 from streams.generate import generate
 from streams.kafka.admin import apply_catalog
+from streams.kafka.connection import client_environment
 from streams.keys import open_keys
 from streams.launcher.broker import Launcher
 from streams.sdk import Publisher
@@ -63,17 +64,7 @@ def main() -> int:
     ]
 
     data_dir = Path(tempfile.mkdtemp(prefix=f"shredline-window-{prefix}-"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SHREDLINE_")}
-    env.update(
-        {
-            "SHREDLINE_BOOTSTRAP": conn.bootstrap,
-            "SHREDLINE_TLS_CA": str(conn.ca),
-            "SHREDLINE_TLS_CERT": str(conn.cert),
-            "SHREDLINE_TLS_KEY": str(conn.key),
-            "SHREDLINE_DATA_DIR": str(data_dir),
-            "SHREDLINE_TOPIC_PREFIX": prefix,
-        }
-    )
+    env = client_environment(conn, data_dir, prefix, os.environ)
     keys = open_keys(load_settings(env))
     for tenant in sorted({str(e["tenant"]) for e in events}):
         keys.provision(tenant)

@@ -7,12 +7,14 @@ work per record differs. Run by `bench.worker` as `python -m bench.passthrough`.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
 import faust
 
 from streams.catalog import INGEST_CONTACTS, INGEST_EXECUTIONS, INGEST_MESSAGES, topic_name
 from streams.kafka.connection import resolve_connection
 from streams.settings import load_settings
+from streams.worker import faust_app
 
 OUT = "passthrough.out"
 
@@ -20,22 +22,10 @@ OUT = "passthrough.out"
 def main() -> None:
     settings = load_settings(os.environ)
     conn = resolve_connection(settings)
-    app = faust.App(
+    app = faust_app(
+        replace(settings, data_dir=settings.data_dir / "passthrough"),
+        conn,
         topic_name(settings.topic_prefix, "bench-passthrough"),
-        broker=f"kafka://{conn.bootstrap}",
-        broker_credentials=faust.SSLCredentials(conn.ssl_context()),
-        datadir=str(settings.data_dir / "passthrough"),
-        store="memory://",
-        autodiscover=False,
-        web_enabled=False,
-        topic_partitions=6,
-        key_serializer="raw",
-        value_serializer="raw",
-        producer_acks=-1,
-        broker_commit_every=10_000,
-        producer_linger=0.005,
-        broker_commit_interval=1.0,
-        consumer_auto_offset_reset="earliest",
     )
     out = app.topic(topic_name(settings.topic_prefix, OUT), key_serializer="raw", value_serializer="raw")
     for logical in (INGEST_MESSAGES, INGEST_CONTACTS, INGEST_EXECUTIONS):

@@ -29,7 +29,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from streams.catalog import INGEST_CONTACTS, INGEST_EXECUTIONS, INGEST_MESSAGES, METRICS_USAGE, topic_name
 from streams.generate import generate
 from streams.kafka.admin import apply_catalog
-from streams.kafka.connection import Connection
+from streams.kafka.connection import Connection, client_environment
 from streams.keys import open_keys
 from streams.launcher.broker import connect_or_launch
 from streams.sdk import Publisher
@@ -73,18 +73,7 @@ def rate(progress: Callable[[], int], target: int, timeout_s: float = 900) -> fl
 
 
 def env_for(conn: Connection, prefix: str, data_dir: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SHREDLINE_")}
-    env.update(
-        {
-            "SHREDLINE_BOOTSTRAP": conn.bootstrap,
-            "SHREDLINE_TLS_CA": str(conn.ca),
-            "SHREDLINE_TLS_CERT": str(conn.cert),
-            "SHREDLINE_TLS_KEY": str(conn.key),
-            "SHREDLINE_DATA_DIR": str(data_dir),
-            "SHREDLINE_TOPIC_PREFIX": prefix,
-        }
-    )
-    return env
+    return client_environment(conn, data_dir, prefix, os.environ)
 
 
 def main() -> int:

@@ -9,6 +9,7 @@ and a WAL checkpoint (TRUNCATE) after every destruction so no old page image kee
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sqlite3
 import threading
@@ -29,6 +30,7 @@ from keystore.store import (
     TenantRow,
 )
 
+log = logging.getLogger("shredline.keystore")
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS tenants (
@@ -131,6 +133,8 @@ class SqliteKeyStore:
             if not busy:
                 return True
             time.sleep(0.02)
+        # A reader holds an old snapshot; the next destruction or the janitor's expiry retries.
+        log.warning("key store: WAL checkpoint stayed busy; destroyed keys may linger in the WAL until the next one")
         return False
 
     @staticmethod
@@ -255,6 +259,12 @@ class SqliteKeyStore:
         self, db: sqlite3.Connection, where: str, args: tuple[object, ...], reason: str, now: float
     ) -> list[str]:
         ids = [r[0] for r in db.execute(f"SELECT key_id FROM data_keys WHERE {where}", args)]
+        # Overwrite in place first: a same-size update rewrites the cell where it is, whereas a
+        # delete alone can leave copies that b-tree rebalancing moved (seen in the forensics test).
+        db.execute(
+            f"UPDATE data_keys SET nonce = zeroblob(length(nonce)), wrapped = zeroblob(length(wrapped)) WHERE {where}",
+            args,
+        )
         db.execute(
             "INSERT OR IGNORE INTO destroyed_keys (key_id, tenant, generation, scope, reason, destroyed_at) "
             f"SELECT key_id, tenant, generation, scope, ?, ? FROM data_keys WHERE {where}",
@@ -287,6 +297,11 @@ class SqliteKeyStore:
                 for scope in (CONVERSATION, CONTACT)
             }
             ids = self._tombstone(db, "tenant = ?", (tenant,), reason, now)
+            db.execute(
+                "UPDATE tenants SET root_nonce = zeroblob(length(root_nonce)), "
+                "root_wrapped = zeroblob(length(root_wrapped)) WHERE tenant = ? AND root_wrapped IS NOT NULL",
+                (tenant,),
+            )
             db.execute(
                 "UPDATE tenants SET state = 'terminated', master_version = NULL, root_nonce = NULL, "
                 "root_wrapped = NULL, terminated_at = coalesce(terminated_at, ?) WHERE tenant = ?",

@@ -27,7 +27,7 @@ from streams.catalog import INGEST_MESSAGES, METRICS_USAGE, topic_name
 from streams.errors import ShredlineError
 from streams.generate import default_start, generate
 from streams.kafka.admin import apply_catalog
-from streams.kafka.connection import Connection
+from streams.kafka.connection import Connection, client_environment
 from streams.keys import open_keys
 from streams.launcher.broker import connect_or_launch
 from streams.sdk import Publisher
@@ -47,21 +47,6 @@ def _count(conn: Connection, topic: str) -> tuple[int, int]:
         return sum(hi - lo for lo, hi in marks), sum(hi for _lo, hi in marks)
     finally:
         consumer.close()
-
-
-def _worker_env(settings: Settings, conn: Connection) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SHREDLINE_")}
-    env.update(
-        {
-            "SHREDLINE_BOOTSTRAP": conn.bootstrap,
-            "SHREDLINE_DATA_DIR": str(settings.data_dir),
-            "SHREDLINE_TOPIC_PREFIX": settings.topic_prefix,
-        }
-    )
-    for name, value in (("TLS_CA", conn.ca), ("TLS_CERT", conn.cert), ("TLS_KEY", conn.key)):
-        if value is not None:
-            env[f"SHREDLINE_{name}"] = str(value)
-    return env
 
 
 def run_demo(base: Settings, progress: Progress) -> int:
@@ -100,7 +85,7 @@ def run_demo(base: Settings, progress: Progress) -> int:
     with open(log_path, "ab") as log:
         worker = subprocess.Popen(
             [sys.executable, "-m", "streams.cli", "worker", "--loglevel", "warning"],
-            env=_worker_env(settings, conn),
+            env=client_environment(conn, settings.data_dir, prefix, os.environ),
             stdout=log,
             stderr=subprocess.STDOUT,
         )

@@ -62,10 +62,10 @@ def add_to_view(current: dict[str, Any] | None, tenant: str, envelope: bytes, ev
     return entry
 
 
-def build_app(settings: Settings, conn: Connection, keys: Keys) -> faust.App:
-    prefix = settings.topic_prefix
-    app = faust.App(
-        app_id(settings),
+def faust_app(settings: Settings, conn: Connection, name: str) -> faust.App:
+    """A Faust app with our transport settings: TLS, raw bytes, acks=all, 1 s commits."""
+    return faust.App(
+        name,
         broker=";".join(f"kafka://{b.strip()}" for b in conn.bootstrap.split(",")),
         broker_credentials=faust.SSLCredentials(conn.ssl_context()),
         datadir=str(settings.data_dir / "worker"),
@@ -77,12 +77,17 @@ def build_app(settings: Settings, conn: Connection, keys: Keys) -> faust.App:
         key_serializer="raw",
         value_serializer="raw",
         producer_acks=-1,
-        broker_commit_every=10_000,
         producer_linger=0.005,
+        broker_commit_every=10_000,
         broker_commit_interval=1.0,
         consumer_auto_offset_reset="earliest",
         table_cleanup_interval=30.0,
     )
+
+
+def build_app(settings: Settings, conn: Connection, keys: Keys) -> faust.App:
+    prefix = settings.topic_prefix
+    app = faust_app(settings, conn, app_id(settings))
     topics = {
         spec.logical: app.topic(
             topic_name(prefix, spec.logical),

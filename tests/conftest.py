@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, Message, TopicPartition
 
-from streams.kafka.connection import Connection, resolve_connection
+from streams.kafka.connection import Connection, client_environment, resolve_connection
 from streams.launcher.broker import Launcher
 from streams.settings import Settings, load_settings
 
@@ -45,19 +45,7 @@ class Broker:
 
     def client_env(self, prefix: str, data_dir: Path) -> dict[str, str]:
         """Environment for a process with a data dir of its own (keys, worker state) on this broker."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SHREDLINE_")}
-        conn = self.connection
-        env.update(
-            {
-                "SHREDLINE_BOOTSTRAP": conn.bootstrap,
-                "SHREDLINE_DATA_DIR": str(data_dir),
-                "SHREDLINE_TOPIC_PREFIX": prefix,
-            }
-        )
-        for name, value in (("TLS_CA", conn.ca), ("TLS_CERT", conn.cert), ("TLS_KEY", conn.key)):
-            if value is not None:
-                env[f"SHREDLINE_{name}"] = str(value)
-        return env
+        return client_environment(self.connection, data_dir, prefix, os.environ)
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import ssl
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,3 +75,19 @@ def resolve_connection(settings: Settings) -> Connection:
     if state is None or "bootstrap" not in state:
         raise ConfigError("bootstrap: no broker known; run `shredline kafka up` or set SHREDLINE_BOOTSTRAP")
     return Connection(state["bootstrap"], Path(state["ca"]), Path(state["client_cert"]), Path(state["client_key"]))
+
+
+def client_environment(conn: Connection, data_dir: Path, prefix: str, base: Mapping[str, str]) -> dict[str, str]:
+    """Environment for a child `shredline` process on this broker with a data dir of its own.
+
+    Every inherited `SHREDLINE_*` variable is dropped first, so the child sees exactly this."""
+    env = {k: v for k, v in base.items() if not k.startswith("SHREDLINE_")}
+    env.update(
+        {"SHREDLINE_BOOTSTRAP": conn.bootstrap, "SHREDLINE_DATA_DIR": str(data_dir), "SHREDLINE_TOPIC_PREFIX": prefix}
+    )
+    for name, value in (("TLS_CA", conn.ca), ("TLS_CERT", conn.cert), ("TLS_KEY", conn.key)):
+        if value is not None:
+            env[f"SHREDLINE_{name}"] = str(value)
+    if conn.key_password is not None:
+        env["SHREDLINE_TLS_KEY_PASSWORD"] = conn.key_password.reveal()
+    return env
