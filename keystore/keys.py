@@ -6,6 +6,8 @@ it raises and nothing is sealed; it never falls back to plaintext.
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import os
 import secrets
 import time
@@ -16,7 +18,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from keystore.aead import DataKey, TenantKeys, bind, open_with, record_aad, seal_with
 from keystore.cache import BoundedCache
-from keystore.errors import InvalidCiphertext, KeyDestroyed, TenantTerminated, UnknownTenant
+from keystore.errors import InvalidCiphertext, KeyDestroyed, TenantExists, TenantTerminated, UnknownTenant
 from keystore.master import MasterKeyring
 from keystore.store import (
     ACTIVE,
@@ -39,6 +41,10 @@ DEFAULT_RESERVE_BLOCK = 1024
 # A conversation's stored expiry is pushed forward at most once a minute: expiry is exact to
 # within this slack, and a busy conversation costs a durable write per minute, not per message.
 EXPIRY_SLACK_S = 60.0
+# De-duplication tokens for metrics use one key per UTC day, kept as the root key of a reserved
+# pseudo-tenant (`~` is never in a tenant slug) so it is wrapped, rotated and shredded like one.
+DEDUP_PREFIX = "~dedup-"
+DEDUP_DAYS = 3
 
 
 @dataclass(frozen=True)
@@ -248,11 +254,38 @@ class Keys:
         return result
 
     def expire(self, limit: int = 10_000) -> list[str]:
-        """Destroy conversation keys past last activity + TTL (the janitor calls this)."""
+        """Destroy conversation keys past last activity + TTL, and de-dup day keys past their
+        window (the janitor calls this)."""
         ids = self.store.expire(self.clock(), limit)
         for key_id in ids:
             self._opening.drop(key_id)
+        oldest_kept = self._today() - dt.timedelta(days=DEDUP_DAYS - 1)
+        for row in self.store.tenants():
+            is_day_key = row.tenant.startswith(DEDUP_PREFIX) and row.state == ACTIVE
+            if is_day_key and dt.date.fromisoformat(row.tenant.removeprefix(DEDUP_PREFIX)) < oldest_kept:
+                self.destroy_tenant(row.tenant, "de-dup window passed")
         return ids
+
+    def _today(self) -> dt.date:
+        return dt.datetime.fromtimestamp(self.clock(), dt.UTC).date()
+
+    def dedup_token(self, tenant: str, event_id: str, kind: str, occurred_at: dt.datetime) -> bytes | None:
+        """The same 16 bytes every time this event's `kind` fact is emitted, while the key of its
+        day lives (DEDUP_DAYS); None outside that window, where exact counting is not promised."""
+        day = occurred_at.astimezone(dt.UTC).date()
+        today = self._today()
+        if not today - dt.timedelta(days=DEDUP_DAYS - 1) <= day <= today + dt.timedelta(days=1):
+            return None
+        name = f"{DEDUP_PREFIX}{day.isoformat()}"
+        try:
+            day_keys = self.tenant_keys(name)
+        except UnknownTenant:
+            with contextlib.suppress(TenantExists):  # another worker made it first
+                self.provision(name, 0)
+            day_keys = self.tenant_keys(name)
+        except TenantTerminated:
+            return None
+        return bytes.fromhex(day_keys.pseudonym("dedup", f"{tenant}\x00{event_id}\x00{kind}"))
 
     def rotate_master(self, new_master: MasterKeyring) -> int:
         """Re-wrap every active root under `new_master.current`; data keys and ciphertext stay as they are."""
@@ -267,4 +300,4 @@ class Keys:
         return count
 
     def report(self) -> list[TenantCounts]:
-        return self.store.counts()
+        return [c for c in self.store.counts() if not c.tenant.startswith(DEDUP_PREFIX)]

@@ -87,7 +87,8 @@ class Splitter:
                 await self._one(effect, tenant, event)
         except TenantTerminated:
             # Nothing of it is kept: only that one event of this tenant arrived after termination.
-            await self._emit(METRICS_USAGE, "usage_metric", dropped_metric(tenant, event["occurred_at"]))
+            dropped = dropped_metric(tenant, event["occurred_at"])
+            await self._emit(METRICS_USAGE, "usage_metric", {**dropped, "dedup": self._token(event, dropped["kind"])})
             return "dropped"
         return "processed"
 
@@ -109,11 +110,17 @@ class Splitter:
             }
             await self.send(effect.topic, sealed.record_id.encode(), encode("sealed_envelope", envelope))
         elif isinstance(effect, Emit):
-            await self._emit(effect.topic, effect.schema, effect.record)
+            record = effect.record
+            if effect.schema == "usage_metric":
+                record = {**record, "dedup": self._token(event, record["kind"])}
+            await self._emit(effect.topic, effect.schema, record)
         elif isinstance(effect, Destroy):
             self.keys.destroy_subject(tenant, effect.scope, effect.subject_id, effect.reason)
         elif isinstance(effect, Tombstone):
             await self.send(effect.topic, self.keys.pseudonym(tenant, effect.scope, effect.subject_id).encode(), None)
+
+    def _token(self, event: dict[str, Any], kind: str) -> bytes | None:
+        return self.keys.dedup_token(event["tenant"], event["event_id"], kind, event["occurred_at"])
 
     async def _emit(self, topic: str, schema: str, record: dict[str, Any]) -> None:
         await self.send(topic, record["tenant"].encode(), encode(schema, record))

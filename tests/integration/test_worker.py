@@ -59,7 +59,8 @@ def expected_metrics(events: list[dict[str, Any]]) -> int:
 
 
 def background(tenants: int, count: int, seed: int) -> list[dict[str, Any]]:
-    start = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(hours=30)
+    """Events of the last day (inside the de-dup window), ending before now."""
+    start = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(hours=25)
     return list(generate(tenants, count, seed, start, dt.timedelta(days=1)))
 
 
@@ -275,4 +276,13 @@ def test_worker_killed_mid_stream_loses_nothing_and_shows_nothing_twice(
     }
     assert refs == message_refs  # nothing lost; re-sealed duplicates carry the same ref
     duplicates = len(envelopes) - len(refs)
-    print(f"\nkilled at {progress} metrics of {expected_metrics(events)}; re-sealed after restart: {duplicates}")
+    facts = [
+        decode(m.value() or b"")[1]
+        for m in drain(broker.connection, [metrics], record_count(broker.connection, metrics), group_id + "m")
+    ]
+    tokens = {f["dedup"] for f in facts}
+    assert None not in tokens and len(tokens) == expected_metrics(events)  # counted once each, by token
+    print(
+        f"\nkilled at {progress} metrics of {expected_metrics(events)}; after restart re-sealed {duplicates}, "
+        f"re-emitted {len(facts) - len(tokens)} metrics (same tokens)"
+    )

@@ -3,6 +3,7 @@ concurrency across processes, and forensics on the store's raw bytes."""
 
 from __future__ import annotations
 
+import datetime as dt
 import multiprocessing
 import os
 import sqlite3
@@ -330,3 +331,23 @@ def test_forensics_no_byte_of_a_destroyed_key_remains_in_any_store_file(tmp_path
     leaked = [s for s in acme if s in raw]
     assert leaked == [], f"{len(leaked)} secrets of a destroyed tenant still on disk"
     assert all(s in raw for s in beta[::2]) and beta[0] in raw  # the other tenant is untouched
+
+
+def test_dedup_tokens_are_stable_per_fact_and_die_with_their_day_key(tmp_path: Path) -> None:
+    clock = Clock(dt.datetime(2026, 11, 28, 12, tzinfo=dt.UTC).timestamp())
+    keys = make_keys(tmp_path, clock)
+    keys.provision("acme")
+    when = dt.datetime(2026, 11, 28, 11, 59, tzinfo=dt.UTC)
+    token = keys.dedup_token("acme", "evt-1", "MESSAGE", when)
+    assert token is not None and len(token) == 16
+    assert make_keys(tmp_path, clock).dedup_token("acme", "evt-1", "MESSAGE", when) == token  # another worker
+    assert keys.dedup_token("acme", "evt-1", "CONVERSATION_CLOSED", when) != token
+    assert keys.dedup_token("acme", "evt-2", "MESSAGE", when) != token
+    assert keys.dedup_token("acme", "evt-1", "MESSAGE", when - dt.timedelta(days=3)) is None  # outside the window
+    assert [c.tenant for c in keys.report()] == ["acme"]  # day keys are not tenants to operators
+
+    clock.now += 3 * 86_400  # three days later the day key of the 28th is destroyed...
+    keys.expire()
+    assert keys.dedup_token("acme", "evt-1", "MESSAGE", when) is None  # ...and cannot come back
+    fenced = keys.store.tenant("~dedup-2026-11-28")
+    assert fenced is not None and fenced.state == "terminated" and fenced.root_wrapped is None

@@ -52,6 +52,7 @@ class Harness:
         )
         self.sent: list[tuple[str, bytes | None, bytes | None]] = []
         self.splitter = Splitter(self.keys, "t", self._send, clock=lambda: NOW)
+        self.keys.clock = NOW.timestamp
 
     async def _send(self, topic: str, key: bytes | None, value: bytes | None) -> None:
         self.sent.append((topic, key, value))
@@ -186,3 +187,5 @@ def test_processing_the_same_event_twice_is_harmless(tmp_path: Path) -> None:
     h.handle("ingest.messages", wire(message()))
     refs = {decode(v or b"")[1]["event_ref"] for _k, v in h.on("buffer.messages")}
     assert len(refs) == 1  # same event, same ref: the buffer view shows it once
+    tokens = [decode(v or b"")[1]["dedup"] for _k, v in h.on("metrics.usage")]
+    assert len(tokens) == 2 and tokens[0] == tokens[1] and tokens[0] is not None  # the sink counts it once
