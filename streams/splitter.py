@@ -28,8 +28,6 @@ Send = Callable[[str, bytes | None, bytes | None], Awaitable[None]]
 _TENANT = re.compile(r"[a-z0-9][a-z0-9-]{1,62}")
 RETRY_S = 0.5
 SEAL_KINDS = {"conversation": "MESSAGE", "contact": "CONTACT"}
-# Heartbeat records appended to ingest partitions so idle segments roll (see the trimmer).
-MARKER_HEADER = "shredline-marker"
 
 
 class Splitter:

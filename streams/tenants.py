@@ -12,7 +12,7 @@ from confluent_kafka import Producer
 from keystore.keys import Keys
 from keystore.store import Destruction
 from streams import audit
-from streams.catalog import CONTROL_TENANTS, topic_name
+from streams.catalog import BUFFER_MESSAGES, CONTROL_TENANTS, PURGE_HEADER, topic_name
 from streams.codec import encode
 from streams.errors import KafkaOperationError
 from streams.kafka.connection import Connection
@@ -73,4 +73,23 @@ def terminate(keys: Keys, conn: Connection, prefix: str, tenant: str, operator: 
         details={k: str(v) for k, v in result.by_scope.items()},
     )
     announce(conn, prefix, "TERMINATED", tenant, operator, generation=max(result.generation, 1), reason=reason)
+    purge_buffer_view(conn, prefix, tenant)
     return result
+
+
+def purge_buffer_view(conn: Connection, prefix: str, tenant: str) -> None:
+    """A payload-less marker on every buffer partition: each partition's view drops the tenant."""
+    topic = topic_name(prefix, BUFFER_MESSAGES)
+    producer = Producer(conn.confluent(**{"enable.idempotence": True, "acks": "all", "log_level": 3}))
+    partitions = producer.list_topics(topic, timeout=30).topics[topic].partitions
+    errors: list[str] = []
+    for partition in partitions:
+        producer.produce(
+            topic,
+            value=None,
+            partition=partition,
+            headers=[(PURGE_HEADER, tenant.encode())],
+            on_delivery=lambda err, _m: errors.append(str(err)) if err else None,
+        )
+    if producer.flush(30) or errors:
+        raise KafkaOperationError(f"purge: markers for {tenant} not written ({errors[0] if errors else 'timeout'})")

@@ -16,6 +16,7 @@ from typing import Any
 
 import faust
 from aiokafka import AIOKafkaConsumer
+from aiokafka.partitioner import DefaultPartitioner
 from confluent_kafka import ConsumerGroupTopicPartitions
 from confluent_kafka import TopicPartition as CkTopicPartition
 from confluent_kafka.admin import AdminClient
@@ -28,12 +29,14 @@ from streams.catalog import (
     INGEST_CONTACTS,
     INGEST_EXECUTIONS,
     INGEST_MESSAGES,
+    MARKER_HEADER,
+    PURGE_HEADER,
     topic_name,
 )
 from streams.codec import DecodeError, decode
 from streams.kafka.connection import Connection
 from streams.settings import Settings
-from streams.splitter import MARKER_HEADER, Splitter
+from streams.splitter import Splitter
 
 log = logging.getLogger("shredline.worker")
 INGEST = (INGEST_MESSAGES, INGEST_CONTACTS, INGEST_EXECUTIONS)
@@ -127,10 +130,27 @@ def build_app(settings: Settings, conn: Connection, keys: Keys) -> faust.App:
         extra_topic_configs={"message.timestamp.type": "LogAppendTime"},
     )
 
+    partitioner = DefaultPartitioner()
+    view_partitions = list(range(next(s.partitions for s in CATALOG if s.logical == BUFFER_MESSAGES)))
+
     @app.agent(topics[BUFFER_MESSAGES], name="buffer-view")
     async def buffer_view(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
             value = event.message.value
+            purge = dict(event.message.headers or []).get(PURGE_HEADER)
+            if purge is not None:
+                # A termination: drop the tenant's entries that live in this partition (the
+                # changelog tombstone must go to the partition the entry belongs to).
+                tenant, here = purge.decode(), event.message.partition
+                doomed = [
+                    k
+                    for k, v in list(view.items())
+                    if v and v.get("tenant") == tenant and partitioner(k, view_partitions, view_partitions) == here
+                ]
+                for key in doomed:
+                    del view[key]
+                log.info("buffer view: purged %d conversations of a terminated tenant", len(doomed))
+                continue
             try:
                 _record, envelope = decode(value, expect="sealed_envelope")
                 key = event.message.key

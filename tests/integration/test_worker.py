@@ -216,10 +216,10 @@ def test_termination_mid_stream_shreds_the_tenant_and_stops_new_buffer_records(
         assert worker.stop() == 0
 
     keys = open_keys(Settings(data_dir=tmp_path))
-    envelopes = [
-        decode(m.value() or b"")[1]
-        for m in drain(broker.connection, [buffer], record_count(broker.connection, buffer), group_id)
-    ]
+    records = drain(broker.connection, [buffer], record_count(broker.connection, buffer), group_id)
+    markers = [m for m in records if m.value() is None]
+    assert sorted(m.partition() for m in markers) == list(range(6))  # one view purge marker per partition
+    envelopes = [decode(m.value() or b"")[1] for m in records if m.value() is not None]
     mine = [e for e in envelopes if e["tenant"] == doomed]
     assert mine and len(envelopes) - before == sum(e["type"] == "message" for e in survivor_second)
     for env_ in mine:
@@ -235,6 +235,22 @@ def test_termination_mid_stream_shreds_the_tenant_and_stops_new_buffer_records(
     assert sum(d["kind"] == "DROPPED_TERMINATED" for d in dropped) == len(doomed_second)
     read = cli(env, "buffer", "read", doomed, "conv-x")
     assert read.returncode == 3 and "terminated" in read.stderr
+    # The buffer view forgot the tenant: the newest changelog value of each of its conversations is a tombstone.
+    changelog = [
+        m
+        for m in drain(
+            broker.connection,
+            [f"{topic_prefix}.shredline-worker-buffer-view-changelog"],
+            record_count(broker.connection, f"{topic_prefix}.shredline-worker-buffer-view-changelog"),
+            group_id + "v",
+        )
+    ]
+    latest: dict[bytes, bytes | None] = {}
+    for m in changelog:
+        latest[m.key() or b""] = m.value()
+    doomed_keys = {e["record_id"].encode() for e in mine}
+    assert doomed_keys and all(latest.get(k) is None for k in doomed_keys)
+    assert any(v is not None for k, v in latest.items() if k not in doomed_keys)
 
 
 def test_worker_killed_mid_stream_loses_nothing_and_shows_nothing_twice(
