@@ -57,13 +57,18 @@ class TenantKeys:
     The root itself is not kept; neither derived key shows in `repr`.
     """
 
-    __slots__ = ("_pseudonym_key", "_wrap", "generation", "tenant")
+    __slots__ = ("_derive_key", "_pseudonym_key", "_wrap", "generation", "tenant")
 
     def __init__(self, tenant: str, generation: int, root: bytes) -> None:
         self.tenant = tenant
         self.generation = generation
         self._wrap = AESGCM(_hkdf(root, b"shredline wrap v1"))
         self._pseudonym_key = _hkdf(root, b"shredline pseudonym v1")
+        self._derive_key = _hkdf(root, b"shredline derive v1")
+
+    def derive(self, purpose: str) -> bytes:
+        """A 32-byte secret for `purpose`, gone with the root."""
+        return hmac.digest(self._derive_key, bind("derive", purpose), "sha256")
 
     def pseudonym(self, scope: str, raw_id: str) -> str:
         """Stable within the tenant generation, unlinkable once the root is destroyed."""

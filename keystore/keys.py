@@ -299,5 +299,18 @@ class Keys:
         self.master = new_master
         return count
 
+    def service_secret(self, service: str) -> bytes:
+        """A 32-byte secret for an internal service (e.g. the DuckDB file key), derived from the
+        root of a reserved pseudo-tenant `~service-<name>`: wrapped, rotated and shreddable like
+        any root, created on first use. Callers must never log it."""
+        name = f"~service-{service}"
+        try:
+            keys = self.tenant_keys(name)
+        except UnknownTenant:
+            with contextlib.suppress(TenantExists):
+                self.provision(name, 0)
+            keys = self.tenant_keys(name)
+        return keys.derive(service)
+
     def report(self) -> list[TenantCounts]:
-        return [c for c in self.store.counts() if not c.tenant.startswith(DEDUP_PREFIX)]
+        return [c for c in self.store.counts() if not c.tenant.startswith("~")]

@@ -275,6 +275,32 @@ def _buffer_read(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _sink(settings: Settings, args: argparse.Namespace) -> int:
+    from analytics.sink import run_sink
+    from analytics.warehouse import Warehouse
+    from streams.kafka.connection import resolve_connection
+    from streams.keys import open_keys
+
+    keys = open_keys(settings)
+    warehouse = Warehouse(settings.data_dir / "analytics.duckdb", keys.service_secret("duckdb"))
+    try:
+        stats = run_sink(
+            resolve_connection(settings),
+            settings.topic_prefix,
+            warehouse,
+            batch_size=args.batch_size,
+            until_idle_s=args.until_idle,
+            progress=progress,
+        )
+    finally:
+        warehouse.close()
+    print(
+        f"sink: {stats.facts} facts loaded, {stats.duplicates} duplicates skipped, {stats.logs} log lines, "
+        f"{stats.skipped} undecodable records skipped"
+    )
+    return 0
+
+
 def _demo(settings: Settings, args: argparse.Namespace) -> int:
     from streams.demo import run_demo
 
@@ -350,6 +376,11 @@ def build_parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="run the stream processors until SIGTERM")
     worker.add_argument("--loglevel", default="info", choices=["debug", "info", "warning", "error"])
     worker.set_defaults(run=_worker)
+
+    sink = sub.add_parser("sink", help="load metrics and redacted logs into the encrypted DuckDB warehouse")
+    sink.add_argument("--until-idle", type=float, metavar="SECONDS", help="exit once caught up and idle that long")
+    sink.add_argument("--batch-size", type=_positive, default=5000)
+    sink.set_defaults(run=_sink)
 
     tenant = sub.add_parser("tenant", help="tenant lifecycle")
     tenant_sub = tenant.add_subparsers(dest="action", required=True, metavar="ACTION")

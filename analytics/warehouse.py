@@ -1,0 +1,150 @@
+"""The analytics warehouse: one encrypted DuckDB file, and the exactly-once load transaction.
+
+No Kafka here. `load()` inserts a batch and records the consumed positions in the *same*
+transaction, so after a crash at any point the file holds either the whole batch and its
+offsets or neither; the sink resumes from the stored offsets. Facts carry no identifier; the
+only per-event data is the de-dup token, kept in `dedup_tokens` for DEDUP_KEEP_DAYS and then
+purged (the keys behind the tokens are shredded after 3 days anyway).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.util
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from streams.errors import ShredlineError
+
+DEDUP_KEEP_DAYS = 4
+FACT_COLUMNS = (
+    "tenant",
+    "kind",
+    "minute",
+    "channel",
+    "direction",
+    "workflow_id",
+    "feature_id",
+    "status",
+    "duration_bucket",
+    "length_bucket",
+)
+LOG_COLUMNS = ("tenant", "minute", "workflow_id", "step", "feature_id", "status", "duration_ms", "message", "error")
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS w.usage_facts (
+    tenant VARCHAR NOT NULL, kind VARCHAR NOT NULL, minute TIMESTAMPTZ NOT NULL, channel VARCHAR, direction VARCHAR,
+    workflow_id VARCHAR, feature_id VARCHAR, status VARCHAR, duration_bucket VARCHAR, length_bucket VARCHAR);
+CREATE TABLE IF NOT EXISTS w.execution_logs (
+    tenant VARCHAR NOT NULL, minute TIMESTAMPTZ NOT NULL, workflow_id VARCHAR NOT NULL, step VARCHAR,
+    feature_id VARCHAR, status VARCHAR, duration_ms BIGINT, message VARCHAR, error VARCHAR);
+CREATE TABLE IF NOT EXISTS w.dedup_tokens (token BLOB PRIMARY KEY, day DATE NOT NULL);
+CREATE TABLE IF NOT EXISTS w.sink_offsets (
+    topic VARCHAR NOT NULL, partition INTEGER NOT NULL, next_offset BIGINT NOT NULL, PRIMARY KEY (topic, partition));
+"""
+
+
+class WarehouseError(ShredlineError):
+    pass
+
+
+@dataclass(frozen=True)
+class Loaded:
+    facts: int
+    duplicates: int
+    logs: int
+
+
+def httpfs_extension() -> Path:
+    """DuckDB writes encrypted files only with OpenSSL from httpfs; the PyPI wheel ships it (no download)."""
+    spec = importlib.util.find_spec("duckdb_extension_httpfs")
+    if spec is None or not spec.submodule_search_locations:
+        raise WarehouseError("warehouse: the duckdb-extension-httpfs package is missing (pip install it)")
+    found = sorted(Path(next(iter(spec.submodule_search_locations))).rglob("httpfs.duckdb_extension"))
+    if not found:
+        raise WarehouseError("warehouse: duckdb-extension-httpfs has no extension binary")
+    return found[-1]
+
+
+class Warehouse:
+    def __init__(self, path: Path, key: bytes) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = duckdb.connect()
+        self.db.execute(f"LOAD '{httpfs_extension()}'")
+        try:
+            # The key is hex of 32 derived bytes; DuckDB takes it only inline, so it never goes to a log.
+            self.db.execute(f"ATTACH '{path}' AS w (ENCRYPTION_KEY '{key.hex()}')")
+        except duckdb.Error as exc:
+            kind = type(exc).__name__
+            raise WarehouseError(f"warehouse: cannot open {path} ({kind}); wrong key or not a warehouse") from None
+        for statement in filter(str.strip, SCHEMA.split(";")):
+            self.db.execute(statement)
+
+    def offsets(self) -> dict[tuple[str, int], int]:
+        rows = self.db.execute("SELECT topic, partition, next_offset FROM w.sink_offsets").fetchall()
+        return {(t, p): o for t, p, o in rows}
+
+    def load(
+        self,
+        facts: Sequence[Mapping[str, Any]],
+        logs: Sequence[Mapping[str, Any]],
+        offsets: Mapping[tuple[str, int], int],
+    ) -> Loaded:
+        """Insert a batch and its offsets atomically; facts whose token was seen are skipped."""
+        fact_table = (
+            pa.table(
+                {
+                    **{c: [f[c] for f in facts] for c in FACT_COLUMNS},
+                    "token": pa.array([f.get("dedup") for f in facts], type=pa.binary()),
+                }
+            )
+            if facts
+            else None
+        )
+        log_table = pa.table({c: [r[c] for r in logs] for c in LOG_COLUMNS}) if logs else None
+        self.db.execute("BEGIN TRANSACTION")
+        try:
+            before = self._count("usage_facts")
+            if fact_table is not None:
+                self.db.register("batch_facts", fact_table)
+                # Once per token: not seen before, and first occurrence within this batch.
+                self.db.execute(f"""
+                    INSERT INTO w.usage_facts SELECT {", ".join(FACT_COLUMNS)} FROM (
+                        SELECT *, row_number() OVER (PARTITION BY token ORDER BY minute) AS nth FROM batch_facts)
+                    WHERE token IS NULL OR (nth = 1 AND token NOT IN (SELECT token FROM w.dedup_tokens))""")
+                self.db.execute("""
+                    INSERT INTO w.dedup_tokens SELECT DISTINCT token, CAST(min(minute) AS DATE) FROM batch_facts
+                    WHERE token IS NOT NULL AND token NOT IN (SELECT token FROM w.dedup_tokens) GROUP BY token""")
+                self.db.unregister("batch_facts")
+            inserted = self._count("usage_facts") - before
+            if log_table is not None:
+                self.db.register("batch_logs", log_table)
+                self.db.execute(f"INSERT INTO w.execution_logs SELECT {', '.join(LOG_COLUMNS)} FROM batch_logs")
+                self.db.unregister("batch_logs")
+            for (topic, partition), next_offset in offsets.items():
+                self.db.execute(
+                    "INSERT OR REPLACE INTO w.sink_offsets VALUES (?, ?, ?)", [topic, partition, next_offset]
+                )
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        return Loaded(inserted, len(facts) - inserted, len(logs))
+
+    def purge_dedup(self, today: dt.date) -> int:
+        cutoff = today - dt.timedelta(days=DEDUP_KEEP_DAYS)
+        before = self._count("dedup_tokens")
+        self.db.execute("DELETE FROM w.dedup_tokens WHERE day < ?", [cutoff])
+        return before - self._count("dedup_tokens")
+
+    def _count(self, table: str) -> int:
+        row = self.db.execute(f"SELECT count(*) FROM w.{table}").fetchone()  # table is one of ours
+        return int(row[0]) if row else 0
+
+    def close(self) -> None:
+        self.db.close()
