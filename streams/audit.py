@@ -13,12 +13,13 @@ import json
 import time
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from streams.catalog import AUDIT_EVENTS, topic_name
 from streams.codec import decode, encode
 from streams.errors import KafkaOperationError
 from streams.kafka.connection import Connection
+from streams.kafka.produce import Record, produce_and_wait
 
 GENESIS = bytes(32)
 _TRANSIENT = {
@@ -97,14 +98,5 @@ def append(
         "signature": None,
     }
     record["hash"] = record_hash(record)
-    errors: list[str] = []
-    producer = Producer(conn.confluent(**{"enable.idempotence": True, "acks": "all", "log_level": 3}))
-    producer.produce(
-        topic,
-        value=encode("audit_event", record),
-        partition=0,
-        on_delivery=lambda err, _m: errors.append(str(err)) if err else None,
-    )
-    if producer.flush(30) or errors:
-        raise KafkaOperationError(f"audit: record not written ({errors[0] if errors else 'timed out'})")
+    produce_and_wait(conn, [Record(topic, encode("audit_event", record), partition=0)], f"audit {action}")
     return record

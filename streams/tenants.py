@@ -7,15 +7,13 @@ import datetime as dt
 import uuid
 from typing import Any
 
-from confluent_kafka import Producer
-
 from keystore.keys import Keys
 from keystore.store import Destruction
 from streams import audit
 from streams.catalog import BUFFER_MESSAGES, CONTROL_TENANTS, PURGE_HEADER, topic_name
 from streams.codec import encode
-from streams.errors import KafkaOperationError
 from streams.kafka.connection import Connection
+from streams.kafka.produce import Record, partitions_of, produce_and_wait
 
 
 def announce(conn: Connection, prefix: str, kind: str, tenant: str, operator: str, **fields: Any) -> None:
@@ -32,16 +30,8 @@ def announce(conn: Connection, prefix: str, kind: str, tenant: str, operator: st
         "reason": None,
         **fields,
     }
-    errors: list[str] = []
-    producer = Producer(conn.confluent(**{"enable.idempotence": True, "acks": "all", "log_level": 3}))
-    producer.produce(
-        topic_name(prefix, CONTROL_TENANTS),
-        key=tenant.encode(),
-        value=encode("tenant_control", event),
-        on_delivery=lambda err, _m: errors.append(str(err)) if err else None,
-    )
-    if producer.flush(30) or errors:
-        raise KafkaOperationError(f"control: {kind} for {tenant} not announced ({errors[0] if errors else 'timeout'})")
+    record = Record(topic_name(prefix, CONTROL_TENANTS), encode("tenant_control", event), key=tenant.encode())
+    produce_and_wait(conn, [record], f"control {kind} for {tenant}")
 
 
 def provision(keys: Keys, conn: Connection, prefix: str, tenant: str, operator: str, buffer_ttl_s: int) -> int:
@@ -80,16 +70,7 @@ def terminate(keys: Keys, conn: Connection, prefix: str, tenant: str, operator: 
 def purge_buffer_view(conn: Connection, prefix: str, tenant: str) -> None:
     """A payload-less marker on every buffer partition: each partition's view drops the tenant."""
     topic = topic_name(prefix, BUFFER_MESSAGES)
-    producer = Producer(conn.confluent(**{"enable.idempotence": True, "acks": "all", "log_level": 3}))
-    partitions = producer.list_topics(topic, timeout=30).topics[topic].partitions
-    errors: list[str] = []
-    for partition in partitions:
-        producer.produce(
-            topic,
-            value=None,
-            partition=partition,
-            headers=[(PURGE_HEADER, tenant.encode())],
-            on_delivery=lambda err, _m: errors.append(str(err)) if err else None,
-        )
-    if producer.flush(30) or errors:
-        raise KafkaOperationError(f"purge: markers for {tenant} not written ({errors[0] if errors else 'timeout'})")
+    markers = [
+        Record(topic, None, partition=p, headers=[(PURGE_HEADER, tenant.encode())]) for p in partitions_of(conn, topic)
+    ]
+    produce_and_wait(conn, markers, f"purge markers for {tenant}")

@@ -1,0 +1,46 @@
+"""Writing a few records and waiting until the broker has them: for operator commands, where an
+action must not proceed unrecorded (audit, control events, purge markers)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from confluent_kafka import Producer
+
+from streams.errors import KafkaOperationError
+from streams.kafka.connection import Connection
+
+TIMEOUT_S = 30.0
+PARTITION_UA = -1  # "unassigned": let the partitioner choose
+
+
+@dataclass(frozen=True)
+class Record:
+    topic: str
+    value: bytes | None
+    key: bytes | None = None
+    partition: int | None = None
+    headers: list[tuple[str, str | bytes | None]] = field(default_factory=list)
+
+
+def produce_and_wait(conn: Connection, records: Sequence[Record], what: str) -> None:
+    """Durably write `records` (idempotent, acks=all) or raise naming `what` failed."""
+    errors: list[str] = []
+    producer = Producer(conn.confluent(**{"enable.idempotence": True, "acks": "all", "log_level": 3}))
+    for r in records:
+        producer.produce(
+            r.topic,
+            value=r.value,
+            key=r.key,
+            headers=r.headers or None,
+            partition=r.partition if r.partition is not None else PARTITION_UA,
+            on_delivery=lambda err, _m: errors.append(str(err)) if err else None,
+        )
+    if producer.flush(TIMEOUT_S) or errors:
+        raise KafkaOperationError(f"{what}: not written ({errors[0] if errors else 'timed out'})")
+
+
+def partitions_of(conn: Connection, topic: str) -> list[int]:
+    producer = Producer(conn.confluent(log_level=3))
+    return sorted(producer.list_topics(topic, timeout=TIMEOUT_S).topics[topic].partitions)
