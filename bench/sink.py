@@ -1,0 +1,111 @@
+"""Sink throughput (rows/s into the encrypted warehouse, exactly once) against a bare confluent
+consumer reading the same topic, in the same run.
+
+    python -m bench.sink [--rows 200000] [--batch-size 5000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import secrets
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+
+from analytics.sink import run_sink
+from analytics.warehouse import Warehouse
+from streams.catalog import METRICS_USAGE, topic_name
+from streams.codec import encode
+from streams.kafka.admin import apply_catalog
+from streams.launcher.broker import connect_or_launch
+from streams.settings import load_settings
+
+RESULTS = Path(__file__).resolve().parent / "results"
+IDLE_S = 2.0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rows", type=int, default=200_000)
+    parser.add_argument("--batch-size", type=int, default=5000)
+    args = parser.parse_args()
+    settings = load_settings(os.environ)
+    conn = connect_or_launch(settings, lambda m: print(m, file=sys.stderr))
+    prefix = f"benchsink{int(time.time())}"
+    apply_catalog(conn, prefix, 1)
+    topic = topic_name(prefix, METRICS_USAGE)
+
+    minute = dt.datetime.now(dt.UTC).replace(second=0, microsecond=0)
+    producer = Producer(conn.confluent(**{"linger.ms": 20, "compression.type": "lz4", "log_level": 3}))
+    for i in range(args.rows):
+        tenant = f"tenant-{i % 7}"
+        fact = {
+            "tenant": tenant,
+            "kind": "MESSAGE",
+            "minute": minute - dt.timedelta(minutes=i % 1440),
+            "channel": "WHATSAPP" if i % 3 else "SMS",
+            "direction": "INBOUND" if i % 2 else "OUTBOUND",
+            "workflow_id": f"workflow-{i % 5}",
+            "feature_id": None,
+            "status": None,
+            "duration_bucket": None,
+            "length_bucket": "1-64",
+            "dedup": secrets.token_bytes(16),
+        }
+        while True:
+            try:
+                producer.produce(topic, value=encode("usage_metric", fact), key=tenant.encode())
+                break
+            except BufferError:
+                producer.poll(0.2)
+    assert producer.flush(120) == 0
+
+    consumer = Consumer(conn.confluent(**{"group.id": f"{prefix}-bare", "enable.auto.commit": False, "log_level": 3}))
+    parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
+    start, seen = time.perf_counter(), 0
+    while seen < args.rows:
+        seen += sum(1 for m in consumer.consume(args.batch_size, timeout=1.0) if m.error() is None)
+    bare = seen / (time.perf_counter() - start)
+    consumer.close()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        warehouse = Warehouse(Path(tmp) / "bench.duckdb", secrets.token_bytes(32))
+        start = time.perf_counter()
+        stats = run_sink(conn, prefix, warehouse, batch_size=args.batch_size, until_idle_s=IDLE_S)
+        elapsed = time.perf_counter() - start - IDLE_S
+        warehouse.close()
+    assert stats.facts == args.rows, stats
+    sink = stats.facts / elapsed
+
+    print(f"{'measure':<46}{'rows/s':>10}{'ratio':>8}")
+    print(f"{'bare confluent consumer (baseline)':<46}{bare:>10,.0f}{1:>8.2f}")
+    print(f"{'shredline sink (decode, de-dup, load, commit)':<46}{sink:>10,.0f}{sink / bare:>8.2f}")
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "sink.json").write_text(
+        json.dumps(
+            {
+                "benchmark": "sink",
+                "rows": args.rows,
+                "batch_size": args.batch_size,
+                "bare_rows_per_s": round(bare),
+                "sink_rows_per_s": round(sink),
+                "sink_vs_bare": round(sink / bare, 3),
+                "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
