@@ -19,6 +19,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from analytics.views import VIEWS
 from streams.errors import ShredlineError
 
 DEDUP_KEEP_DAYS = 4
@@ -84,6 +85,17 @@ class Warehouse:
             raise WarehouseError(f"warehouse: cannot open {path} ({kind}); wrong key or not a warehouse") from None
         for statement in filter(str.strip, SCHEMA.split(";")):
             self.db.execute(statement)
+
+    def analyst_snapshot(self, k: int) -> duckdb.DuckDBPyConnection:
+        """A separate in-memory database holding only the suppressed views, materialised: an
+        analyst's SQL runs there and can neither see the raw tables nor change the warehouse."""
+        snapshot = duckdb.connect()
+        for name, sql in VIEWS.items():
+            table = self.db.execute(sql.format(k=int(k))).to_arrow_table()
+            snapshot.register(f"_{name}", table)
+            snapshot.execute(f"CREATE TABLE {name} AS SELECT * FROM _{name}")
+            snapshot.unregister(f"_{name}")
+        return snapshot
 
     def offsets(self) -> dict[tuple[str, int], int]:
         rows = self.db.execute("SELECT topic, partition, next_offset FROM w.sink_offsets").fetchall()

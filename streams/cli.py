@@ -301,6 +301,24 @@ def _sink(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _analytics_sql(settings: Settings, args: argparse.Namespace) -> int:
+    from analytics.query import render, run_query
+    from analytics.warehouse import Warehouse
+    from streams.keys import open_keys
+
+    path = settings.data_dir / "analytics.duckdb"
+    if not path.exists():
+        raise ShredlineError(f"analytics: no warehouse at {path}; run `shredline sink` first")
+    warehouse = Warehouse(path, open_keys(settings).service_secret("duckdb"))
+    try:
+        snapshot = warehouse.analyst_snapshot(args.k)
+    finally:
+        warehouse.close()
+    columns, rows = run_query(snapshot, args.sql)
+    print(render(columns, rows, args.format))
+    return 0
+
+
 def _demo(settings: Settings, args: argparse.Namespace) -> int:
     from streams.demo import run_demo
 
@@ -381,6 +399,14 @@ def build_parser() -> argparse.ArgumentParser:
     sink.add_argument("--until-idle", type=float, metavar="SECONDS", help="exit once caught up and idle that long")
     sink.add_argument("--batch-size", type=_positive, default=5000)
     sink.set_defaults(run=_sink)
+
+    analytics = sub.add_parser("analytics", help="query the anonymised aggregates")
+    analytics_sub = analytics.add_subparsers(dest="action", required=True, metavar="ACTION")
+    sql = analytics_sub.add_parser("sql", help="one read-only SELECT over the suppressed views")
+    sql.add_argument("sql")
+    sql.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    sql.add_argument("--k", type=_positive, default=5, help="suppress cells counting fewer than K (default 5)")
+    sql.set_defaults(run=_analytics_sql)
 
     tenant = sub.add_parser("tenant", help="tenant lifecycle")
     tenant_sub = tenant.add_subparsers(dest="action", required=True, metavar="ACTION")

@@ -1,0 +1,95 @@
+"""Suppressed views and the read-only SQL command on a real DuckDB warehouse."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from analytics.query import QueryError, render, run_query
+from analytics.warehouse import Warehouse
+
+KEY = bytes(range(32))
+DAY = dt.datetime(2026, 11, 28, 10, 0, tzinfo=dt.UTC)
+
+
+def message(channel: str, i: int, tenant: str = "acme") -> dict[str, Any]:
+    return {
+        "tenant": tenant,
+        "kind": "MESSAGE",
+        "minute": DAY + dt.timedelta(minutes=i % 50),
+        "channel": channel,
+        "direction": "INBOUND",
+        "workflow_id": None,
+        "feature_id": None,
+        "status": None,
+        "duration_bucket": None,
+        "length_bucket": "1-64",
+        "dedup": None,
+    }
+
+
+@pytest.fixture
+def snapshot(tmp_path: Path) -> Any:
+    w = Warehouse(tmp_path / "a.duckdb", KEY)
+    facts = [message("WHATSAPP", i) for i in range(40)] + [message("SMS", i) for i in range(3)]
+    facts += [message("WHATSAPP", i, tenant="tiny") for i in range(2)]
+    w.load(facts, [], {("m", 0): len(facts)})
+    yield w.analyst_snapshot(5)
+    w.close()
+
+
+def cells(snapshot: Any, tenant: str) -> dict[str, Any]:
+    _cols, rows = run_query(snapshot, f"SELECT channel, messages FROM messages_daily WHERE tenant = '{tenant}'")
+    return dict(rows)
+
+
+def test_small_cells_and_the_cell_that_would_reveal_them_are_suppressed(snapshot: Any) -> None:
+    # SMS (3) is below k; the total (43) minus WhatsApp (40) would reveal it, so WhatsApp goes too.
+    assert cells(snapshot, "acme") == {"SMS": None, "WHATSAPP": None, "ALL": 43}
+    assert cells(snapshot, "tiny") == {"WHATSAPP": None, "ALL": None}
+
+
+def test_cells_at_or_above_k_are_shown(tmp_path: Path) -> None:
+    w = Warehouse(tmp_path / "b.duckdb", KEY)
+    facts = [message("WHATSAPP", i) for i in range(7)] + [message("SMS", i) for i in range(5)]
+    w.load(facts, [], {("m", 0): 12})
+    assert cells(w.analyst_snapshot(5), "acme") == {"SMS": 5, "WHATSAPP": 7, "ALL": 12}
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "INSERT INTO messages_daily VALUES (1)",
+        "DELETE FROM messages_daily",
+        "CREATE TABLE x (a INT)",
+        "SELECT 1; SELECT 2",
+        "ATTACH 'x.db' AS y",
+        "COPY messages_daily TO 'out.csv'",
+    ],
+)
+def test_anything_but_one_select_is_refused(snapshot: Any, sql: str) -> None:
+    with pytest.raises(QueryError, match=r"^sql: "):
+        run_query(snapshot, sql)
+
+
+def test_raw_tables_are_out_of_reach_and_errors_are_one_line(snapshot: Any) -> None:
+    for sql in ("SELECT * FROM usage_facts", "SELECT * FROM w.usage_facts", "SELECT * FROM dedup_tokens"):
+        with pytest.raises(QueryError) as err:
+            run_query(snapshot, sql)
+        assert "\n" not in str(err.value)
+    with pytest.raises(QueryError, match=r"^sql: "):
+        run_query(snapshot, "SELEC nonsense")
+
+
+def test_formats(snapshot: Any) -> None:
+    cols, rows = run_query(
+        snapshot, "SELECT channel, messages FROM messages_daily WHERE tenant = 'acme' ORDER BY channel"
+    )
+    assert render(cols, rows, "csv").splitlines() == ["channel,messages", "ALL,43", "SMS,", "WHATSAPP,"]
+    assert json.loads(render(cols, rows, "json"))[0] == {"channel": "ALL", "messages": 43}
+    table = render(cols, rows, "table").splitlines()
+    assert table[0].split() == ["channel", "messages"] and "(suppressed)" in table[3] and table[-1] == "(3 rows)"
