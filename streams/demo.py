@@ -3,8 +3,9 @@
 A TLS broker comes up and the topic catalog is applied; three tenants are provisioned;
 synthetic events (Faker names, `example.*` e-mails) are validated and published; the worker
 splits them into sealed buffers, anonymised metrics and redacted logs and trims the ingest
-topics; one conversation is read back (audited); one tenant is terminated and its
-conversations read as deleted. Each run uses a fresh topic prefix and key store, so it can be
+topics; one conversation is read back (audited); the sink loads the metrics into the encrypted
+warehouse and an analyst query runs over the suppressed views; one tenant is terminated and
+its conversations read as deleted; its aggregates stay. Each run uses a fresh topic prefix and key store, so it can be
 run again and again on the same broker.
 """
 
@@ -22,7 +23,10 @@ from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
 
-from streams.buffer_read import Deleted, read_conversation
+from analytics.query import render, run_query
+from analytics.sink import run_sink
+from analytics.warehouse import Warehouse
+from streams.buffer_read import Deleted, latest_view_value, read_conversation
 from streams.catalog import INGEST_MESSAGES, METRICS_USAGE, topic_name
 from streams.errors import ShredlineError
 from streams.generate import default_start, generate
@@ -33,6 +37,7 @@ from streams.launcher.broker import connect_or_launch
 from streams.sdk import Publisher
 from streams.settings import Settings
 from streams.tenants import provision, terminate
+from streams.worker import VIEW_DEPTH, view_changelog, view_entry_envelopes
 
 Progress = Callable[[str], None]
 OPERATOR = "demo-operator"
@@ -105,15 +110,15 @@ def run_demo(base: Settings, progress: Progress) -> int:
 
         open_conversation = _an_open_conversation(events)
         tenant, conversation = open_conversation
-        messages: list[dict[str, Any]] = []
+        want = sum(e["type"] == "message" and e["conversation_id"] == conversation for e in events)
+        record_id = keys.pseudonym(tenant, "conversation", conversation).encode()
         deadline = time.monotonic() + 60
-        while not messages and time.monotonic() < deadline:
-            try:
-                messages = read_conversation(
-                    settings, conn, keys, tenant, conversation, operator=OPERATOR, purpose="demo"
-                )
-            except Deleted:
-                time.sleep(1)
+        while time.monotonic() < deadline:  # the view trails the split; wait without reading (reads are audited)
+            raw = latest_view_value(conn, view_changelog(settings), record_id)
+            if raw and len(view_entry_envelopes(raw)) >= min(want, VIEW_DEPTH):
+                break
+            time.sleep(1)
+        messages = read_conversation(settings, conn, keys, tenant, conversation, operator=OPERATOR, purpose="demo")
         print(f"4. buffer read {tenant} {conversation} (audited): {len(messages)} messages")
         for m in messages[:4]:
             print(f"     {m['direction']:<8} {m['body']}")
@@ -127,8 +132,24 @@ def run_demo(base: Settings, progress: Progress) -> int:
             f"5. ingest trimmed: {ever - readable} of {ever} plaintext message records already deleted from the broker"
         )
 
+        warehouse = Warehouse(settings.data_dir / "analytics.duckdb", keys.service_secret("duckdb"))
+        try:
+            loaded = run_sink(conn, prefix, warehouse, until_idle_s=2)
+            columns, rows = run_query(
+                warehouse.analyst_snapshot(5),
+                "SELECT tenant, sum(messages) AS messages FROM messages_daily WHERE channel = 'ALL' GROUP BY tenant "
+                "ORDER BY tenant",
+            )
+        finally:
+            warehouse.close()
+        print(
+            f"6. sink loaded {loaded.facts} facts into the encrypted DuckDB warehouse; an analyst sees "
+            "(small cells suppressed):"
+        )
+        print("\n".join("     " + line for line in render(columns, rows, "table").splitlines()))
+
         result = terminate(keys, conn, prefix, tenant, OPERATOR, "demo: contract ended")
-        print(f"6. terminated {tenant}: destroyed {sum(result.by_scope.values())} data keys and its root key")
+        print(f"7. terminated {tenant}: destroyed {sum(result.by_scope.values())} data keys and its root key")
         try:
             read_conversation(settings, conn, keys, tenant, conversation, operator=OPERATOR, purpose="demo")
             print("   (unexpected: still readable)")
@@ -140,7 +161,7 @@ def run_demo(base: Settings, progress: Progress) -> int:
         worker.wait(timeout=60)
     counts = {c.tenant: c for c in keys.report()}
     print(
-        "7. keys now: "
+        "8. keys now: "
         + "; ".join(
             f"{t} {c.state} ({c.conversation_keys} live conversation keys, {c.destroyed_keys} destroyed)"
             for t, c in counts.items()
