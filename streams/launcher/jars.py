@@ -35,6 +35,7 @@ NO_MAVEN = (
 
 def ensure_jars(cache_dir: Path, progress: Callable[[str], None], version: str = KAFKA_VERSION) -> list[Path]:
     """The broker's classpath; resolves it with Maven on first use, atomically, so a crash leaves no half cache."""
+    cache_dir = cache_dir.resolve()  # Maven resolves relative paths against the pom's folder, not ours
     target = cache_dir / f"kafka-{version}"
     if (target / _COMPLETE).exists():
         return sorted(target.glob("*.jar"))

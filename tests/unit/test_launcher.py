@@ -91,3 +91,26 @@ def test_tls_material_is_renewed_before_it_expires(tmp_path: Path) -> None:
     later = dt.datetime.now(dt.UTC) + dt.timedelta(days=360)
     ensure_tls(tmp_path / "tls", now=later)
     assert files.ca.read_bytes() != old
+
+
+def test_maven_gets_absolute_paths_even_for_a_relative_cache_dir(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Maven resolves a relative -DoutputDirectory against the pom's folder: the jars must land in our cache."""
+    seen: list[list[str]] = []
+
+    def fake_mvn(cmd: list[str], **_kw: object) -> object:
+        seen.append(cmd)
+        out = Path(next(a for a in cmd if a.startswith("-DoutputDirectory=")).split("=", 1)[1])
+        out.mkdir(parents=True)
+        (out / "kafka_2.13-4.1.1.jar").write_bytes(b"jar")
+        return type("Done", (), {"returncode": 0, "stdout": "", "stderr": ""})()
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(jars.shutil, "which", lambda _name: "/usr/bin/mvn")
+    monkeypatch.setattr(jars.subprocess, "run", fake_mvn)
+    classpath = jars.ensure_jars(Path(".shredline/cache"), progress=lambda _m: None)
+    assert classpath == [tmp_path / ".shredline/cache/kafka-4.1.1/kafka_2.13-4.1.1.jar"]
+    cmd = seen[0]
+    assert Path(cmd[cmd.index("-f") + 1]).is_absolute()
+    assert Path(next(a for a in cmd if a.startswith("-DoutputDirectory=")).split("=", 1)[1]).is_absolute()
