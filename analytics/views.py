@@ -54,9 +54,26 @@ SELECT tenant, workflow_id,
 FROM w.execution_logs WHERE duration_ms IS NOT NULL GROUP BY ALL
 """
 
+FEATURE_USAGE = """
+SELECT tenant, CAST(minute AS DATE) AS day, feature_id,
+    CASE WHEN count(*) < {k} THEN NULL ELSE count(*) END AS uses
+FROM w.usage_facts WHERE kind = 'EXECUTION' AND feature_id IS NOT NULL GROUP BY ALL
+"""
+
+# Row-level, so suppressed by group: a line shows only when its (tenant, day, workflow, step)
+# group has at least k lines, so no line stands alone.
+LOG_SEARCH = """
+SELECT tenant, CAST(minute AS DATE) AS day, workflow_id, step, status, message, error FROM (
+    SELECT *, count(*) OVER (PARTITION BY tenant, CAST(minute AS DATE), workflow_id, step) AS group_size
+    FROM w.execution_logs)
+WHERE group_size >= {k}
+"""
+
 VIEWS = {
     "messages_daily": MESSAGES_DAILY,
     "conversations_daily": CONVERSATIONS_DAILY,
     "executions_by_workflow": EXECUTIONS_BY_WORKFLOW,
     "execution_latency": EXECUTION_LATENCY,
+    "feature_usage": FEATURE_USAGE,
+    "log_search": LOG_SEARCH,
 }

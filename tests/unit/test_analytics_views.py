@@ -93,3 +93,35 @@ def test_formats(snapshot: Any) -> None:
     assert json.loads(render(cols, rows, "json"))[0] == {"channel": "ALL", "messages": 43}
     table = render(cols, rows, "table").splitlines()
     assert table[0].split() == ["channel", "messages"] and "(suppressed)" in table[3] and table[-1] == "(3 rows)"
+
+
+def test_feature_usage_and_log_search_hide_small_groups(tmp_path: Path) -> None:
+    w = Warehouse(tmp_path / "c.duckdb", KEY)
+    facts = [
+        {
+            **message("WHATSAPP", i),
+            "kind": "EXECUTION",
+            "feature_id": "calendar" if i < 6 else "payments",
+            "status": "SUCCEEDED",
+        }
+        for i in range(8)
+    ]
+    logs = [
+        {
+            "tenant": "acme",
+            "minute": DAY,
+            "workflow_id": "order-status",
+            "step": "respond" if i < 5 else "notify",
+            "feature_id": None,
+            "status": "SUCCEEDED",
+            "duration_ms": 100 + i,
+            "message": f"sent [NAME] #{i}",
+            "error": None,
+        }
+        for i in range(7)
+    ]
+    w.load(facts, logs, {("m", 0): 8})
+    snap = w.analyst_snapshot(5)
+    assert dict(run_query(snap, "SELECT feature_id, uses FROM feature_usage")[1]) == {"calendar": 6, "payments": None}
+    _cols, rows = run_query(snap, "SELECT step, count(*) FROM log_search GROUP BY step")
+    assert dict(rows) == {"respond": 5}  # the two 'notify' lines would stand alone
