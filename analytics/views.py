@@ -69,7 +69,15 @@ SELECT tenant, CAST(minute AS DATE) AS day, workflow_id, step, status, message, 
 WHERE group_size >= {k}
 """
 
+# Aggregates outlive their tenant; analysts see which tenants are terminated.
+TENANTS = """
+SELECT f.tenant, coalesce(s.state, 'unknown') AS state, s.changed_at,
+    CASE WHEN count(*) < {k} THEN NULL ELSE count(*) END AS facts
+FROM w.usage_facts f LEFT JOIN w.tenant_states s USING (tenant) GROUP BY ALL
+"""
+
 VIEWS = {
+    "tenants": TENANTS,
     "messages_daily": MESSAGES_DAILY,
     "conversations_daily": CONVERSATIONS_DAILY,
     "executions_by_workflow": EXECUTIONS_BY_WORKFLOW,

@@ -44,6 +44,8 @@ CREATE TABLE IF NOT EXISTS w.execution_logs (
     tenant VARCHAR NOT NULL, minute TIMESTAMPTZ NOT NULL, workflow_id VARCHAR NOT NULL, step VARCHAR,
     feature_id VARCHAR, status VARCHAR, duration_ms BIGINT, message VARCHAR, error VARCHAR);
 CREATE TABLE IF NOT EXISTS w.dedup_tokens (token BLOB PRIMARY KEY, day DATE NOT NULL);
+CREATE TABLE IF NOT EXISTS w.tenant_states (
+    tenant VARCHAR PRIMARY KEY, state VARCHAR NOT NULL, changed_at TIMESTAMPTZ NOT NULL);
 CREATE TABLE IF NOT EXISTS w.sink_offsets (
     topic VARCHAR NOT NULL, partition INTEGER NOT NULL, next_offset BIGINT NOT NULL, PRIMARY KEY (topic, partition));
 """
@@ -106,6 +108,7 @@ class Warehouse:
         facts: Sequence[Mapping[str, Any]],
         logs: Sequence[Mapping[str, Any]],
         offsets: Mapping[tuple[str, int], int],
+        tenant_events: Sequence[Mapping[str, Any]] = (),
     ) -> Loaded:
         """Insert a batch and its offsets atomically; facts whose token was seen are skipped."""
         fact_table = (
@@ -138,6 +141,12 @@ class Warehouse:
                 self.db.register("batch_logs", log_table)
                 self.db.execute(f"INSERT INTO w.execution_logs SELECT {', '.join(LOG_COLUMNS)} FROM batch_logs")
                 self.db.unregister("batch_logs")
+            for event in tenant_events:  # control events arrive in order: the latest state wins
+                state = "terminated" if event["kind"] == "TERMINATED" else "active"
+                self.db.execute(
+                    "INSERT OR REPLACE INTO w.tenant_states VALUES (?, ?, ?)",
+                    [event["tenant"], state, event["occurred_at"]],
+                )
             for (topic, partition), next_offset in offsets.items():
                 self.db.execute(
                     "INSERT OR REPLACE INTO w.sink_offsets VALUES (?, ?, ?)", [topic, partition, next_offset]

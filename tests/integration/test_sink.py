@@ -31,11 +31,11 @@ def sink(env: dict[str, str], *extra: str) -> subprocess.Popen[bytes]:
     )
 
 
-def facts_in(tmp_path: Path) -> int:
+def facts_in(tmp_path: Path, sql: str = "SELECT count(*) FROM w.usage_facts") -> int:
     keys = open_keys(Settings(data_dir=tmp_path))
     w = Warehouse(tmp_path / "analytics.duckdb", keys.service_secret("duckdb"))
     try:
-        row = w.db.execute("SELECT count(*) FROM w.usage_facts").fetchone()
+        row = w.db.execute(sql).fetchone()
         return int(row[0]) if row else -1
     finally:
         w.close()
@@ -62,9 +62,19 @@ def test_sink_is_exact_through_kills_and_replays(broker: Broker, topic_prefix: s
 
     rng = random.Random(7)
     progress = []
-    for _ in range(6):  # kill -9 at random moments: between and in the middle of batches
-        proc = sink(env, "--batch-size", "10")
-        time.sleep(rng.uniform(1.2, 2.2))
+    for run in range(6):  # kill -9 at random moments once it is loading: between and in the middle of batches
+        log = tmp_path / f"sink-{run}.log"
+        with open(log, "wb") as err:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "streams.cli", "sink", "--batch-size", "10"],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+            )
+        wait_for(
+            lambda log=log, proc=proc: b"loaded" in log.read_bytes() or proc.poll() is not None, 60, "the sink to load"
+        )
+        time.sleep(rng.uniform(0.0, 0.4))
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
         progress.append(facts_in(tmp_path) if (tmp_path / "analytics.duckdb").exists() else 0)
@@ -74,6 +84,8 @@ def test_sink_is_exact_through_kills_and_replays(broker: Broker, topic_prefix: s
     _out, err = final.communicate(timeout=300)
     assert final.returncode == 0, err.decode()[-2000:]
     assert facts_in(tmp_path) == expected_metrics(events)
+    tenants = {str(e["tenant"]) for e in events}
+    assert facts_in(tmp_path, "SELECT count(*) FROM w.tenant_states WHERE state = 'active'") == len(tenants)
     print(
         f"\nfacts after each SIGKILL: {progress}; final {expected_metrics(events)} of "
         f"{record_count(broker.connection, metrics)} metric records"

@@ -125,3 +125,16 @@ def test_feature_usage_and_log_search_hide_small_groups(tmp_path: Path) -> None:
     assert dict(run_query(snap, "SELECT feature_id, uses FROM feature_usage")[1]) == {"calendar": 6, "payments": None}
     _cols, rows = run_query(snap, "SELECT step, count(*) FROM log_search GROUP BY step")
     assert dict(rows) == {"respond": 5}  # the two 'notify' lines would stand alone
+
+
+def test_terminated_tenants_keep_their_aggregates_and_show_as_terminated(tmp_path: Path) -> None:
+    w = Warehouse(tmp_path / "d.duckdb", KEY)
+    facts = [message("SMS", i) for i in range(6)] + [message("SMS", i, tenant="other") for i in range(6)]
+    events = [
+        {"tenant": "acme", "kind": "PROVISIONED", "occurred_at": DAY},
+        {"tenant": "other", "kind": "PROVISIONED", "occurred_at": DAY},
+        {"tenant": "acme", "kind": "TERMINATED", "occurred_at": DAY + dt.timedelta(days=1)},
+    ]
+    w.load(facts, [], {("m", 0): 12}, tenant_events=events)
+    _cols, rows = run_query(w.analyst_snapshot(5), "SELECT tenant, state, facts FROM tenants ORDER BY tenant")
+    assert rows == [("acme", "terminated", 6), ("other", "active", 6)]
