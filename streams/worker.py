@@ -107,7 +107,6 @@ def build_app(settings: Settings, conn: Connection, keys: Keys) -> faust.App:
         await topics[logical].send(key=key, value=value)
 
     splitter = Splitter(keys, prefix, send)
-    app.splitter = splitter  # type: ignore[attr-defined]
 
     def split_agent(logical: str) -> None:
         async def split(stream: faust.StreamT[bytes]) -> None:
@@ -188,6 +187,10 @@ def build_app(settings: Settings, conn: Connection, keys: Keys) -> faust.App:
         expired = keys.expire()
         if expired:
             log.info("janitor: destroyed %d expired conversation keys", len(expired))
+        log.info(
+            "progress: %(processed)d processed, %(dropped)d dropped (terminated), %(dead)d dead-lettered",
+            splitter.counts,
+        )
 
     trimmer = IngestTrimmer(conn, app_id(settings), [topic_name(prefix, t) for t in INGEST])
 
