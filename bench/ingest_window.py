@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import subprocess
 import sys
@@ -24,6 +23,7 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, TopicPartition
 
+from bench.results import save
 from streams.catalog import CATALOG, INGEST_CONTACTS, INGEST_EXECUTIONS, INGEST_MESSAGES, topic_name
 from streams.generate import generate
 from streams.kafka.admin import apply_catalog
@@ -33,7 +33,6 @@ from streams.launcher.broker import Launcher
 from streams.sdk import Publisher
 from streams.settings import load_settings
 
-RESULTS = Path(__file__).resolve().parent / "results"
 INGEST = (INGEST_MESSAGES, INGEST_CONTACTS, INGEST_EXECUTIONS)
 
 
@@ -104,19 +103,14 @@ def main() -> int:
     ):
         shown = f"{value:>10.0f}{value / baseline_s:>8.3f}" if value is not None else f"{'> timeout':>10}"
         print(f"{name:<48}{shown}")
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "ingest_window.json").write_text(
-        json.dumps(
-            {
-                "benchmark": "ingest_window",
-                "events": len(events),
-                "trimmed_s": trimmed_s,
-                "gone_from_disk_s": on_disk_s,
-                "baseline_backstop_s": baseline_s,
-            },
-            indent=2,
-        )
-        + "\n"
+    save(
+        "ingest_window",
+        {
+            "events": len(events),
+            "trimmed_s": trimmed_s,
+            "gone_from_disk_s": on_disk_s,
+            "baseline_backstop_s": baseline_s,
+        },
     )
     return 0 if on_disk_s is not None else 1
 

@@ -11,10 +11,8 @@
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import os
-import platform
 import sqlite3
 import statistics
 import sys
@@ -24,13 +22,13 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from bench.results import save
 from keystore.errors import KeyDestroyed
 from keystore.keys import DEFAULT_STALENESS_S, Keys, Sealed
 from keystore.master import load_keyring
 from keystore.sqlite_store import SqliteKeyStore
 from keystore.store import CONVERSATION
 
-RESULTS = Path(__file__).resolve().parent / "results"
 TOPIC = "buffer.messages"
 
 
@@ -174,7 +172,6 @@ def main() -> int:
     for name, ours, base_value, what in rows:
         print(f"{name:<44}{ours:>12.3f}{base_value:>12.3f}{ours / base_value:>8.2f}  {what}")
     result = {
-        "benchmark": "keystore",
         **so,
         **cr,
         **{f"shred_{k}": v for k, v in sh.items()},
@@ -182,10 +179,8 @@ def main() -> int:
         "messages": args.messages,
         "creations": args.creations,
         "runs": args.runs,
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
     }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "keystore.json").write_text(json.dumps(result, indent=2) + "\n")
+    save("keystore", result)
     return 0
 
 

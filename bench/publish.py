@@ -13,14 +13,13 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import statistics
 import sys
 import time
-from pathlib import Path
 
 from confluent_kafka import Producer
 
+from bench.results import save
 from processors.validation import validate
 from streams.catalog import topic_name
 from streams.codec import encode
@@ -30,8 +29,6 @@ from streams.launcher.broker import connect_or_launch
 from streams.publish import publish_lines
 from streams.sdk import PRODUCER_DEFAULTS, Publisher
 from streams.settings import load_settings
-
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def main() -> int:
@@ -82,7 +79,6 @@ def main() -> int:
     bare_rate = len(lines) / statistics.median(bare_s)
     sdk_rate = len(lines) / statistics.median(sdk_s)
     result = {
-        "benchmark": "publish",
         "events": len(lines),
         "rounds": args.rounds,
         "bare_producer_events_per_s": round(bare_rate),
@@ -90,15 +86,13 @@ def main() -> int:
         "publish_vs_bare": round(sdk_rate / bare_rate, 3),
         "generate_events_per_s": round(len(events) / generate_s),
         "mean_record_bytes": round(sum(len(v) for _t, _k, v in encoded) / len(encoded)),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         "when": now.isoformat(timespec="seconds"),
     }
     print(f"{'measure':<34}{'events/s':>12}{'ratio':>8}")
     print(f"{'bare confluent producer (baseline)':<34}{bare_rate:>12,.0f}{1:>8.2f}")
     print(f"{'shredline publish (SDK)':<34}{sdk_rate:>12,.0f}{sdk_rate / bare_rate:>8.2f}")
     print(f"{'generate (for reference)':<34}{result['generate_events_per_s']:>12,}")
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "publish.json").write_text(json.dumps(result, indent=2) + "\n")
+    save("publish", result)
     return 0
 
 

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
-import platform
 import secrets
 import sys
 import tempfile
@@ -21,13 +19,13 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from analytics.sink import run_sink
 from analytics.warehouse import Warehouse
+from bench.results import save
 from streams.catalog import METRICS_USAGE, topic_name
 from streams.codec import encode
 from streams.kafka.admin import apply_catalog
 from streams.launcher.broker import connect_or_launch
 from streams.settings import load_settings
 
-RESULTS = Path(__file__).resolve().parent / "results"
 IDLE_S = 2.0
 
 
@@ -88,21 +86,15 @@ def main() -> int:
     print(f"{'measure':<46}{'rows/s':>10}{'ratio':>8}")
     print(f"{'bare confluent consumer (baseline)':<46}{bare:>10,.0f}{1:>8.2f}")
     print(f"{'shredline sink (decode, de-dup, load, commit)':<46}{sink:>10,.0f}{sink / bare:>8.2f}")
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "sink.json").write_text(
-        json.dumps(
-            {
-                "benchmark": "sink",
-                "rows": args.rows,
-                "batch_size": args.batch_size,
-                "bare_rows_per_s": round(bare),
-                "sink_rows_per_s": round(sink),
-                "sink_vs_bare": round(sink / bare, 3),
-                "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
-            },
-            indent=2,
-        )
-        + "\n"
+    save(
+        "sink",
+        {
+            "rows": args.rows,
+            "batch_size": args.batch_size,
+            "bare_rows_per_s": round(bare),
+            "sink_rows_per_s": round(sink),
+            "sink_vs_bare": round(sink / bare, 3),
+        },
     )
     return 0
 

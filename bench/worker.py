@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -23,40 +21,24 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from bench.results import save
 from streams.catalog import INGEST_CONTACTS, INGEST_EXECUTIONS, INGEST_MESSAGES, METRICS_USAGE, topic_name
 from streams.generate import generate
-from streams.kafka.admin import apply_catalog
+from streams.kafka.admin import apply_catalog, record_counts
 from streams.kafka.connection import Connection, client_environment
 from streams.keys import open_keys
 from streams.launcher.broker import connect_or_launch
 from streams.sdk import Publisher
 from streams.settings import load_settings
 
-RESULTS = Path(__file__).resolve().parent / "results"
 INGEST = (INGEST_MESSAGES, INGEST_CONTACTS, INGEST_EXECUTIONS)
 
 
-def count(conn: Connection, topic: str) -> int:
-    consumer = Consumer(conn.confluent(**{"group.id": "bench-count", "log_level": 3}))
-    try:
-        meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
-        if meta is None or meta.error is not None:
-            return 0
-        return sum(
-            hi - lo
-            for lo, hi in (
-                consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10) for p in meta.partitions
-            )
-        )
-    finally:
-        consumer.close()
-
-
 def counter(conn: Connection, topic: str) -> Callable[[], int]:
-    return lambda: count(conn, topic)
+    return lambda: record_counts(conn, topic)[0]
 
 
 def rate(progress: Callable[[], int], target: int, timeout_s: float = 900) -> float:
@@ -164,22 +146,16 @@ def main() -> int:
         ("shredline worker (split, seal, redact)", worker),
     ):
         print(f"{name:<44}{value:>10,.0f}{value / passthrough:>22.2f}{value / bare:>14.2f}")
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "worker.json").write_text(
-        json.dumps(
-            {
-                "benchmark": "worker",
-                "events": len(events),
-                "bare_events_per_s": round(bare),
-                "passthrough_events_per_s": round(passthrough),
-                "worker_events_per_s": round(worker),
-                "worker_vs_passthrough": round(worker / passthrough, 3),
-                "worker_vs_bare": round(worker / bare, 3),
-                "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
-            },
-            indent=2,
-        )
-        + "\n"
+    save(
+        "worker",
+        {
+            "events": len(events),
+            "bare_events_per_s": round(bare),
+            "passthrough_events_per_s": round(passthrough),
+            "worker_events_per_s": round(worker),
+            "worker_vs_passthrough": round(worker / passthrough, 3),
+            "worker_vs_bare": round(worker / bare, 3),
+        },
     )
     return 0
 

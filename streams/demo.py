@@ -21,8 +21,6 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
-
 from analytics.query import render, run_query
 from analytics.sink import run_sink
 from analytics.warehouse import Warehouse
@@ -30,8 +28,8 @@ from streams.buffer_read import Deleted, latest_view_value, read_conversation
 from streams.catalog import INGEST_MESSAGES, METRICS_USAGE, topic_name
 from streams.errors import ShredlineError
 from streams.generate import default_start, generate
-from streams.kafka.admin import apply_catalog
-from streams.kafka.connection import Connection, client_environment
+from streams.kafka.admin import apply_catalog, record_counts
+from streams.kafka.connection import client_environment
 from streams.keys import open_keys
 from streams.launcher.broker import connect_or_launch
 from streams.sdk import Publisher
@@ -41,17 +39,6 @@ from streams.worker import VIEW_DEPTH, view_changelog, view_entry_envelopes
 
 Progress = Callable[[str], None]
 OPERATOR = "demo-operator"
-
-
-def _count(conn: Connection, topic: str) -> tuple[int, int]:
-    """(records readable now, records ever appended) over the topic's partitions."""
-    consumer = Consumer(conn.confluent(**{"group.id": "shredline-demo", "log_level": 3}))
-    try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        marks = [consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10) for p in partitions]
-        return sum(hi - lo for lo, hi in marks), sum(hi for _lo, hi in marks)
-    finally:
-        consumer.close()
 
 
 def run_demo(base: Settings, progress: Progress) -> int:
@@ -97,7 +84,7 @@ def run_demo(base: Settings, progress: Progress) -> int:
     try:
         started = time.monotonic()
         metrics = topic_name(prefix, METRICS_USAGE)
-        while _count(conn, metrics)[1] < expected:
+        while record_counts(conn, metrics)[1] < expected:
             if worker.poll() is not None:
                 raise ShredlineError(f"the worker stopped (exit {worker.returncode}); see {log_path}")
             if time.monotonic() - started > 300:
@@ -125,9 +112,9 @@ def run_demo(base: Settings, progress: Progress) -> int:
 
         deadline = time.monotonic() + 120
         ingest = topic_name(prefix, INGEST_MESSAGES)
-        while _count(conn, ingest)[0] > 0 and time.monotonic() < deadline:
+        while record_counts(conn, ingest)[0] > 0 and time.monotonic() < deadline:
             time.sleep(2)
-        readable, ever = _count(conn, ingest)
+        readable, ever = record_counts(conn, ingest)
         print(
             f"5. ingest trimmed: {ever - readable} of {ever} plaintext message records already deleted from the broker"
         )

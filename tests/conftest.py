@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, Message, TopicPartition
 
+from streams.kafka.admin import record_counts
 from streams.kafka.connection import Connection, client_environment, resolve_connection
 from streams.launcher.broker import Launcher
 from streams.settings import Settings, load_settings
@@ -102,17 +103,8 @@ def drain(conn: Connection, topics: list[str], expected: int, group: str, timeou
 
 
 def record_count(conn: Connection, topic: str) -> int:
-    """Records currently in `topic` (sum of watermark spans over its partitions)."""
-    consumer = Consumer(conn.confluent(**{"group.id": "count", "log_level": 3}))
-    try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        total = 0
-        for p in partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-            total += high - low
-        return total
-    finally:
-        consumer.close()
+    """Records currently in `topic`."""
+    return record_counts(conn, topic)[0]
 
 
 def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:

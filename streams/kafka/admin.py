@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import (
     AdminClient,
     AlterConfigOpType,
@@ -147,3 +147,16 @@ def _leaderless(admin: AdminClient, names: list[str]) -> list[str]:
         for p in (topics[name].partitions.values() if name in topics else [])
         if p.leader < 0 or p.error is not None
     ]
+
+
+def record_counts(conn: Connection, topic: str) -> tuple[int, int]:
+    """(records readable now, records ever appended) over the topic's partitions; (0, 0) if absent."""
+    consumer = Consumer(conn.confluent(**{"group.id": "shredline-counts", "log_level": 3}))
+    try:
+        meta = consumer.list_topics(topic, timeout=REQUEST_TIMEOUT_S).topics.get(topic)
+        if meta is None or meta.error is not None:
+            return 0, 0
+        marks = [consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10) for p in meta.partitions]
+        return sum(hi - lo for lo, hi in marks), sum(hi for _lo, hi in marks)
+    finally:
+        consumer.close()
