@@ -19,7 +19,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from analytics.views import VIEWS
+from analytics.views import VIEWS, view_sql
 from streams.errors import ShredlineError
 
 DEDUP_KEEP_DAYS = 4
@@ -35,6 +35,7 @@ FACT_COLUMNS = (
     "duration_bucket",
     "length_bucket",
 )
+DAILY_KEY = ("tenant", "day", "kind", "channel", "direction", "workflow_id", "feature_id", "status")
 LOG_COLUMNS = ("tenant", "minute", "workflow_id", "step", "feature_id", "status", "duration_ms", "message", "error")
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS w.usage_facts (
@@ -43,6 +44,9 @@ CREATE TABLE IF NOT EXISTS w.usage_facts (
 CREATE TABLE IF NOT EXISTS w.execution_logs (
     tenant VARCHAR NOT NULL, minute TIMESTAMPTZ NOT NULL, workflow_id VARCHAR NOT NULL, step VARCHAR,
     feature_id VARCHAR, status VARCHAR, duration_ms BIGINT, message VARCHAR, error VARCHAR);
+CREATE TABLE IF NOT EXISTS w.usage_daily (
+    tenant VARCHAR NOT NULL, day DATE NOT NULL, kind VARCHAR NOT NULL, channel VARCHAR, direction VARCHAR,
+    workflow_id VARCHAR, feature_id VARCHAR, status VARCHAR, n BIGINT NOT NULL);
 CREATE TABLE IF NOT EXISTS w.dedup_tokens (token BLOB PRIMARY KEY, day DATE NOT NULL);
 CREATE TABLE IF NOT EXISTS w.tenant_states (
     tenant VARCHAR PRIMARY KEY, state VARCHAR NOT NULL, changed_at TIMESTAMPTZ NOT NULL);
@@ -85,15 +89,22 @@ class Warehouse:
         except duckdb.Error as exc:
             kind = type(exc).__name__
             raise WarehouseError(f"warehouse: cannot open {path} ({kind}); wrong key or not a warehouse") from None
+        had_daily = self.db.execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE database_name = 'w' AND table_name = 'usage_daily'"
+        ).fetchone() == (1,)
+        self.db.execute("BEGIN TRANSACTION")
         for statement in filter(str.strip, SCHEMA.split(";")):
             self.db.execute(statement)
+        if not had_daily:  # a warehouse from before the daily table: derive it once
+            self._add_daily("w.usage_facts")
+        self.db.execute("COMMIT")
 
-    def analyst_snapshot(self, k: int) -> duckdb.DuckDBPyConnection:
+    def analyst_snapshot(self, k: int, since: dt.date | None = None) -> duckdb.DuckDBPyConnection:
         """A separate in-memory database holding only the suppressed views, materialised: an
         analyst's SQL runs there and can neither see the raw tables nor change the warehouse."""
         snapshot = duckdb.connect()
-        for name, sql in VIEWS.items():
-            table = self.db.execute(sql.format(k=int(k))).to_arrow_table()
+        for name in VIEWS:
+            table = self.db.execute(view_sql(name, k, since)).to_arrow_table()
             snapshot.register(f"_{name}", table)
             snapshot.execute(f"CREATE TABLE {name} AS SELECT * FROM _{name}")
             snapshot.unregister(f"_{name}")
@@ -127,15 +138,21 @@ class Warehouse:
             before = self._count("usage_facts")
             if fact_table is not None:
                 self.db.register("batch_facts", fact_table)
-                # Once per token: not seen before, and first occurrence within this batch.
-                self.db.execute(f"""
-                    INSERT INTO w.usage_facts SELECT {", ".join(FACT_COLUMNS)} FROM (
+                # Once per token: not seen before, and first occurrence within this batch. A read, so the
+                # transaction still writes only to the warehouse (DuckDB allows one written database).
+                fresh = self.db.execute(f"""
+                    SELECT {", ".join(FACT_COLUMNS)} FROM (
                         SELECT *, row_number() OVER (PARTITION BY token ORDER BY minute) AS nth FROM batch_facts)
-                    WHERE token IS NULL OR (nth = 1 AND token NOT IN (SELECT token FROM w.dedup_tokens))""")
+                    WHERE token IS NULL OR (nth = 1 AND token NOT IN (SELECT token FROM w.dedup_tokens))
+                    """).to_arrow_table()
                 self.db.execute("""
                     INSERT INTO w.dedup_tokens SELECT DISTINCT token, CAST(min(minute) AS DATE) FROM batch_facts
                     WHERE token IS NOT NULL AND token NOT IN (SELECT token FROM w.dedup_tokens) GROUP BY token""")
                 self.db.unregister("batch_facts")
+                self.db.register("fresh_facts", fresh)
+                self.db.execute(f"INSERT INTO w.usage_facts SELECT {', '.join(FACT_COLUMNS)} FROM fresh_facts")
+                self._add_daily("fresh_facts")
+                self.db.unregister("fresh_facts")
             inserted = self._count("usage_facts") - before
             if log_table is not None:
                 self.db.register("batch_logs", log_table)
@@ -156,6 +173,17 @@ class Warehouse:
             self.db.execute("ROLLBACK")
             raise
         return Loaded(inserted, len(facts) - inserted, len(logs))
+
+    def _add_daily(self, facts: str) -> None:
+        """Fold minute facts into the daily aggregates; NULL matches NULL in the key."""
+        on = " AND ".join(f"d.{c} IS NOT DISTINCT FROM s.{c}" for c in DAILY_KEY)
+        self.db.execute(f"""
+            MERGE INTO w.usage_daily d
+            USING (SELECT {", ".join(DAILY_KEY[:1])}, CAST(minute AS DATE) AS day, {", ".join(DAILY_KEY[2:])},
+                          count(*) AS n FROM {facts} GROUP BY ALL) s
+            ON {on}
+            WHEN MATCHED THEN UPDATE SET n = d.n + s.n
+            WHEN NOT MATCHED THEN INSERT BY NAME""")
 
     def purge_dedup(self, today: dt.date) -> int:
         cutoff = today - dt.timedelta(days=DEDUP_KEEP_DAYS)

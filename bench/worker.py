@@ -25,6 +25,7 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from bench.results import save
+from processors.anonymise import metric_count
 from streams.catalog import INGEST_CONTACTS, INGEST_EXECUTIONS, INGEST_MESSAGES, METRICS_USAGE, topic_name
 from streams.generate import generate
 from streams.kafka.admin import apply_catalog, record_counts
@@ -67,7 +68,7 @@ def main() -> int:
     stamp = int(time.time())
     start = dt.datetime.now(dt.UTC) - dt.timedelta(days=2)
     events = list(generate(3, args.events, 4, start, dt.timedelta(days=1)))
-    metrics_expected = sum(1 + bool(e.get("closes_conversation")) if e["type"] == "message" else 1 for e in events)
+    metrics_expected = sum(map(metric_count, events))
     admin = AdminClient(conn.confluent(log_level=3))
 
     def prepared(name: str) -> tuple[str, Path]:

@@ -8,6 +8,7 @@ phone, e-mail, name or any text: hashing an identifier is pseudonymisation, not 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from typing import Any
 
 LENGTH_BUCKETS = ((0, "0"), (64, "1-64"), (256, "65-256"), (1024, "257-1024"))
@@ -58,9 +59,18 @@ def message_metrics(event: dict[str, Any]) -> list[dict[str, Any]]:
             event["tenant"], "MESSAGE", event["occurred_at"], length_bucket=length_bucket(len(event["body"])), **common
         )
     ]
+    if event["opens_conversation"]:
+        out.append(_metric(event["tenant"], "CONVERSATION_STARTED", event["occurred_at"], **common))
     if event["closes_conversation"]:
         out.append(_metric(event["tenant"], "CONVERSATION_CLOSED", event["occurred_at"], **common))
     return out
+
+
+def metric_count(event: Mapping[str, Any]) -> int:
+    """How many usage facts an ingest event yields (for tests, benches and the demo's wait)."""
+    if event.get("type", "message") != "message":
+        return 1
+    return 1 + bool(event.get("opens_conversation")) + bool(event.get("closes_conversation"))
 
 
 def contact_metric(event: dict[str, Any]) -> dict[str, Any]:

@@ -261,6 +261,7 @@ _MESSAGE = (
     _Field("body", _text(MAX_BODY)),
     _Field("workflow_id", _slug, required=False),
     _Field("agent_id", _slug, required=False),
+    _Field("opens_conversation", _bool, required=False, default=False),
     _Field("closes_conversation", _bool, required=False, default=False),
     _Field("attachment_count", _int(0, MAX_ATTACHMENTS), required=False, default=0),
 )

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import os
 import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from streams.errors import ShredlineError
 from streams.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    import duckdb
 
 
 def progress(message: str) -> None:
@@ -301,8 +306,7 @@ def _sink(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _analytics_sql(settings: Settings, args: argparse.Namespace) -> int:
-    from analytics.query import render, run_query
+def _analyst_snapshot(settings: Settings, k: int, since: dt.date | None = None) -> duckdb.DuckDBPyConnection:
     from analytics.warehouse import Warehouse
     from streams.keys import open_keys
 
@@ -311,11 +315,35 @@ def _analytics_sql(settings: Settings, args: argparse.Namespace) -> int:
         raise ShredlineError(f"analytics: no warehouse at {path}; run `shredline sink` first")
     warehouse = Warehouse(path, open_keys(settings).service_secret("duckdb"))
     try:
-        snapshot = warehouse.analyst_snapshot(args.k)
+        return warehouse.analyst_snapshot(k, since)
     finally:
         warehouse.close()
-    columns, rows = run_query(snapshot, args.sql)
+
+
+def _k_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--k", type=_positive, default=5, help="suppress cells counting fewer than K (default 5)")
+
+
+def _analytics_sql(settings: Settings, args: argparse.Namespace) -> int:
+    from analytics.query import render, run_query
+
+    columns, rows = run_query(_analyst_snapshot(settings, args.k), args.sql)
     print(render(columns, rows, args.format))
+    return 0
+
+
+def _analytics_report(settings: Settings, args: argparse.Namespace) -> int:
+    from analytics.report import gather, render_html
+
+    now = dt.datetime.now(dt.UTC)
+    since = (now - dt.timedelta(seconds=args.since)).date() if args.since else None
+    data = gather(_analyst_snapshot(settings, args.k, since))
+    out: Path = args.out
+    partial = out.with_name(f".{out.name}.partial")
+    partial.write_text(render_html(data, since, now, args.k), encoding="utf-8")
+    partial.replace(out)  # whole or not at all
+    days = len(data.volume)
+    print(f"report: {out} ({days} days, {len(data.workflows)} workflows, {len(data.tenants)} tenants)")
     return 0
 
 
@@ -405,8 +433,13 @@ def build_parser() -> argparse.ArgumentParser:
     sql = analytics_sub.add_parser("sql", help="one read-only SELECT over the suppressed views")
     sql.add_argument("sql")
     sql.add_argument("--format", choices=["table", "csv", "json"], default="table")
-    sql.add_argument("--k", type=_positive, default=5, help="suppress cells counting fewer than K (default 5)")
+    _k_option(sql)
     sql.set_defaults(run=_analytics_sql)
+    report = analytics_sub.add_parser("report", help="a self-contained HTML report with charts")
+    report.add_argument("--since", type=_duration_s, metavar="DURATION", help="only the last DURATION, e.g. 7d")
+    report.add_argument("--out", type=Path, default=Path("report.html"), help="where to write (default report.html)")
+    _k_option(report)
+    report.set_defaults(run=_analytics_report)
 
     tenant = sub.add_parser("tenant", help="tenant lifecycle")
     tenant_sub = tenant.add_subparsers(dest="action", required=True, metavar="ACTION")

@@ -24,6 +24,7 @@ from typing import Any
 from analytics.query import render, run_query
 from analytics.sink import run_sink
 from analytics.warehouse import Warehouse
+from processors.anonymise import metric_count
 from streams.buffer_read import Deleted, latest_view_value, read_conversation
 from streams.catalog import INGEST_MESSAGES, METRICS_USAGE, topic_name
 from streams.errors import ShredlineError
@@ -72,7 +73,7 @@ def run_demo(base: Settings, progress: Progress) -> int:
         + ", ".join(f"{n} {k}s" for k, n in sorted(kinds.items()))
     )
 
-    expected = sum(1 + bool(e.get("closes_conversation")) if e["type"] == "message" else 1 for e in events)
+    expected = sum(map(metric_count, events))
     log_path = settings.data_dir / "worker.log"
     with open(log_path, "ab") as log:
         worker = subprocess.Popen(

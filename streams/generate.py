@@ -213,6 +213,7 @@ class _Tenant:
                 body=self._fill(self.rng.choice((INBOUND if inbound else OUTBOUND)[self.locale]), contact),
                 workflow_id=workflow,
                 agent_id=f"agent-{workflow}",
+                opens_conversation=turn == 0,
                 closes_conversation=closes and turn == turns - 1,
                 attachment_count=1 if self.rng.random() < 0.05 else 0,
             )

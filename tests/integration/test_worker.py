@@ -14,6 +14,7 @@ import pytest
 
 from keystore.errors import KeyDestroyed
 from keystore.keys import Sealed
+from processors.anonymise import metric_count
 from streams.catalog import BUFFER_MESSAGES, METRICS_USAGE, topic_name
 from streams.codec import decode
 from streams.generate import generate
@@ -59,7 +60,7 @@ def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def expected_metrics(events: list[dict[str, Any]]) -> int:
-    return sum(1 + bool(e.get("closes_conversation")) if e["type"] == "message" else 1 for e in events)
+    return sum(map(metric_count, events))
 
 
 def background(tenants: int, count: int, seed: int) -> list[dict[str, Any]]:
@@ -173,6 +174,7 @@ def test_canaries_never_leave_ingest_in_clear_and_counts_match(
         for m in drain(broker.connection, [metrics], expected_metrics(events), group_id)
     )
     assert kinds["MESSAGE"] == sum(e["type"] == "message" for e in events)
+    assert kinds["CONVERSATION_STARTED"] == sum(bool(e.get("opens_conversation")) for e in events)
     assert kinds["CONVERSATION_CLOSED"] == sum(bool(e.get("closes_conversation")) for e in events)
     assert kinds["EXECUTION"] == sum(e["type"] == "execution" for e in events)
     assert kinds["CONTACT_UPSERT"] + kinds["CONTACT_DELETE"] == sum(e["type"] == "contact" for e in events)

@@ -138,3 +138,43 @@ def test_terminated_tenants_keep_their_aggregates_and_show_as_terminated(tmp_pat
     w.load(facts, [], {("m", 0): 12}, tenant_events=events)
     _cols, rows = run_query(w.analyst_snapshot(5), "SELECT tenant, state, facts FROM tenants ORDER BY tenant")
     assert rows == [("acme", "terminated", 6), ("other", "active", 6)]
+
+
+def test_conversations_started_and_closed_per_day_and_the_since_cut(tmp_path: Path) -> None:
+    w = Warehouse(tmp_path / "e.duckdb", KEY)
+    yesterday = DAY - dt.timedelta(days=1)
+    facts = [{**message("SMS", i), "kind": "CONVERSATION_STARTED"} for i in range(7)]
+    facts += [{**message("SMS", i), "kind": "CONVERSATION_CLOSED"} for i in range(3)]
+    facts += [{**message("SMS", i), "kind": "CONVERSATION_STARTED", "minute": yesterday} for i in range(9)]
+    w.load(facts, [], {("m", 0): len(facts)})
+    sql = "SELECT day, conversations_started, conversations_closed FROM conversations_daily ORDER BY day"
+    assert run_query(w.analyst_snapshot(5), sql)[1] == [(yesterday.date(), 9, None), (DAY.date(), 7, None)]
+    assert run_query(w.analyst_snapshot(5, since=DAY.date()), sql)[1] == [(DAY.date(), 7, None)]
+
+
+def test_workflows_view_gives_success_rate_and_latency_across_tenants(tmp_path: Path) -> None:
+    w = Warehouse(tmp_path / "f.duckdb", KEY)
+    facts = [
+        {**message("SMS", i, tenant=t), "kind": "EXECUTION", "workflow_id": "faq", "status": s}
+        for t in ("acme", "beta")
+        for i, s in enumerate(["SUCCEEDED"] * 3 + ["FAILED"])
+    ]
+    logs = [
+        {
+            "tenant": "acme",
+            "minute": DAY,
+            "workflow_id": "faq",
+            "step": "respond",
+            "feature_id": None,
+            "status": "SUCCEEDED",
+            "duration_ms": ms,
+            "message": "ok",
+            "error": None,
+        }
+        for ms in (100, 200, 300, 400, 500)
+    ]
+    w.load(facts, logs, {("m", 0): len(facts)})
+    rows = run_query(w.analyst_snapshot(5), "SELECT * FROM workflows")[1]
+    assert rows == [("faq", 8, 0.75, 300.0, 480.0)]  # each tenant alone (4) would be suppressed
+    per_tenant = run_query(w.analyst_snapshot(5), "SELECT executions FROM executions_by_workflow")[1]
+    assert per_tenant == [(None,), (None,)]

@@ -92,3 +92,20 @@ def test_dedup_tokens_are_purged_after_their_window(tmp_path: Path) -> None:
     assert w.purge_dedup(MINUTE.date() + dt.timedelta(days=3)) == 0
     assert w.purge_dedup(MINUTE.date() + dt.timedelta(days=5)) == 1
     assert count(w, "usage_facts") == 1  # the aggregate stays, the token goes
+
+
+def test_daily_aggregates_match_the_minute_facts_and_are_derived_for_an_older_file(tmp_path: Path) -> None:
+    w = Warehouse(tmp_path / "d.duckdb", KEY)
+    w.load([fact(b"a"), fact(b"b"), fact(b"a"), fact(b"c", kind="CONVERSATION_STARTED")], [], {("m", 0): 4})
+    w.load([fact(b"d"), fact(None, tenant="beta")], [], {("m", 0): 6})
+    daily = "SELECT tenant, kind, channel, feature_id, n FROM w.usage_daily ORDER BY ALL"
+    from_facts = """SELECT tenant, kind, channel, feature_id, count(*) FROM w.usage_facts
+                    GROUP BY tenant, CAST(minute AS DATE), kind, channel, direction, workflow_id, feature_id, status
+                    ORDER BY ALL"""
+    expected = [("acme", "CONVERSATION_STARTED", "SMS", None, 1), ("acme", "MESSAGE", "SMS", None, 3)]
+    assert w.db.execute(daily).fetchall() == [*expected, ("beta", "MESSAGE", "SMS", None, 1)]
+    assert w.db.execute(from_facts).fetchall() == w.db.execute(daily).fetchall()
+    w.db.execute("DROP TABLE w.usage_daily")  # as a file written before the daily table existed
+    w.close()
+    reopened = Warehouse(tmp_path / "d.duckdb", KEY)
+    assert reopened.db.execute(daily).fetchall() == [*expected, ("beta", "MESSAGE", "SMS", None, 1)]
