@@ -22,6 +22,7 @@ from dataclasses import replace
 from typing import Any
 
 from analytics.query import render, run_query
+from analytics.report import gather, render_html
 from analytics.sink import run_sink
 from analytics.warehouse import Warehouse
 from processors.anonymise import metric_count
@@ -123,8 +124,9 @@ def run_demo(base: Settings, progress: Progress) -> int:
         warehouse = Warehouse(settings.data_dir / "analytics.duckdb", keys.service_secret("duckdb"))
         try:
             loaded = run_sink(conn, prefix, warehouse, until_idle_s=2)
+            snapshot = warehouse.analyst_snapshot(5)
             columns, rows = run_query(
-                warehouse.analyst_snapshot(5),
+                snapshot,
                 "SELECT tenant, sum(messages) AS messages FROM messages_daily WHERE channel = 'ALL' GROUP BY tenant "
                 "ORDER BY tenant",
             )
@@ -135,6 +137,9 @@ def run_demo(base: Settings, progress: Progress) -> int:
             "(small cells suppressed):"
         )
         print("\n".join("     " + line for line in render(columns, rows, "table").splitlines()))
+        report = settings.data_dir / "report.html"
+        report.write_text(render_html(gather(snapshot), None, dt.datetime.now(dt.UTC), 5), encoding="utf-8")
+        print(f"   the same as charts: {report} (`shredline analytics report`)")
 
         result = terminate(keys, conn, prefix, tenant, OPERATOR, "demo: contract ended")
         print(f"7. terminated {tenant}: destroyed {sum(result.by_scope.values())} data keys and its root key")
