@@ -9,6 +9,8 @@ and a WAL checkpoint (TRUNCATE) after every destruction so no old page image kee
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import logging
 import os
 import sqlite3
@@ -17,17 +19,20 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from keystore.errors import KeyStoreUnavailable, TenantExists
+from keystore.errors import KeystoreError, KeyStoreUnavailable, TenantExists, UnknownTenant
 from keystore.store import (
     ACTIVE,
     CONTACT,
     CONVERSATION,
     TERMINATED,
+    AuditEntry,
     Destruction,
     KeyRow,
+    Policy,
     TenantCounts,
     TenantFenced,
     TenantRow,
+    key_digest,
 )
 
 log = logging.getLogger("shredline.keystore")
@@ -69,7 +74,24 @@ CREATE TABLE IF NOT EXISTS destroyed_keys (
     reason TEXT NOT NULL,
     destroyed_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS audit_outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at REAL NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    tenant TEXT,
+    subject TEXT,
+    details TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS policies (
+    version TEXT PRIMARY KEY, sha256 TEXT NOT NULL, published_at REAL NOT NULL, operator TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS policy_acceptances (
+    tenant TEXT NOT NULL, version TEXT NOT NULL REFERENCES policies (version), accepted_at REAL NOT NULL,
+    PRIMARY KEY (tenant, version)
+);
 INSERT OR IGNORE INTO meta (k, v) VALUES ('schema_version', '1');
+INSERT OR IGNORE INTO meta (k, v) VALUES ('store_id', lower(hex(randomblob(8))));
 """
 _KEY_COLUMNS = (
     "key_id, tenant, generation, scope, subject, version, nonce, wrapped, created_at, expires_at, uses, state"
@@ -80,8 +102,9 @@ _TENANT_COLUMNS = (
 
 
 class SqliteKeyStore:
-    def __init__(self, path: Path, busy_timeout_s: float = 10.0) -> None:
+    def __init__(self, path: Path, busy_timeout_s: float = 10.0, actor: str = "shredline") -> None:
         self.path = path
+        self.actor = actor  # who the audit records of this process's key changes name
         path.parent.mkdir(parents=True, exist_ok=True)
         if not path.exists():
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
@@ -95,6 +118,7 @@ class SqliteKeyStore:
             with self._write():
                 for statement in filter(str.strip, SCHEMA.split(";")):
                     self._db.execute(statement)
+            self._store_id = str(self._read("SELECT v FROM meta WHERE k = 'store_id'")[0][0])
         except sqlite3.Error as exc:
             raise KeyStoreUnavailable(f"key store {path}: {exc}") from None
 
@@ -137,6 +161,20 @@ class SqliteKeyStore:
         log.warning("key store: WAL checkpoint stayed busy; destroyed keys may linger in the WAL until the next one")
         return False
 
+    def _audit(
+        self,
+        db: sqlite3.Connection,
+        action: str,
+        tenant: str | None,
+        subject: str | None = None,
+        details: dict[str, str] | None = None,
+    ) -> int:
+        cursor = db.execute(
+            "INSERT INTO audit_outbox (at, actor, action, tenant, subject, details) VALUES (?, ?, ?, ?, ?, ?)",
+            (time.time(), self.actor, action, tenant, subject, json.dumps(details or {}, sort_keys=True)),
+        )
+        return int(cursor.lastrowid or 0)
+
     @staticmethod
     def _tenant_row(row: tuple[object, ...]) -> TenantRow:
         return TenantRow(*row)  # type: ignore[arg-type]
@@ -169,6 +207,7 @@ class SqliteKeyStore:
                     None,
                 ),
             )
+            self._audit(db, "key.root.create", row.tenant, None, {"generation": str(row.generation)})
         return row
 
     def tenant(self, tenant: str) -> TenantRow | None:
@@ -220,6 +259,8 @@ class SqliteKeyStore:
                     block,
                 ),
             )
+            details = {"scope": candidate.scope, "version": str(version), "generation": str(candidate.generation)}
+            self._audit(db, "key.create", candidate.tenant, key_digest(candidate.key_id), details)
             return self._key_row(
                 db.execute(f"SELECT {_KEY_COLUMNS} FROM data_keys WHERE key_id = ?", (candidate.key_id,)).fetchone()
             )
@@ -256,9 +297,15 @@ class SqliteKeyStore:
         return bool(self._read("SELECT 1 FROM destroyed_keys WHERE key_id = ?", (key_id,)))
 
     def _tombstone(
-        self, db: sqlite3.Connection, where: str, args: tuple[object, ...], reason: str, now: float
+        self, db: sqlite3.Connection, where: str, args: tuple[object, ...], reason: str, now: float, each: bool = True
     ) -> list[str]:
-        ids = [r[0] for r in db.execute(f"SELECT key_id FROM data_keys WHERE {where}", args)]
+        """Destroy the matching keys; `each` audits one record per key (a tenant's destruction is
+        audited once, with counts and a digest over all its key ids)."""
+        rows = db.execute(f"SELECT key_id, tenant, scope FROM data_keys WHERE {where}", args).fetchall()
+        ids = [r[0] for r in rows]
+        if each:
+            for key_id, tenant, scope in rows:
+                self._audit(db, "key.destroy", tenant, key_digest(key_id), {"scope": scope, "reason": reason})
         # Overwrite in place first: a same-size update rewrites the cell where it is, whereas a
         # delete alone can leave copies that b-tree rebalancing moved (seen in the forensics test).
         db.execute(
@@ -296,7 +343,12 @@ class SqliteKeyStore:
                 ).fetchone()[0]
                 for scope in (CONVERSATION, CONTACT)
             }
-            ids = self._tombstone(db, "tenant = ?", (tenant,), reason, now)
+            ids = self._tombstone(db, "tenant = ?", (tenant,), reason, now, each=False)
+            digest = hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()[:32]
+            details = {"generation": str(row[1]), "reason": reason, "key_ids_sha256": digest}
+            details |= {f"{scope}_keys": str(n) for scope, n in by_scope.items()}
+            if row[0] != TERMINATED:
+                self._audit(db, "key.tenant.destroy", tenant, None, details)
             db.execute(
                 "UPDATE tenants SET root_nonce = zeroblob(length(root_nonce)), "
                 "root_wrapped = zeroblob(length(root_wrapped)) WHERE tenant = ? AND root_wrapped IS NOT NULL",
@@ -336,6 +388,7 @@ class SqliteKeyStore:
                     "UPDATE tenants SET master_version = ?, root_nonce = ?, root_wrapped = ? WHERE tenant = ?",
                     (version, nonce, wrapped, row.tenant),
                 )
+            self._audit(db, "key.master.rotate", None, None, {"roots_rewrapped": str(len(rows))})
         self.checkpoint()
         return len(rows)
 
@@ -351,6 +404,78 @@ class SqliteKeyStore:
             "FROM tenants t ORDER BY t.tenant"
         )
         return [TenantCounts(*r) for r in rows]  # type: ignore[arg-type]
+
+    def destroyed_keys(self, tenant: str, generation: int) -> list[tuple[str, str]]:
+        rows = self._read(
+            "SELECT key_id, scope FROM destroyed_keys WHERE tenant = ? AND generation = ? ORDER BY key_id",
+            (tenant, generation),
+        )
+        return [(str(k), str(s)) for k, s in rows]
+
+    # -- audit outbox --------------------------------------------------------------------------
+    @property
+    def store_id(self) -> str:
+        return self._store_id
+
+    def record(
+        self, action: str, tenant: str | None = None, subject: str | None = None, details: dict[str, str] | None = None
+    ) -> int:
+        with self._write() as db:
+            return self._audit(db, action, tenant, subject, details)
+
+    def pending_audit(self, limit: int) -> list[AuditEntry]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, at, actor, action, tenant, subject, details FROM audit_outbox ORDER BY id LIMIT ?", (limit,)
+            ).fetchall()
+        return [
+            AuditEntry(i, at, actor, action, tenant, subject, json.loads(d))
+            for i, at, actor, action, tenant, subject, d in rows
+        ]
+
+    def drop_audit(self, up_to: int) -> None:
+        with self._write() as db:
+            db.execute("DELETE FROM audit_outbox WHERE id <= ?", (up_to,))
+
+    # -- policies ------------------------------------------------------------------------------
+    def publish_policy(self, policy: Policy) -> bool:
+        with self._write() as db:
+            existing = db.execute("SELECT sha256 FROM policies WHERE version = ?", (policy.version,)).fetchone()
+            if existing is not None:
+                if existing[0] != policy.sha256:
+                    raise KeystoreError(f"policy {policy.version} was already published with a different text")
+                return False
+            db.execute(
+                "INSERT INTO policies (version, sha256, published_at, operator) VALUES (?, ?, ?, ?)",
+                (policy.version, policy.sha256, policy.published_at, policy.operator),
+            )
+            self._audit(db, "policy.publish", None, None, {"version": policy.version, "sha256": policy.sha256})
+            return True
+
+    def policies(self) -> list[Policy]:
+        rows = self._read("SELECT version, sha256, published_at, operator FROM policies ORDER BY published_at")
+        return [Policy(*r) for r in rows]  # type: ignore[arg-type]
+
+    def accept_policy(self, tenant: str, version: str, now: float) -> bool:
+        with self._write() as db:
+            state = db.execute("SELECT state FROM tenants WHERE tenant = ?", (tenant,)).fetchone()
+            if state is None or state[0] != ACTIVE:
+                raise UnknownTenant(tenant) if state is None else TenantFenced(tenant, state[0])
+            if db.execute("SELECT 1 FROM policies WHERE version = ?", (version,)).fetchone() is None:
+                raise KeystoreError(f"policy {version} was never published")
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO policy_acceptances (tenant, version, accepted_at) VALUES (?, ?, ?)",
+                (tenant, version, now),
+            )
+            if cursor.rowcount:
+                self._audit(db, "policy.accept", tenant, None, {"version": version})
+            return cursor.rowcount == 1
+
+    def acceptances(self) -> dict[str, set[str]]:
+        out: dict[str, set[str]] = {}
+        for tenant, version in self._read("SELECT tenant, version FROM policy_acceptances"):
+            out.setdefault(str(tenant), set()).add(str(version))
+        return out
 
     def close(self) -> None:
         with self._lock:

@@ -7,8 +7,9 @@ runs against every backend.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 ACTIVE = "active"
@@ -16,6 +17,34 @@ TERMINATED = "terminated"
 CONVERSATION = "conversation"
 CONTACT = "contact"
 SCOPES = (CONVERSATION, CONTACT)
+
+
+def key_digest(key_id: str) -> str:
+    """What audit records and certificates show of a key: never the id's own bytes, never the key."""
+    return hashlib.sha256(key_id.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """A record waiting in the store's outbox for `streams.audit.relay` to chain it onto audit.events.
+
+    Written in the same transaction as the key change it describes, so no change goes unrecorded."""
+
+    id: int
+    at: float
+    actor: str
+    action: str
+    tenant: str | None
+    subject: str | None
+    details: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Policy:
+    version: str
+    sha256: str
+    published_at: float
+    operator: str
 
 
 @dataclass(frozen=True, repr=False)
@@ -86,6 +115,8 @@ class TenantFenced(Exception):
 
 
 class KeyStore(Protocol):
+    actor: str  # who this process acts as: named by the audit records of its key changes
+
     def create_tenant(self, row: TenantRow, *, reprovision: bool) -> TenantRow:
         """Insert an active tenant; `reprovision` allows replacing a terminated one (new generation)."""
 
@@ -120,5 +151,34 @@ class KeyStore(Protocol):
         """Replace every active root's (master_version, nonce, wrapped) in one transaction."""
 
     def counts(self) -> list[TenantCounts]: ...
+
+    def destroyed_keys(self, tenant: str, generation: int) -> list[tuple[str, str]]:
+        """(key_id, scope) of every data key destroyed for that generation of the tenant."""
+
+    # -- audit outbox: every method above that changes keys adds its records here --------------
+    @property
+    def store_id(self) -> str:
+        """Random and fixed per store: tells this store's outbox ids from another's."""
+
+    def record(
+        self, action: str, tenant: str | None = None, subject: str | None = None, details: dict[str, str] | None = None
+    ) -> int:
+        """Add an audit record by this store's actor; returns its outbox id."""
+
+    def pending_audit(self, limit: int) -> list[AuditEntry]: ...
+
+    def drop_audit(self, up_to: int) -> None:
+        """Forget outbox entries up to and including id `up_to` (they are on audit.events)."""
+
+    # -- policies ------------------------------------------------------------------------------
+    def publish_policy(self, policy: Policy) -> bool:
+        """Record a policy version; False if it exists with the same text (raises if different)."""
+
+    def policies(self) -> list[Policy]: ...
+
+    def accept_policy(self, tenant: str, version: str, now: float) -> bool:
+        """Record an active tenant's acceptance; False if already accepted."""
+
+    def acceptances(self) -> dict[str, set[str]]: ...
 
     def close(self) -> None: ...

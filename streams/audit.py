@@ -1,27 +1,42 @@
-"""Appending to the audit trail on `audit.events`: hash-chained records, never personal data.
+"""The audit trail on `audit.events`: hash-chained, checkpoint-signed, never personal data.
 
-Each record carries `seq` and the SHA-256 of the previous record, and its own `hash` over
-`prev_hash` and its other fields, so a changed, removed or inserted record breaks the chain.
-The appender reads the last record of the single partition to continue the chain.
+Records start in the key store's outbox, written in the same transaction as the change they
+describe (`KeyStore.record` and every key change), and `relay` moves them onto the topic. Relays
+are serialised by a lock file beside the key store, so one chain grows in one order however many
+processes (worker, CLI) share the store. Each record carries `seq` (equal to its offset), the
+SHA-256 of the previous record and its own hash; the last record of every relay is a checkpoint
+signed with the provider's Ed25519 key. `verify` walks the chain and names the first bad record.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import fcntl
 import hashlib
 import json
 import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from keystore.keys import Keys
+from keystore.store import AuditEntry, KeyStore
 from streams.catalog import AUDIT_EVENTS, topic_name
-from streams.codec import decode, encode
-from streams.errors import KafkaOperationError
+from streams.codec import DecodeError, decode, encode
+from streams.errors import KafkaOperationError, ShredlineError
 from streams.kafka.connection import Connection
 from streams.kafka.produce import Record, produce_and_wait
+from streams.signing import provider_key
 
 GENESIS = bytes(32)
+RELAY_BATCH = 2000
+DUPLICATE_WINDOW = 1000  # records read back to skip outbox entries a crashed relay already sent
 _TRANSIENT = {
     KafkaError.UNKNOWN_TOPIC_OR_PART,
     KafkaError.NOT_LEADER_FOR_PARTITION,
@@ -29,6 +44,10 @@ _TRANSIENT = {
     KafkaError._TRANSPORT,
     KafkaError._TIMED_OUT,
 }
+
+
+class AuditError(ShredlineError):
+    pass
 
 
 def record_hash(record: dict[str, Any]) -> bytes:
@@ -39,6 +58,82 @@ def record_hash(record: dict[str, Any]) -> bytes:
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).digest()
 
 
+def outbox_marker(store_id: str, entry_id: int) -> str:
+    return f"{store_id}:{entry_id}"
+
+
+def chain(
+    last: dict[str, Any] | None, entries: Sequence[AuditEntry], store_id: str, signer: Ed25519PrivateKey
+) -> list[dict[str, Any]]:
+    """The records that continue the chain after `last`; the final one is a signed checkpoint."""
+    records: list[dict[str, Any]] = []
+    for entry in entries:
+        previous = records[-1] if records else last
+        record: dict[str, Any] = {
+            "seq": 0 if previous is None else previous["seq"] + 1,
+            "at": dt.datetime.fromtimestamp(entry.at, dt.UTC),
+            "actor": entry.actor,
+            "action": entry.action,
+            "tenant": entry.tenant,
+            "subject": entry.subject,
+            "details": {**entry.details, "outbox": outbox_marker(store_id, entry.id)},
+            "prev_hash": GENESIS if previous is None else previous["hash"],
+            "signature": None,
+        }
+        record["hash"] = record_hash(record)
+        records.append(record)
+    if records:
+        records[-1]["signature"] = signer.sign(records[-1]["hash"])
+    return records
+
+
+@dataclass(frozen=True)
+class Verdict:
+    records: int
+    checkpoints: int
+    unsigned_tail: int  # records after the last checkpoint: intact as a chain, not yet signed
+    bad_seq: int | None = None  # the first bad record's position in the topic (its offset)
+    reason: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.reason is None
+
+
+def _problem(record: dict[str, Any], previous: dict[str, Any] | None, public_key: Ed25519PublicKey) -> str | None:
+    if "undecodable" in record:
+        return f"not an audit record ({record['undecodable']})"
+    expected_seq = 0 if previous is None else previous["seq"] + 1
+    if record["seq"] != expected_seq:
+        return f"seq {record['seq']} where {expected_seq} was due: a record was removed, inserted or moved"
+    if record["prev_hash"] != (GENESIS if previous is None else previous["hash"]):
+        return "prev_hash does not match the record before it: a record was removed, inserted or moved"
+    if record_hash(record) != record["hash"]:
+        return "hash does not match the record's content: it was changed"
+    if record["signature"] is not None:
+        try:
+            public_key.verify(record["signature"], record["hash"])
+        except InvalidSignature:
+            return "checkpoint signature is not the provider's"
+    return None
+
+
+def verify(records: Sequence[dict[str, Any]], public_key: Ed25519PublicKey) -> Verdict:
+    """Walk the chain in topic order; stop at the first record that breaks it."""
+    checkpoints, since_checkpoint = 0, 0
+    previous: dict[str, Any] | None = None
+    for position, record in enumerate(records):
+        reason = _problem(record, previous, public_key)
+        if reason is not None:
+            return Verdict(position, checkpoints, since_checkpoint, position, reason)
+        since_checkpoint += 1
+        if record["signature"] is not None:
+            checkpoints, since_checkpoint = checkpoints + 1, 0
+        previous = record
+    return Verdict(len(records), checkpoints, since_checkpoint)
+
+
+# -- Kafka and the lock ----------------------------------------------------------------------------
 def _watermarks(consumer: Consumer, topic: str, attempts: int = 20) -> tuple[int, int]:
     """Retries while a just-created topic's metadata is still propagating to the broker."""
     for attempt in range(attempts):
@@ -54,49 +149,96 @@ def _watermarks(consumer: Consumer, topic: str, attempts: int = 20) -> tuple[int
     raise AssertionError("unreachable")
 
 
-def _last(conn: Connection, topic: str) -> dict[str, Any] | None:
+def read_trail(conn: Connection, prefix: str, last: int | None = None) -> list[dict[str, Any]]:
+    """Records of the trail in topic order: all of them, or the `last` few. A record that cannot be
+    decoded as an audit event is returned as {"seq": None, ...} so `verify` flags it."""
+    topic = topic_name(prefix, AUDIT_EVENTS)
     consumer = Consumer(
-        conn.confluent(**{"group.id": "shredline-audit-tail", "enable.auto.commit": False, "log_level": 3})
+        conn.confluent(**{"group.id": "shredline-audit-reader", "enable.auto.commit": False, "log_level": 3})
     )
     try:
         low, high = _watermarks(consumer, topic)
-        if high <= low:
-            return None
-        consumer.assign([TopicPartition(topic, 0, high - 1)])
-        for _ in range(30):
-            msg = consumer.poll(1.0)
-            if msg is not None and msg.error() is None:
-                return decode(msg.value() or b"", expect="audit_event")[1]
-        raise KafkaOperationError(f"audit: could not read the last record of {topic}")
+        start = low if last is None else max(low, high - last)
+        if high <= start:
+            return []
+        consumer.assign([TopicPartition(topic, 0, start)])
+        out: list[dict[str, Any]] = []
+        deadline = time.monotonic() + 60
+        while len(out) < high - start:
+            if time.monotonic() > deadline:
+                raise KafkaOperationError(f"audit: read {len(out)} of {high - start} records of {topic}")
+            for msg in consumer.consume(1000, 1.0):
+                if msg.error() is not None:
+                    continue
+                try:
+                    out.append(decode(msg.value() or b"", expect="audit_event")[1])
+                except DecodeError as exc:
+                    out.append({"seq": None, "undecodable": str(exc)})
+        return out
     finally:
         consumer.close()
 
 
-def append(
-    conn: Connection,
-    prefix: str,
-    *,
-    actor: str,
-    action: str,
-    tenant: str | None = None,
-    subject: str | None = None,
-    details: dict[str, str] | None = None,
-) -> dict[str, Any]:
-    """Append one audit record and wait until the broker has it (an audited action must not
-    proceed unrecorded)."""
-    topic = topic_name(prefix, AUDIT_EVENTS)
-    last = _last(conn, topic)
-    record: dict[str, Any] = {
-        "seq": 0 if last is None else last["seq"] + 1,
-        "at": dt.datetime.now(dt.UTC),
-        "actor": actor,
-        "action": action,
-        "tenant": tenant,
-        "subject": subject,
-        "details": details or {},
-        "prev_hash": GENESIS if last is None else last["hash"],
-        "signature": None,
-    }
-    record["hash"] = record_hash(record)
-    produce_and_wait(conn, [Record(topic, encode("audit_event", record), partition=0)], f"audit {action}")
-    return record
+@contextlib.contextmanager
+def relay_lock(store_path: Path) -> Iterator[None]:
+    with open(store_path.with_name(store_path.name + ".audit-lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def relay(conn: Connection, prefix: str, store: KeyStore, store_path: Path, signer: Ed25519PrivateKey) -> int:
+    """Move the store's pending audit records onto audit.events; returns how many were appended.
+    Safe to crash anywhere: entries are dropped from the outbox only once the broker has them, and
+    entries a crashed relay already sent are recognised by their outbox marker and not sent twice."""
+    total = 0
+    with relay_lock(store_path):
+        while entries := store.pending_audit(RELAY_BATCH):
+            tail = read_trail(conn, prefix, last=DUPLICATE_WINDOW)
+            prefix_marker = f"{store.store_id}:"
+            sent = {
+                int(m.split(":", 1)[1])
+                for r in tail
+                if (m := (r.get("details") or {}).get("outbox", "")).startswith(prefix_marker)
+            }
+            fresh = [e for e in entries if e.id not in sent]
+            last = next((r for r in reversed(tail) if r.get("seq") is not None), None)
+            records = chain(last, fresh, store.store_id, signer)
+            topic = topic_name(prefix, AUDIT_EVENTS)
+            produce_and_wait(
+                conn, [Record(topic, encode("audit_event", r), partition=0) for r in records], "audit records"
+            )
+            store.drop_audit(entries[-1].id)
+            total += len(records)
+    return total
+
+
+class Trail:
+    """What commands and the worker use: record an audited action, then wait until it is on the
+    topic (an audited action must not proceed unrecorded)."""
+
+    def __init__(self, conn: Connection, prefix: str, keys: Keys, store_path: Path) -> None:
+        self.conn, self.prefix, self.keys, self.store_path = conn, prefix, keys, store_path
+        self._signer: Ed25519PrivateKey | None = None
+
+    @property
+    def actor(self) -> str:
+        return self.keys.store.actor
+
+    @property
+    def signer(self) -> Ed25519PrivateKey:
+        if self._signer is None:
+            self._signer = provider_key(self.keys)
+        return self._signer
+
+    def record(
+        self, action: str, tenant: str | None = None, subject: str | None = None, details: dict[str, str] | None = None
+    ) -> None:
+        self.keys.store.record(action, tenant, subject, details)
+        self.flush()
+
+    def flush(self) -> int:
+        signer = self.signer  # before the lock: first use creates the key (itself an audited change)
+        return relay(self.conn, self.prefix, self.keys.store, self.store_path, signer)

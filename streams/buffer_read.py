@@ -12,8 +12,8 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from keystore.errors import KeyDestroyed
-from keystore.keys import Keys, Sealed
-from streams import audit
+from keystore.keys import Sealed
+from streams.audit import Trail
 from streams.catalog import BUFFER_MESSAGES, topic_name
 from streams.codec import decode
 from streams.errors import ShredlineError
@@ -61,9 +61,10 @@ def latest_view_value(conn: Connection, topic: str, key: bytes, timeout_s: float
 
 
 def read_conversation(
-    settings: Settings, conn: Connection, keys: Keys, tenant: str, conversation: str, *, operator: str, purpose: str
+    settings: Settings, conn: Connection, trail: Trail, tenant: str, conversation: str, *, purpose: str
 ) -> list[dict[str, Any]]:
     """The conversation's messages oldest first; raises `Deleted` when they were shredded."""
+    keys = trail.keys
     try:
         record_id = keys.pseudonym(tenant, "conversation", conversation)
     except KeyDestroyed:
@@ -79,15 +80,8 @@ def read_conversation(
             messages.append(decode(keys.open(sealed, topic), expect="message_event")[1])
         except KeyDestroyed:
             destroyed += 1
-    audit.append(
-        conn,
-        settings.topic_prefix,
-        actor=operator,
-        action="buffer.read",
-        tenant=tenant,
-        subject=record_id,
-        details={"purpose": purpose, "count": str(len(messages)), "deleted": str(destroyed)},
-    )
+    details = {"purpose": purpose, "count": str(len(messages)), "deleted": str(destroyed)}
+    trail.record("buffer.read", tenant, record_id, details)
     if destroyed and not messages:
         raise Deleted("conversation deleted: its key was destroyed (closed or expired)")
     messages.sort(key=lambda m: m["occurred_at"])

@@ -137,19 +137,23 @@ def _keys_report(settings: Settings, args: argparse.Namespace) -> int:
         )
         for c in counts
     ]
+    _print_table(header, rows)
+    return 0
+
+
+def _print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
-    return 0
 
 
 def _keys_rotate_master(settings: Settings, args: argparse.Namespace) -> int:
     from keystore.master import add_version, load_keyring, retire_versions_below
-    from streams.keys import open_keys
+    from streams.operators import Session
 
     if settings.master_key is not None:
         raise ShredlineError("master_key: rotation needs a key file; SHREDLINE_MASTER_KEY is set")
-    keys = open_keys(settings)
+    keys = Session(settings, "keys rotate-master", online=False).keys
     path = settings.master_key_path
     version = add_version(path)
     count = keys.rotate_master(load_keyring(None, path, create=False))
@@ -162,16 +166,10 @@ def _keys_rotate_master(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _keys_expire(settings: Settings, args: argparse.Namespace) -> int:
-    from streams.keys import open_keys
+    from streams.operators import Session
 
-    print(f"destroyed {len(open_keys(settings).expire())} expired conversation keys")
+    print(f"destroyed {len(Session(settings, 'keys expire', online=False).keys.expire())} expired conversation keys")
     return 0
-
-
-def _operator(settings: Settings) -> str:
-    import getpass
-
-    return settings.operator or getpass.getuser()
 
 
 def _duration_s(text: str) -> int:
@@ -193,57 +191,174 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
 
     conn = resolve_connection(settings)
     apply_catalog(conn, settings.topic_prefix, settings.replication_factor)
-    run_worker(settings, conn, open_keys(settings), loglevel=args.loglevel)
+    run_worker(settings, conn, open_keys(settings, actor="worker"), loglevel=args.loglevel)
     return 0
 
 
 def _tenant_provision(settings: Settings, args: argparse.Namespace) -> int:
     from streams.catalog import MAX_BUFFER_TTL_MS
-    from streams.kafka.connection import resolve_connection
-    from streams.keys import open_keys
+    from streams.operators import Session
     from streams.tenants import provision
 
     if args.buffer_ttl * 1000 > MAX_BUFFER_TTL_MS:
         raise ShredlineError(f"buffer-ttl: at most {MAX_BUFFER_TTL_MS // 86_400_000}d (the buffer topics' retention)")
+    ops = Session(settings, "tenant provision")
     generation = provision(
-        open_keys(settings),
-        resolve_connection(settings),
-        settings.topic_prefix,
-        args.tenant,
-        _operator(settings),
-        args.buffer_ttl,
+        ops.keys, ops.conn, ops.trail, args.tenant, args.buffer_ttl, reprovision=args.reprovision_terminated
     )
     print(f"provisioned {args.tenant} (generation {generation}, buffer TTL {args.buffer_ttl}s)")
     return 0
 
 
 def _tenant_terminate(settings: Settings, args: argparse.Namespace) -> int:
-    from streams.kafka.connection import resolve_connection
-    from streams.keys import open_keys
-    from streams.tenants import terminate
+    from streams.operators import Session
+    from streams.termination import Termination
 
-    if not args.yes:
+    ops = Session(settings, "tenant terminate")
+    termination = Termination(settings, ops.conn, ops.keys, ops.trail, progress)
+    row = termination.tenant_row(args.tenant)
+    if row.state != "terminated" and not args.yes:
+        counts = next(c for c in ops.keys.report() if c.tenant == args.tenant)
         if not sys.stdin.isatty():
             raise ShredlineError("terminate: refusing without --yes when there is no terminal to confirm on")
-        answer = input(
-            f"Destroy every key of {args.tenant}? Its personal data becomes unreadable for good. "
-            f"Type the tenant id to confirm: "
+        print(
+            f"This destroys, irreversibly, for tenant {args.tenant} (generation {row.generation}):\n"
+            f"  the tenant root key, {counts.conversation_keys} conversation keys, {counts.contact_keys} contact keys "
+            f"and {counts.retired_keys} retired keys;\n"
+            "  so every buffered message and contact of the tenant becomes unreadable everywhere.\n"
+            "Anonymous aggregates are kept. A signed deletion certificate is written at the end."
         )
-        if answer.strip() != args.tenant:
+        if input("Type the tenant id to confirm: ").strip() != args.tenant:
             print("not confirmed; nothing changed")
             return 1
-    result = terminate(
-        open_keys(settings),
-        resolve_connection(settings),
-        settings.topic_prefix,
-        args.tenant,
-        _operator(settings),
-        args.reason,
-    )
-    note = " (was already terminated)" if result.already_terminated else ""
+    outcome = termination.run(args.tenant, ops.operator, args.reason)
+    if outcome.already_done:
+        print(f"{args.tenant} is already terminated; nothing changed. Certificate: {outcome.certificate}")
+    else:
+        print(
+            f"terminated {args.tenant}. Certificate: {outcome.certificate} "
+            f"(readable: {outcome.certificate.with_suffix('.txt').name})"
+        )
+    return 0
+
+
+def _tenant_list(settings: Settings, args: argparse.Namespace) -> int:
+    from streams.operators import Session
+
+    ops = Session(settings, "tenant list", online=False)
+    store = ops.keys.store
+    policies = [p.version for p in store.policies()]
+    accepted = store.acceptances()
+    header = ("TENANT", "STATE", "GEN", "BUFFER TTL", "LIVE KEYS", "DESTROYED", "POLICY ACCEPTED")
+    rows = []
+    for c in ops.keys.report():
+        latest = policies[-1] if policies else None
+        mine = [v for v in policies if v in accepted.get(c.tenant, set())]
+        if latest is None:
+            policy = "-"
+        elif latest in mine:
+            policy = latest
+        else:
+            policy = (
+                f"{mine[-1] if mine else 'none'} (NOT {latest})"
+                if c.state == "active"
+                else (mine[-1] if mine else "none")
+            )
+        live = c.conversation_keys + c.contact_keys + c.retired_keys
+        rows.append(
+            (
+                c.tenant,
+                c.state,
+                str(c.generation),
+                f"{c.buffer_ttl_s // 3600}h",
+                str(live),
+                str(c.destroyed_keys),
+                policy,
+            )
+        )
+    _print_table(header, rows)
+    return 0
+
+
+def _tenant_accept_policy(settings: Settings, args: argparse.Namespace) -> int:
+    import time
+
+    from streams.operators import Session
+    from streams.tenants import announce
+
+    ops = Session(settings, "tenant accept-policy")
+    if ops.keys.store.accept_policy(args.tenant, args.version, time.time()):
+        ops.trail.flush()
+        announce(
+            ops.conn, settings.topic_prefix, "POLICY_ACCEPTED", args.tenant, ops.operator, policy_version=args.version
+        )
+        print(f"{args.tenant} accepted policy {args.version}")
+    else:
+        print(f"{args.tenant} had already accepted policy {args.version}; nothing changed")
+    return 0
+
+
+def _policy_publish(settings: Settings, args: argparse.Namespace) -> int:
+    import hashlib
+    import time
+
+    from keystore.store import Policy
+    from streams.operators import Session
+    from streams.tenants import announce
+
+    try:
+        text = args.file.read_bytes()
+    except OSError as exc:
+        raise ShredlineError(f"policy: cannot read {args.file} ({exc.strerror})") from None
+    if not text.strip():
+        raise ShredlineError(f"policy: {args.file} is empty")
+    ops = Session(settings, "policy publish")
+    policy = Policy(args.version, hashlib.sha256(text).hexdigest(), time.time(), ops.operator)
+    new = ops.keys.store.publish_policy(policy)
+    ops.trail.flush()
+    active = [c.tenant for c in ops.keys.report() if c.state == "active"]
+    for tenant in active:  # re-announcing on a re-run is harmless: notifications are idempotent
+        announce(ops.conn, settings.topic_prefix, "POLICY_PUBLISHED", tenant, ops.operator, policy_version=args.version)
+    state = "published" if new else "was already published; notified again"
+    print(f"policy {args.version} ({policy.sha256[:12]}) {state}: {len(active)} active tenants notified")
+    return 0
+
+
+def _audit_verify(settings: Settings, args: argparse.Namespace) -> int:
+    from streams.audit import read_trail, verify
+    from streams.kafka.connection import resolve_connection
+    from streams.signing import PUBLIC_KEY_FILE, load_public_key
+
+    public = load_public_key(args.public_key or settings.data_dir / PUBLIC_KEY_FILE)
+    records = read_trail(resolve_connection(settings), settings.topic_prefix)
+    verdict = verify(records, public)
+    if not verdict.ok:
+        print(f"audit trail BROKEN at record {verdict.bad_seq}: {verdict.reason}")
+        print(f"({verdict.bad_seq} records before it verified, {verdict.checkpoints} signed checkpoints)")
+        return 1
+    tail = f"; the last {verdict.unsigned_tail} await their checkpoint" if verdict.unsigned_tail else ""
+    print(f"audit trail intact: {verdict.records} records, {verdict.checkpoints} signed checkpoints{tail}")
+    return 0
+
+
+def _certificate_verify(settings: Settings, args: argparse.Namespace) -> int:
+    import json
+
+    from streams.certificate import CertificateInvalid, verify
+    from streams.signing import PUBLIC_KEY_FILE, load_public_key
+
+    public = load_public_key(args.public_key or settings.data_dir / PUBLIC_KEY_FILE)
+    try:
+        document = json.loads(args.file.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ShredlineError(f"certificate: cannot read {args.file} ({exc.strerror})") from None
+    except ValueError:
+        raise CertificateInvalid() from None
+    body = verify(document, public)
+    keys = body["keys_destroyed"]
     print(
-        f"terminated {args.tenant}{note}: destroyed {result.by_scope.get('conversation', 0)} conversation keys, "
-        f"{result.by_scope.get('contact', 0)} contact keys and the tenant root key"
+        f"certificate valid: tenant {body['tenant']} terminated {body['terminated_at']} by {body['operator']}; "
+        f"{keys['conversation']} conversation + {keys['contact']} contact keys and the root key destroyed"
     )
     return 0
 
@@ -252,18 +367,10 @@ def _buffer_read(settings: Settings, args: argparse.Namespace) -> int:
     import json
 
     from streams.buffer_read import read_conversation
-    from streams.kafka.connection import resolve_connection
-    from streams.keys import open_keys
+    from streams.operators import Session
 
-    messages = read_conversation(
-        settings,
-        resolve_connection(settings),
-        open_keys(settings),
-        args.tenant,
-        args.conversation,
-        operator=_operator(settings),
-        purpose=args.purpose,
-    )
+    ops = Session(settings, "buffer read")
+    messages = read_conversation(settings, ops.conn, ops.trail, args.tenant, args.conversation, purpose=args.purpose)
     for m in messages:
         print(
             json.dumps(
@@ -286,7 +393,7 @@ def _sink(settings: Settings, args: argparse.Namespace) -> int:
     from streams.kafka.connection import resolve_connection
     from streams.keys import open_keys
 
-    keys = open_keys(settings)
+    keys = open_keys(settings, actor="sink")
     warehouse = Warehouse(settings.data_dir / "analytics.duckdb", keys.service_secret("duckdb"))
     try:
         stats = run_sink(
@@ -313,7 +420,7 @@ def _analyst_snapshot(settings: Settings, k: int, since: dt.date | None = None) 
     path = settings.data_dir / "analytics.duckdb"
     if not path.exists():
         raise ShredlineError(f"analytics: no warehouse at {path}; run `shredline sink` first")
-    warehouse = Warehouse(path, open_keys(settings).service_secret("duckdb"))
+    warehouse = Warehouse(path, open_keys(settings, actor="analyst").service_secret("duckdb"))
     try:
         return warehouse.analyst_snapshot(k, since)
     finally:
@@ -446,12 +553,48 @@ def build_parser() -> argparse.ArgumentParser:
     prov = tenant_sub.add_parser("provision", help="create the tenant's root key")
     prov.add_argument("tenant")
     prov.add_argument("--buffer-ttl", type=_duration_s, default=86_400, help="conversation key TTL (default 24h)")
+    prov.add_argument(
+        "--reprovision-terminated",
+        action="store_true",
+        help="bring back a terminated tenant id with a new key generation (its old data stays unreadable)",
+    )
     prov.set_defaults(run=_tenant_provision)
-    term = tenant_sub.add_parser("terminate", help="destroy every key of the tenant")
+    term = tenant_sub.add_parser("terminate", help="shred the tenant: destroy its keys, verify, certify")
     term.add_argument("tenant")
     term.add_argument("--reason", required=True)
     term.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     term.set_defaults(run=_tenant_terminate)
+    tenant_sub.add_parser("list", help="tenants: state, keys, buffer TTL, policy accepted").set_defaults(
+        run=_tenant_list
+    )
+    accept = tenant_sub.add_parser("accept-policy", help="record that the tenant accepted a policy version")
+    accept.add_argument("tenant")
+    accept.add_argument("version")
+    accept.set_defaults(run=_tenant_accept_policy)
+
+    policy = sub.add_parser("policy", help="data policy versions")
+    policy_sub = policy.add_subparsers(dest="action", required=True, metavar="ACTION")
+    publish = policy_sub.add_parser("publish", help="record a new policy version and notify every active tenant")
+    publish.add_argument("version")
+    publish.add_argument("file", type=Path)
+    publish.set_defaults(run=_policy_publish)
+
+    audit = sub.add_parser("audit", help="the tamper-evident audit trail")
+    audit_sub = audit.add_subparsers(dest="action", required=True, metavar="ACTION")
+    averify = audit_sub.add_parser("verify", help="walk the chain and name the first bad record")
+    averify.add_argument(
+        "--public-key", type=Path, help="provider public key (default <data_dir>/provider-signing.pub)"
+    )
+    averify.set_defaults(run=_audit_verify)
+
+    cert = sub.add_parser("certificate", help="deletion certificates")
+    cert_sub = cert.add_subparsers(dest="action", required=True, metavar="ACTION")
+    cverify = cert_sub.add_parser("verify", help="check a certificate's signature")
+    cverify.add_argument("file", type=Path)
+    cverify.add_argument(
+        "--public-key", type=Path, help="provider public key (default <data_dir>/provider-signing.pub)"
+    )
+    cverify.set_defaults(run=_certificate_verify)
 
     buffer = sub.add_parser("buffer", help="the encrypted chat buffer")
     buffer_sub = buffer.add_subparsers(dest="action", required=True, metavar="ACTION")

@@ -12,6 +12,7 @@ run again and again on the same broker.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from analytics.report import gather, render_html
 from analytics.sink import run_sink
 from analytics.warehouse import Warehouse
 from processors.anonymise import metric_count
+from streams.audit import Trail, read_trail, verify
 from streams.buffer_read import Deleted, latest_view_value, read_conversation
 from streams.catalog import INGEST_MESSAGES, METRICS_USAGE, topic_name
 from streams.errors import ShredlineError
@@ -36,7 +38,9 @@ from streams.keys import open_keys
 from streams.launcher.broker import connect_or_launch
 from streams.sdk import Publisher
 from streams.settings import Settings
-from streams.tenants import provision, terminate
+from streams.signing import provider_key
+from streams.tenants import provision
+from streams.termination import Termination
 from streams.worker import VIEW_DEPTH, view_changelog, view_entry_envelopes
 
 Progress = Callable[[str], None]
@@ -57,12 +61,13 @@ def run_demo(base: Settings, progress: Progress) -> int:
     apply_catalog(conn, prefix, settings.replication_factor)
     progress(f"topics applied under prefix {prefix}; keys in {settings.data_dir}")
 
-    keys = open_keys(settings)
+    keys = open_keys(settings, actor=OPERATOR)
+    trail = Trail(conn, prefix, keys, settings.key_store_path)
     span = dt.timedelta(days=1)
     events = list(generate(3, 600, seed=1, start=default_start(dt.datetime.now(dt.UTC), span), span=span))
     tenants = sorted({str(e["tenant"]) for e in events})
     for tenant in tenants:
-        provision(keys, conn, prefix, tenant, OPERATOR, 86_400)
+        provision(keys, conn, trail, tenant, 86_400)
     print(f"1. provisioned tenants {', '.join(tenants)} (a root key each, wrapped by the master key)")
 
     with Publisher(conn, prefix) as publisher:
@@ -107,7 +112,7 @@ def run_demo(base: Settings, progress: Progress) -> int:
             if raw and len(view_entry_envelopes(raw)) >= min(want, VIEW_DEPTH):
                 break
             time.sleep(1)
-        messages = read_conversation(settings, conn, keys, tenant, conversation, operator=OPERATOR, purpose="demo")
+        messages = read_conversation(settings, conn, trail, tenant, conversation, purpose="demo")
         print(f"4. buffer read {tenant} {conversation} (audited): {len(messages)} messages")
         for m in messages[:4]:
             print(f"     {m['direction']:<8} {m['body']}")
@@ -141,10 +146,16 @@ def run_demo(base: Settings, progress: Progress) -> int:
         report.write_text(render_html(gather(snapshot), None, dt.datetime.now(dt.UTC), 5), encoding="utf-8")
         print(f"   the same as charts: {report} (`shredline analytics report`)")
 
-        result = terminate(keys, conn, prefix, tenant, OPERATOR, "demo: contract ended")
-        print(f"7. terminated {tenant}: destroyed {sum(result.by_scope.values())} data keys and its root key")
+        print(f"7. terminating {tenant}:")
+        outcome = Termination(settings, conn, keys, trail, print).run(tenant, OPERATOR, "demo: contract ended")
+        body = json.loads(outcome.certificate.read_text(encoding="utf-8"))["certificate"]
+        destroyed = body["keys_destroyed"]
+        print(
+            f"   certificate {outcome.certificate.name}: root key, {destroyed['conversation']} conversation and "
+            f"{destroyed['contact']} contact keys destroyed; signed by {body['signer']}"
+        )
         try:
-            read_conversation(settings, conn, keys, tenant, conversation, operator=OPERATOR, purpose="demo")
+            read_conversation(settings, conn, trail, tenant, conversation, purpose="demo")
             print("   (unexpected: still readable)")
             return 1
         except Deleted as exc:
@@ -160,8 +171,12 @@ def run_demo(base: Settings, progress: Progress) -> int:
             for t, c in counts.items()
         )
     )
+    trail.flush()  # the worker's last key records, if it stopped before relaying them
+    verdict = verify(read_trail(conn, prefix), provider_key(keys).public_key())
+    state = "intact" if verdict.ok else f"BROKEN at record {verdict.bad_seq}: {verdict.reason}"
+    print(f"9. audit trail {state}: {verdict.records} hash-chained records, {verdict.checkpoints} signed checkpoints")
     progress("the broker keeps running; stop it with `shredline kafka down`")
-    return 0
+    return 0 if verdict.ok else 1
 
 
 def _an_open_conversation(events: list[dict[str, Any]]) -> tuple[str, str]:

@@ -7,6 +7,7 @@ variable can still override a single value for one run.
 
 from __future__ import annotations
 
+import getpass
 import re
 import tomllib
 from collections.abc import Mapping
@@ -63,6 +64,7 @@ class Settings:
     key_store: Path | None = None  # default <data_dir>/keys.sqlite
     key_cache_staleness_s: float = 1.0
     operator: str | None = None  # who runs operator commands; default: the OS user
+    operators: tuple[str, ...] = ()  # who may run them; default: only the OS user
 
     def __post_init__(self) -> None:
         if self.topic_prefix and not _PREFIX_RE.fullmatch(self.topic_prefix):
@@ -77,6 +79,14 @@ class Settings:
             raise ConfigError("replication_factor: must be at least 1")
         if not 0 <= self.key_cache_staleness_s <= 60:
             raise ConfigError("key_cache_staleness_s: must be between 0 and 60 seconds")
+
+    @property
+    def operator_name(self) -> str:
+        return self.operator or getpass.getuser()
+
+    @property
+    def authorised_operators(self) -> frozenset[str]:
+        return frozenset(self.operators) if self.operators else frozenset({getpass.getuser()})
 
     @property
     def jar_cache(self) -> Path:
@@ -109,6 +119,14 @@ def _coerce(name: str, raw: Any) -> Any:
         if not isinstance(raw, str):
             raise ConfigError(f"{name}: expected a string")
         return Secret(raw)
+    if name == "operators":  # a TOML list, or comma-separated in the environment
+        items = raw.split(",") if isinstance(raw, str) else raw
+        if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
+            raise ConfigError(f"{name}: expected a list of operator names")
+        names = tuple(i.strip() for i in items if i.strip())
+        if not names:
+            raise ConfigError(f"{name}: expected at least one operator name")
+        return names
     if name == "replication_factor":
         try:
             return int(raw)

@@ -1,5 +1,5 @@
-"""Tenant lifecycle as operators drive it: provision and terminate, announced on `control.tenants`
-and recorded in the audit trail."""
+"""Tenant lifecycle as operators drive it: provisioning and control events on `control.tenants`,
+recorded in the audit trail. Termination, a multi-step affair, is `streams.termination`."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ import uuid
 from typing import Any
 
 from keystore.keys import Keys
-from keystore.store import Destruction
-from streams import audit
+from streams.audit import Trail
 from streams.catalog import BUFFER_MESSAGES, CONTROL_TENANTS, PURGE_HEADER, topic_name
 from streams.codec import encode
 from streams.kafka.connection import Connection
@@ -34,37 +33,24 @@ def announce(conn: Connection, prefix: str, kind: str, tenant: str, operator: st
     produce_and_wait(conn, [record], f"control {kind} for {tenant}")
 
 
-def provision(keys: Keys, conn: Connection, prefix: str, tenant: str, operator: str, buffer_ttl_s: int) -> int:
-    row = keys.provision(tenant, buffer_ttl_s)
-    audit.append(
+def provision(
+    keys: Keys, conn: Connection, trail: Trail, tenant: str, buffer_ttl_s: int, *, reprovision: bool = False
+) -> int:
+    """A root key for the tenant (a new generation when `reprovision`ing a terminated one), audited
+    and announced; returns the generation."""
+    row = keys.provision(tenant, buffer_ttl_s, reprovision=reprovision)
+    details = {"generation": str(row.generation), "buffer_ttl_s": str(buffer_ttl_s)}
+    trail.record("tenant.provision", tenant, None, details)
+    announce(
         conn,
-        prefix,
-        actor=operator,
-        action="tenant.provision",
-        tenant=tenant,
-        details={"generation": str(row.generation), "buffer_ttl_s": str(buffer_ttl_s)},
+        trail.prefix,
+        "PROVISIONED",
+        tenant,
+        trail.actor,
+        generation=row.generation,
+        buffer_ttl_seconds=buffer_ttl_s,
     )
-    announce(conn, prefix, "PROVISIONED", tenant, operator, generation=row.generation, buffer_ttl_seconds=buffer_ttl_s)
     return row.generation
-
-
-def terminate(keys: Keys, conn: Connection, prefix: str, tenant: str, operator: str, reason: str) -> Destruction:
-    """Destroy every key of the tenant (fencing it), then tell every worker to evict it."""
-    audit.append(
-        conn, prefix, actor=operator, action="tenant.terminate.intent", tenant=tenant, details={"reason": reason}
-    )
-    result = keys.destroy_tenant(tenant, reason)
-    audit.append(
-        conn,
-        prefix,
-        actor=operator,
-        action="tenant.terminate.keys-destroyed",
-        tenant=tenant,
-        details={k: str(v) for k, v in result.by_scope.items()},
-    )
-    announce(conn, prefix, "TERMINATED", tenant, operator, generation=max(result.generation, 1), reason=reason)
-    purge_buffer_view(conn, prefix, tenant)
-    return result
 
 
 def purge_buffer_view(conn: Connection, prefix: str, tenant: str) -> None:

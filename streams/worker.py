@@ -17,37 +17,29 @@ from typing import Any
 import faust
 from aiokafka import AIOKafkaConsumer
 from aiokafka.partitioner import DefaultPartitioner
-from confluent_kafka import ConsumerGroupTopicPartitions
-from confluent_kafka import TopicPartition as CkTopicPartition
-from confluent_kafka.admin import AdminClient
 
 from keystore.keys import Keys
+from streams.audit import Trail
 from streams.catalog import (
     BUFFER_MESSAGES,
     CATALOG,
     CONTROL_TENANTS,
-    INGEST_CONTACTS,
-    INGEST_EXECUTIONS,
-    INGEST_MESSAGES,
     MARKER_HEADER,
     PURGE_HEADER,
     topic_name,
 )
 from streams.codec import DecodeError, decode
 from streams.kafka.connection import Connection
+from streams.kafka.trim import INGEST, IngestTrimmer, app_id
 from streams.settings import Settings
 from streams.splitter import Splitter
 
 log = logging.getLogger("shredline.worker")
-INGEST = (INGEST_MESSAGES, INGEST_CONTACTS, INGEST_EXECUTIONS)
 VIEW_DEPTH = 50  # messages kept per conversation in the buffer view
 VIEW_TABLE = "buffer-view"
 JANITOR_EVERY_S = 30.0
 TRIM_EVERY_S = 10.0
-
-
-def app_id(settings: Settings) -> str:
-    return topic_name(settings.topic_prefix, "shredline-worker")
+AUDIT_EVERY_S = 5.0
 
 
 def view_changelog(settings: Settings) -> str:
@@ -192,6 +184,20 @@ def build_app(settings: Settings, conn: Connection, keys: Keys) -> faust.App:
             splitter.counts,
         )
 
+    trail = Trail(conn, prefix, keys, settings.key_store_path)
+
+    @app.timer(interval=AUDIT_EVERY_S)
+    async def relay_audit() -> None:
+        """Key creations and destructions reach audit.events within seconds; a failed relay
+        leaves them in the key store's outbox for the next one."""
+        try:
+            sent = await asyncio.get_running_loop().run_in_executor(None, trail.flush)
+        except Exception as exc:
+            log.warning("audit relay failed, will retry: %s", type(exc).__name__)
+            return
+        if sent:
+            log.info("audit: %d records appended", sent)
+
     trimmer = IngestTrimmer(conn, app_id(settings), [topic_name(prefix, t) for t in INGEST])
 
     @app.timer(interval=TRIM_EVERY_S)
@@ -203,49 +209,6 @@ def build_app(settings: Settings, conn: Connection, keys: Keys) -> faust.App:
             )
 
     return app
-
-
-class IngestTrimmer:
-    """Deletes ingest records below the worker group's committed offsets, so plaintext leaves
-    the broker minutes after it was processed instead of at retention.
-
-    Deleting records moves the log start offset, but bytes stay on disk until their segment
-    rolls, and an idle active segment never rolls. So for every partition it trimmed, it asks
-    for a marker record (no payload): once the segment is older than `segment.ms` that append
-    rolls it, and the next retention check deletes the old one.
-    """
-
-    def __init__(self, conn: Connection, group: str, topics: list[str]) -> None:
-        self.admin = AdminClient(conn.confluent(log_level=3))
-        self.group = group
-        self.topics = set(topics)
-        self.trimmed_to: dict[tuple[str, int], int] = {}
-
-    def trim(self) -> list[tuple[str, int]]:
-        try:
-            request = [ConsumerGroupTopicPartitions(self.group)]
-            result = self.admin.list_consumer_group_offsets(request)[self.group].result(timeout=10)
-        except Exception as exc:  # the group may not exist yet; try next time
-            log.debug("trim: no committed offsets yet (%s)", type(exc).__name__)
-            return []
-        todo = [
-            CkTopicPartition(tp.topic, tp.partition, tp.offset)
-            for tp in result.topic_partitions
-            if tp.topic in self.topics and tp.offset > self.trimmed_to.get((tp.topic, tp.partition), 0)
-        ]
-        if not todo:
-            return []
-        done = []
-        for tp, future in self.admin.delete_records(todo).items():
-            try:
-                future.result(timeout=10)
-            except Exception as exc:
-                log.warning("trim: %s[%d] failed: %s", tp.topic, tp.partition, exc)
-                continue
-            self.trimmed_to[(tp.topic, tp.partition)] = tp.offset
-            done.append((tp.topic, tp.partition))
-        log.info("trim: deleted processed ingest records in %d partitions", len(done))
-        return done
 
 
 def run_worker(settings: Settings, conn: Connection, keys: Keys, loglevel: str = "info") -> None:

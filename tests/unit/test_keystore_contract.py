@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from keystore.errors import TenantExists
+from keystore.errors import KeystoreError, TenantExists
 from keystore.sqlite_store import SqliteKeyStore
-from keystore.store import ACTIVE, TERMINATED, KeyRow, KeyStore, TenantFenced, TenantRow
+from keystore.store import ACTIVE, TERMINATED, KeyRow, KeyStore, Policy, TenantFenced, TenantRow, key_digest
 
 NOW = 1_800_000_000.0
 
@@ -180,3 +180,50 @@ def test_counts_per_tenant_and_state(store: KeyStore) -> None:
     a, b = counts["a"], counts["b"]
     assert (a.state, a.conversation_keys, a.contact_keys, a.retired_keys, a.destroyed_keys) == (ACTIVE, 1, 1, 1, 0)
     assert (b.state, b.conversation_keys, b.destroyed_keys) == (TERMINATED, 0, 1)
+
+
+def test_every_key_change_leaves_an_audit_record_in_the_same_transaction(store: KeyStore) -> None:
+    store.create_tenant(tenant_row(), reprovision=False)
+    k1 = store.acquire(key_row(subject="s1"), block=1, cap=10)
+    store.acquire(key_row(subject="s1"), block=1, cap=10)  # reuses k1: nothing created
+    k2 = store.acquire(key_row(subject="s2"), block=1, cap=10)
+    store.destroy_subject("acme", "conversation", "s1", "conversation closed", NOW)
+    store.destroy_tenant("acme", "contract ended", NOW)
+    store.destroy_tenant("acme", "contract ended", NOW)  # nothing left to destroy: no record
+    store.record("buffer.read", "acme", None, {"purpose": "support"})
+    entries = store.pending_audit(100)
+    assert [e.action for e in entries] == [
+        "key.root.create",
+        "key.create",
+        "key.create",
+        "key.destroy",
+        "key.tenant.destroy",
+        "buffer.read",
+    ]
+    assert entries[1].subject == key_digest(k1.key_id) and entries[2].subject == key_digest(k2.key_id)
+    assert entries[3].details == {"scope": "conversation", "reason": "conversation closed"}
+    assert entries[4].details["conversation_keys"] == "1"  # k2; k1 was already gone
+    flat = repr(entries)
+    assert k1.key_id not in flat and k2.key_id not in flat  # digests only
+    store.drop_audit(entries[2].id)
+    assert [e.action for e in store.pending_audit(100)] == ["key.destroy", "key.tenant.destroy", "buffer.read"]
+    assert store.destroyed_keys("acme", 1) == sorted([(k1.key_id, "conversation"), (k2.key_id, "conversation")])
+    assert len(store.store_id) == 16
+
+
+def test_policies_are_published_once_and_accepted_by_active_tenants(store: KeyStore) -> None:
+    store.create_tenant(tenant_row(), reprovision=False)
+    policy = Policy("2026-11", "ab" * 32, NOW, "alice")
+    assert store.publish_policy(policy) is True
+    assert store.publish_policy(policy) is False  # idempotent
+    with pytest.raises(KeystoreError, match="different text"):
+        store.publish_policy(Policy("2026-11", "cd" * 32, NOW, "alice"))
+    with pytest.raises(KeystoreError, match="never published"):
+        store.accept_policy("acme", "2099-01", NOW)
+    assert store.accept_policy("acme", "2026-11", NOW) is True
+    assert store.accept_policy("acme", "2026-11", NOW) is False
+    assert store.acceptances() == {"acme": {"2026-11"}}
+    assert store.policies() == [policy]
+    store.destroy_tenant("acme", "ended", NOW)
+    with pytest.raises(TenantFenced):
+        store.accept_policy("acme", "2026-11", NOW)

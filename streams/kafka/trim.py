@@ -1,0 +1,67 @@
+"""Trimming the ingest topics: plaintext leaves the broker once the worker has processed it.
+
+Used by the worker every few seconds and by a termination as one of its steps.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from confluent_kafka import ConsumerGroupTopicPartitions
+from confluent_kafka import TopicPartition as CkTopicPartition
+from confluent_kafka.admin import AdminClient
+
+from streams.catalog import INGEST_CONTACTS, INGEST_EXECUTIONS, INGEST_MESSAGES, topic_name
+from streams.kafka.connection import Connection
+from streams.settings import Settings
+
+log = logging.getLogger("shredline.trim")
+INGEST = (INGEST_MESSAGES, INGEST_CONTACTS, INGEST_EXECUTIONS)
+
+
+def app_id(settings: Settings) -> str:
+    """The worker's Faust app id, which is also its consumer group."""
+    return topic_name(settings.topic_prefix, "shredline-worker")
+
+
+class IngestTrimmer:
+    """Deletes ingest records below the worker group's committed offsets, so plaintext leaves
+    the broker minutes after it was processed instead of at retention.
+
+    Deleting records moves the log start offset, but bytes stay on disk until their segment
+    rolls, and an idle active segment never rolls. So for every partition it trimmed, it asks
+    for a marker record (no payload): once the segment is older than `segment.ms` that append
+    rolls it, and the next retention check deletes the old one.
+    """
+
+    def __init__(self, conn: Connection, group: str, topics: list[str]) -> None:
+        self.admin = AdminClient(conn.confluent(log_level=3))
+        self.group = group
+        self.topics = set(topics)
+        self.trimmed_to: dict[tuple[str, int], int] = {}
+
+    def trim(self) -> list[tuple[str, int]]:
+        try:
+            request = [ConsumerGroupTopicPartitions(self.group)]
+            result = self.admin.list_consumer_group_offsets(request)[self.group].result(timeout=10)
+        except Exception as exc:  # the group may not exist yet; try next time
+            log.debug("trim: no committed offsets yet (%s)", type(exc).__name__)
+            return []
+        todo = [
+            CkTopicPartition(tp.topic, tp.partition, tp.offset)
+            for tp in result.topic_partitions
+            if tp.topic in self.topics and tp.offset > self.trimmed_to.get((tp.topic, tp.partition), 0)
+        ]
+        if not todo:
+            return []
+        done = []
+        for tp, future in self.admin.delete_records(todo).items():
+            try:
+                future.result(timeout=10)
+            except Exception as exc:
+                log.warning("trim: %s[%d] failed: %s", tp.topic, tp.partition, exc)
+                continue
+            self.trimmed_to[(tp.topic, tp.partition)] = tp.offset
+            done.append((tp.topic, tp.partition))
+        log.info("trim: deleted processed ingest records in %d partitions", len(done))
+        return done
