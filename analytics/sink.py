@@ -1,4 +1,4 @@
-"""`shredline sink`: metrics, redacted logs and tenant states from Kafka into the warehouse, exactly once.
+"""`shredline sink`: metrics, redacted logs, tenant states and the audit trail into the warehouse, exactly once.
 
 The consumed positions live in the warehouse, written in the same transaction as the rows;
 on start the consumer seeks to them, so Kafka's committed offsets are never trusted for
@@ -18,7 +18,7 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from analytics.warehouse import Warehouse
-from streams.catalog import CONTROL_TENANTS, LOGS_EXECUTIONS, METRICS_USAGE, topic_name
+from streams.catalog import AUDIT_EVENTS, CONTROL_TENANTS, LOGS_EXECUTIONS, METRICS_USAGE, topic_name
 from streams.codec import DecodeError, decode
 from streams.kafka.connection import Connection
 
@@ -44,8 +44,8 @@ def run_sink(
     progress: Callable[[str], None] = lambda _m: None,
 ) -> SinkStats:
     metrics, logs = topic_name(prefix, METRICS_USAGE), topic_name(prefix, LOGS_EXECUTIONS)
-    control = topic_name(prefix, CONTROL_TENANTS)
-    schema_of = {metrics: "usage_metric", logs: "redacted_log", control: "tenant_control"}
+    control, audit = topic_name(prefix, CONTROL_TENANTS), topic_name(prefix, AUDIT_EVENTS)
+    schema_of = {metrics: "usage_metric", logs: "redacted_log", control: "tenant_control", audit: "audit_event"}
     consumer = Consumer(
         conn.confluent(
             **{
@@ -62,7 +62,7 @@ def run_sink(
     # rebalancing, and a restart resumes at once from the offsets stored with the rows.
     assigned = [
         TopicPartition(topic, p, stored.get((topic, p), OFFSET_BEGINNING))
-        for topic in (metrics, logs, control)
+        for topic in (metrics, logs, control, audit)
         for p in consumer.list_topics(topic, timeout=30).topics[topic].partitions
     ]
 
@@ -85,6 +85,7 @@ def run_sink(
             facts: list[dict[str, Any]] = []
             lines: list[dict[str, Any]] = []
             states: list[dict[str, Any]] = []
+            trail: list[dict[str, Any]] = []
             positions: dict[tuple[str, int], int] = {}
             for msg in messages:
                 if msg.error() is not None:
@@ -100,10 +101,12 @@ def run_sink(
                 if topic == control:
                     if value["kind"] in {"PROVISIONED", "TERMINATED"}:
                         states.append(value)
+                elif topic == audit:
+                    trail.append(value)
                 else:
                     (facts if topic == metrics else lines).append(value)
             if positions:
-                loaded = warehouse.load(facts, lines, positions, tenant_events=states)
+                loaded = warehouse.load(facts, lines, positions, tenant_events=states, audit=trail)
                 stored.update(positions)
                 stats.facts += loaded.facts
                 stats.duplicates += loaded.duplicates

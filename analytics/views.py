@@ -96,6 +96,11 @@ SELECT f.tenant, coalesce(s.state, 'unknown') AS state, s.changed_at,
 FROM {daily} f LEFT JOIN w.tenant_states s USING (tenant) GROUP BY ALL
 """
 
+# The audit trail holds no personal data; operators and auditors query it like the aggregates.
+AUDIT_TRAIL = """
+SELECT seq, recorded_at, actor, action, tenant, details, signed AS checkpoint FROM w.audit_trail
+"""
+
 VIEWS = {
     "tenants": TENANTS,
     "messages_daily": MESSAGES_DAILY,
@@ -105,6 +110,7 @@ VIEWS = {
     "workflows": WORKFLOWS,
     "feature_usage": FEATURE_USAGE,
     "log_search": LOG_SEARCH,
+    "audit_trail": AUDIT_TRAIL,
 }
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib.util
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +51,9 @@ CREATE TABLE IF NOT EXISTS w.usage_daily (
 CREATE TABLE IF NOT EXISTS w.dedup_tokens (token BLOB PRIMARY KEY, day DATE NOT NULL);
 CREATE TABLE IF NOT EXISTS w.tenant_states (
     tenant VARCHAR PRIMARY KEY, state VARCHAR NOT NULL, changed_at TIMESTAMPTZ NOT NULL);
+CREATE TABLE IF NOT EXISTS w.audit_trail (
+    seq BIGINT PRIMARY KEY, recorded_at TIMESTAMPTZ NOT NULL, actor VARCHAR NOT NULL, action VARCHAR NOT NULL,
+    tenant VARCHAR, subject VARCHAR, details VARCHAR NOT NULL, hash BLOB NOT NULL, signed BOOLEAN NOT NULL);
 CREATE TABLE IF NOT EXISTS w.sink_offsets (
     topic VARCHAR NOT NULL, partition INTEGER NOT NULL, next_offset BIGINT NOT NULL, PRIMARY KEY (topic, partition));
 """
@@ -64,6 +68,22 @@ class Loaded:
     facts: int
     duplicates: int
     logs: int
+
+
+def _audit_table(records: Sequence[Mapping[str, Any]]) -> pa.Table:
+    return pa.table(
+        {
+            "seq": [r["seq"] for r in records],
+            "recorded_at": [r["at"] for r in records],
+            "actor": [r["actor"] for r in records],
+            "action": [r["action"] for r in records],
+            "tenant": [r["tenant"] for r in records],
+            "subject": [r["subject"] for r in records],
+            "details": [json.dumps(r["details"], sort_keys=True) for r in records],
+            "hash": pa.array([r["hash"] for r in records], type=pa.binary()),
+            "signed": [r["signature"] is not None for r in records],
+        }
+    )
 
 
 def httpfs_extension() -> Path:
@@ -120,6 +140,7 @@ class Warehouse:
         logs: Sequence[Mapping[str, Any]],
         offsets: Mapping[tuple[str, int], int],
         tenant_events: Sequence[Mapping[str, Any]] = (),
+        audit: Sequence[Mapping[str, Any]] = (),
     ) -> Loaded:
         """Insert a batch and its offsets atomically; facts whose token was seen are skipped."""
         fact_table = (
@@ -164,6 +185,10 @@ class Warehouse:
                     "INSERT OR REPLACE INTO w.tenant_states VALUES (?, ?, ?)",
                     [event["tenant"], state, event["occurred_at"]],
                 )
+            if audit:
+                self.db.register("batch_audit", _audit_table(audit))
+                self.db.execute("INSERT OR IGNORE INTO w.audit_trail SELECT * FROM batch_audit")
+                self.db.unregister("batch_audit")
             for (topic, partition), next_offset in offsets.items():
                 self.db.execute(
                     "INSERT OR REPLACE INTO w.sink_offsets VALUES (?, ?, ?)", [topic, partition, next_offset]

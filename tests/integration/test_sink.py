@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from analytics.warehouse import Warehouse
+from streams.audit import read_trail
 from streams.catalog import METRICS_USAGE, topic_name
 from streams.kafka.admin import apply_catalog
 from streams.keys import open_keys
@@ -86,6 +87,9 @@ def test_sink_is_exact_through_kills_and_replays(broker: Broker, topic_prefix: s
     assert facts_in(tmp_path) == expected_metrics(events)
     tenants = {str(e["tenant"]) for e in events}
     assert facts_in(tmp_path, "SELECT count(*) FROM w.tenant_states WHERE state = 'active'") == len(tenants)
+    trail = read_trail(broker.connection, topic_prefix)  # key creations, provisioning: all loaded once
+    assert len(trail) > len(tenants) and facts_in(tmp_path, "SELECT count(*) FROM w.audit_trail") == len(trail)
+    assert facts_in(tmp_path, "SELECT count(DISTINCT seq) FROM w.audit_trail WHERE action = 'key.create'") > 0
     print(
         f"\nfacts after each SIGKILL: {progress}; final {expected_metrics(events)} of "
         f"{record_count(broker.connection, metrics)} metric records"

@@ -109,3 +109,26 @@ def test_daily_aggregates_match_the_minute_facts_and_are_derived_for_an_older_fi
     w.close()
     reopened = Warehouse(tmp_path / "d.duckdb", KEY)
     assert reopened.db.execute(daily).fetchall() == [*expected, ("beta", "MESSAGE", "SMS", None, 1)]
+
+
+def test_the_audit_trail_loads_once_per_record(tmp_path: Path) -> None:
+    w = Warehouse(tmp_path / "t.duckdb", KEY)
+    record = {
+        "seq": 0,
+        "at": MINUTE,
+        "actor": "alice",
+        "action": "tenant.provision",
+        "tenant": "acme",
+        "subject": None,
+        "details": {"generation": "1"},
+        "hash": b"h" * 32,
+        "signature": b"s" * 64,
+    }
+    w.load([], [], {("a", 0): 1}, audit=[record])
+    w.load([], [], {("a", 0): 2}, audit=[record, {**record, "seq": 1, "signature": None}])
+    rows = w.db.execute("SELECT seq, action, details, signed FROM w.audit_trail ORDER BY seq").fetchall()
+    assert rows == [
+        (0, "tenant.provision", '{"generation": "1"}', True),
+        (1, "tenant.provision", '{"generation": "1"}', False),
+    ]
+    assert w.analyst_snapshot(5).execute("SELECT count(*) FROM audit_trail").fetchone() == (2,)

@@ -1,0 +1,182 @@
+"""Termination latency against a running worker: from the start of a termination until the worker
+refuses the tenant's data (the first DROPPED_TERMINATED metric for it), over N runs, against the
+baseline of the same pipeline's ordinary event latency (publish → metric) in the same run.
+
+Each run provisions a fresh tenant, streams its messages every 20 ms, and terminates it while
+they flow. The termination is the operator command's code path (`Termination.run`, all six
+steps; the worker refuses once the `keys` step has fenced the tenant).
+
+    python -m bench.termination [--runs 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from confluent_kafka import Consumer, TopicPartition
+
+from bench.results import save
+from streams.audit import Trail
+from streams.catalog import METRICS_USAGE, topic_name
+from streams.codec import decode
+from streams.kafka.admin import apply_catalog
+from streams.kafka.connection import client_environment
+from streams.keys import open_keys
+from streams.launcher.broker import connect_or_launch
+from streams.sdk import Publisher
+from streams.settings import load_settings
+from streams.tenants import provision
+from streams.termination import Termination
+
+INTERVAL_S = 0.02
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+class Stream(threading.Thread):
+    """Publishes one message for `tenant` every INTERVAL_S, remembering when each was sent."""
+
+    def __init__(self, publisher: Publisher, tenant: str) -> None:
+        super().__init__(daemon=True)
+        self.publisher, self.tenant = publisher, tenant
+        self.sent: dict[str, float] = {}
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        i = 0
+        while not self.stop.is_set():
+            event_id = f"{self.tenant}-{i}"
+            self.publisher.publish(
+                {
+                    "type": "message",
+                    "event_id": event_id,
+                    "tenant": self.tenant,
+                    "occurred_at": dt.datetime.now(dt.UTC).isoformat(),
+                    "channel": "WHATSAPP",
+                    "direction": "INBOUND",
+                    "conversation_id": f"{self.tenant}-c{i % 5}",
+                    "contact_phone": "+5511900000000",
+                    "body": "ping",
+                }
+            )
+            self.publisher.flush()
+            self.sent[event_id] = time.monotonic()
+            i += 1
+            time.sleep(INTERVAL_S)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=20)
+    args = parser.parse_args()
+    base = load_settings(os.environ)
+    conn = connect_or_launch(base, lambda m: print(m, file=sys.stderr))
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = replace(
+            base, topic_prefix=f"benchterm{int(time.time())}", data_dir=Path(tmp), key_store=None, master_key_file=None
+        )
+        apply_catalog(conn, settings.topic_prefix, 1)
+        keys = open_keys(settings, actor="bench")
+        trail = Trail(conn, settings.topic_prefix, keys, settings.key_store_path)
+        env = client_environment(conn, settings.data_dir, settings.topic_prefix, os.environ)
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", "worker", "--loglevel", "warning"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        metrics = topic_name(settings.topic_prefix, METRICS_USAGE)
+        consumer = Consumer(conn.confluent(**{"group.id": "bench-termination", "log_level": 3}))
+        partitions = consumer.list_topics(metrics, timeout=10).topics[metrics].partitions
+        consumer.assign([TopicPartition(metrics, p, 0) for p in partitions])
+        refusal: list[float] = []
+        command: list[float] = []
+        ordinary: list[float] = []
+        try:
+            with Publisher(conn, settings.topic_prefix) as publisher:
+                for run in range(args.runs):
+                    tenant = f"lat-{run}"
+                    provision(keys, conn, trail, tenant, 86_400)
+                    stream = Stream(publisher, tenant)
+                    stream.start()
+                    seen = 0
+                    while seen < 10:  # flowing, and the worker keeps up: ordinary latency samples
+                        for msg in consumer.consume(100, 0.5):
+                            m = decode(msg.value() or b"")[1]
+                            if m["tenant"] == tenant and m["kind"] == "MESSAGE":
+                                seen += 1
+                    started = time.monotonic()
+                    Termination(settings, conn, keys, trail, lambda _m: None).run(tenant, "bench", "latency run")
+                    command.append(time.monotonic() - started)
+                    refused_at = None
+                    while refused_at is None:
+                        for msg in consumer.consume(100, 0.5):
+                            m = decode(msg.value() or b"")[1]
+                            if m["tenant"] == tenant and m["kind"] == "DROPPED_TERMINATED" and refused_at is None:
+                                refused_at = time.monotonic()
+                        if time.monotonic() - started > 120:
+                            raise SystemExit(f"run {run}: the worker never refused {tenant}")
+                    stream.stop.set()
+                    stream.join()
+                    refusal.append(refused_at - started)
+                    print(
+                        f"  run {run + 1}: refused after {refusal[-1] * 1000:.0f} ms, command {command[-1]:.2f} s",
+                        flush=True,
+                    )
+                # Ordinary latency: publish → metric for a steady stream of an active tenant.
+                provision(keys, conn, trail, "steady", 86_400)
+                stream = Stream(publisher, "steady")
+                stream.start()
+                while len(ordinary) < 100:
+                    for msg in consumer.consume(100, 0.5):
+                        m = decode(msg.value() or b"")[1]
+                        if m["tenant"] == "steady" and m["kind"] == "MESSAGE":
+                            ordinary.append(time.monotonic())
+                stream.stop.set()
+                stream.join()
+                sent = sorted(stream.sent.values())
+                lags = [arrived - sent_at for arrived, sent_at in zip(ordinary, sent, strict=False)]
+        finally:
+            consumer.close()
+            worker.terminate()
+            worker.wait(timeout=60)
+    p50, p99 = percentile(refusal, 0.5), percentile(refusal, 0.99)
+    base50 = statistics.median(lags)
+    print(f"termination → worker refuses, {len(refusal)} runs: p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms")
+    print(
+        f"termination command, all six steps: p50 {percentile(command, 0.5):.2f} s, p99 "
+        f"{percentile(command, 0.99):.2f} s"
+    )
+    print(
+        f"baseline: ordinary publish → metric latency p50 {base50 * 1000:.0f} ms; "
+        f"refusal p50 = {p50 / base50:.1f}x that"
+    )
+    save(
+        "termination",
+        {
+            "runs": len(refusal),
+            "refusal_p50_s": round(p50, 3),
+            "refusal_p99_s": round(p99, 3),
+            "command_p50_s": round(percentile(command, 0.5), 3),
+            "command_p99_s": round(percentile(command, 0.99), 3),
+            "ordinary_latency_p50_s": round(base50, 3),
+        },
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
