@@ -20,7 +20,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 from confluent_kafka import Consumer, TopicPartition
@@ -78,6 +80,43 @@ class Stream(threading.Thread):
             time.sleep(INTERVAL_S)
 
 
+class Watcher(threading.Thread):
+    """Reads metrics.usage as it is written: when each tenant's MESSAGE facts and its first
+    DROPPED_TERMINATED fact arrived."""
+
+    def __init__(self, consumer: Consumer) -> None:
+        super().__init__(daemon=True)
+        self.consumer = consumer
+        self.messages: dict[str, list[float]] = {}
+        self.refused: dict[str, float] = {}
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            for msg in self.consumer.consume(100, 0.05):
+                m = decode(msg.value() or b"")[1]
+                if m["kind"] == "MESSAGE":
+                    self.messages.setdefault(m["tenant"], []).append(time.monotonic())
+                elif m["kind"] == "DROPPED_TERMINATED":
+                    self.refused.setdefault(m["tenant"], time.monotonic())
+
+
+def flowing(watcher: Watcher, tenant: str, at_least: int = 10) -> bool:
+    return len(watcher.messages.get(tenant, ())) >= at_least
+
+
+def refused(watcher: Watcher, tenant: str) -> bool:
+    return tenant in watcher.refused
+
+
+def wait(condition: Callable[[], bool], what: str, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out waiting for {what}")
+        time.sleep(0.005)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=20)
@@ -90,7 +129,7 @@ def main() -> int:
         )
         apply_catalog(conn, settings.topic_prefix, 1)
         keys = open_keys(settings, actor="bench")
-        trail = Trail(conn, settings.topic_prefix, keys, settings.key_store_path)
+        trail = Trail(conn, keys, settings)
         env = client_environment(conn, settings.data_dir, settings.topic_prefix, os.environ)
         worker = subprocess.Popen(
             [sys.executable, "-m", "streams.cli", "worker", "--loglevel", "warning"],
@@ -99,12 +138,13 @@ def main() -> int:
             stderr=subprocess.DEVNULL,
         )
         metrics = topic_name(settings.topic_prefix, METRICS_USAGE)
-        consumer = Consumer(conn.confluent(**{"group.id": "bench-termination", "log_level": 3}))
+        consumer = Consumer(conn.confluent(**{"group.id": "bench-termination", "fetch.wait.max.ms": 5, "log_level": 3}))
         partitions = consumer.list_topics(metrics, timeout=10).topics[metrics].partitions
         consumer.assign([TopicPartition(metrics, p, 0) for p in partitions])
+        watcher = Watcher(consumer)
+        watcher.start()
         refusal: list[float] = []
         command: list[float] = []
-        ordinary: list[float] = []
         try:
             with Publisher(conn, settings.topic_prefix) as publisher:
                 for run in range(args.runs):
@@ -112,58 +152,42 @@ def main() -> int:
                     provision(keys, conn, trail, tenant, 86_400)
                     stream = Stream(publisher, tenant)
                     stream.start()
-                    seen = 0
-                    while seen < 10:  # flowing, and the worker keeps up: ordinary latency samples
-                        for msg in consumer.consume(100, 0.5):
-                            m = decode(msg.value() or b"")[1]
-                            if m["tenant"] == tenant and m["kind"] == "MESSAGE":
-                                seen += 1
+                    wait(partial(flowing, watcher, tenant), f"{tenant} flowing")
                     started = time.monotonic()
                     Termination(settings, conn, keys, trail, lambda _m: None).run(tenant, "bench", "latency run")
                     command.append(time.monotonic() - started)
-                    refused_at = None
-                    while refused_at is None:
-                        for msg in consumer.consume(100, 0.5):
-                            m = decode(msg.value() or b"")[1]
-                            if m["tenant"] == tenant and m["kind"] == "DROPPED_TERMINATED" and refused_at is None:
-                                refused_at = time.monotonic()
-                        if time.monotonic() - started > 120:
-                            raise SystemExit(f"run {run}: the worker never refused {tenant}")
+                    wait(partial(refused, watcher, tenant), f"the worker to refuse {tenant}")
                     stream.stop.set()
                     stream.join()
-                    refusal.append(refused_at - started)
+                    refusal.append(watcher.refused[tenant] - started)
                     print(
-                        f"  run {run + 1}: refused after {refusal[-1] * 1000:.0f} ms, command {command[-1]:.2f} s",
+                        f"  run {run + 1}: worker refused after {refusal[-1] * 1000:.0f} ms; "
+                        f"command took {command[-1]:.2f} s",
                         flush=True,
                     )
-                # Ordinary latency: publish → metric for a steady stream of an active tenant.
+                # Baseline: ordinary publish -> metric latency of a steady stream, same pipeline.
                 provision(keys, conn, trail, "steady", 86_400)
                 stream = Stream(publisher, "steady")
                 stream.start()
-                while len(ordinary) < 100:
-                    for msg in consumer.consume(100, 0.5):
-                        m = decode(msg.value() or b"")[1]
-                        if m["tenant"] == "steady" and m["kind"] == "MESSAGE":
-                            ordinary.append(time.monotonic())
+                wait(partial(flowing, watcher, "steady", 200), "the steady stream")
                 stream.stop.set()
                 stream.join()
-                sent = sorted(stream.sent.values())
-                lags = [arrived - sent_at for arrived, sent_at in zip(ordinary, sent, strict=False)]
+                sent = [stream.sent[f"steady-{i}"] for i in range(200)]
+                lags = [a - s for a, s in zip(sorted(watcher.messages["steady"]), sent, strict=False)]
         finally:
+            watcher.stop.set()
+            watcher.join()
             consumer.close()
             worker.terminate()
             worker.wait(timeout=60)
     p50, p99 = percentile(refusal, 0.5), percentile(refusal, 0.99)
     base50 = statistics.median(lags)
-    print(f"termination → worker refuses, {len(refusal)} runs: p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms")
+    print(f"termination start -> worker refuses, {len(refusal)} runs: p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms")
     print(
-        f"termination command, all six steps: p50 {percentile(command, 0.5):.2f} s, p99 "
-        f"{percentile(command, 0.99):.2f} s"
+        f"termination command, all six steps: p50 {percentile(command, 0.5):.2f} s, "
+        f"p99 {percentile(command, 0.99):.2f} s"
     )
-    print(
-        f"baseline: ordinary publish → metric latency p50 {base50 * 1000:.0f} ms; "
-        f"refusal p50 = {p50 / base50:.1f}x that"
-    )
+    print(f"baseline: ordinary publish -> metric latency p50 {base50 * 1000:.0f} ms; refusal p50 = {p50 / base50:.1f}x")
     save(
         "termination",
         {

@@ -32,7 +32,8 @@ from streams.codec import DecodeError, decode, encode
 from streams.errors import KafkaOperationError, ShredlineError
 from streams.kafka.connection import Connection
 from streams.kafka.produce import Record, produce_and_wait
-from streams.signing import provider_key
+from streams.settings import Settings
+from streams.signing import export_public_key, provider_key
 
 GENESIS = bytes(32)
 RELAY_BATCH = 2000
@@ -149,34 +150,59 @@ def _watermarks(consumer: Consumer, topic: str, attempts: int = 20) -> tuple[int
     raise AssertionError("unreachable")
 
 
+_readers: dict[Connection, Consumer] = {}
+
+
+def _reader(conn: Connection) -> Consumer:
+    """One per process and broker, assigned anew for each read (no group, nothing committed)."""
+    if conn not in _readers:
+        _readers[conn] = Consumer(
+            conn.confluent(
+                **{
+                    "group.id": "shredline-audit-reader",
+                    "enable.auto.commit": False,
+                    "fetch.wait.max.ms": 10,
+                    "log_level": 3,
+                }
+            )
+        )
+    return _readers[conn]
+
+
+def close_reader() -> None:
+    """Close the cached readers before their broker goes away (e.g. at the end of a test session)."""
+    for consumer in _readers.values():
+        consumer.close()
+    _readers.clear()
+
+
 def read_trail(conn: Connection, prefix: str, last: int | None = None) -> list[dict[str, Any]]:
     """Records of the trail in topic order: all of them, or the `last` few. A record that cannot be
     decoded as an audit event is returned as {"seq": None, ...} so `verify` flags it."""
     topic = topic_name(prefix, AUDIT_EVENTS)
-    consumer = Consumer(
-        conn.confluent(**{"group.id": "shredline-audit-reader", "enable.auto.commit": False, "log_level": 3})
-    )
+    consumer = _reader(conn)
+    low, high = _watermarks(consumer, topic)
+    start = low if last is None else max(low, high - last)
+    if high <= start:
+        return []
+    consumer.assign([TopicPartition(topic, 0, start)])
+    out: list[dict[str, Any]] = []
+    deadline = time.monotonic() + 60
     try:
-        low, high = _watermarks(consumer, topic)
-        start = low if last is None else max(low, high - last)
-        if high <= start:
-            return []
-        consumer.assign([TopicPartition(topic, 0, start)])
-        out: list[dict[str, Any]] = []
-        deadline = time.monotonic() + 60
         while len(out) < high - start:
             if time.monotonic() > deadline:
                 raise KafkaOperationError(f"audit: read {len(out)} of {high - start} records of {topic}")
-            for msg in consumer.consume(1000, 1.0):
+            # consume(n) waits until n records or the timeout: never ask for more than remain
+            for msg in consumer.consume(min(1000, high - start - len(out)), 1.0):
                 if msg.error() is not None:
                     continue
                 try:
                     out.append(decode(msg.value() or b"", expect="audit_event")[1])
                 except DecodeError as exc:
                     out.append({"seq": None, "undecodable": str(exc)})
-        return out
     finally:
-        consumer.close()
+        consumer.unassign()
+    return out
 
 
 @contextlib.contextmanager
@@ -219,8 +245,9 @@ class Trail:
     """What commands and the worker use: record an audited action, then wait until it is on the
     topic (an audited action must not proceed unrecorded)."""
 
-    def __init__(self, conn: Connection, prefix: str, keys: Keys, store_path: Path) -> None:
-        self.conn, self.prefix, self.keys, self.store_path = conn, prefix, keys, store_path
+    def __init__(self, conn: Connection, keys: Keys, settings: Settings) -> None:
+        self.conn, self.keys, self.settings = conn, keys, settings
+        self.prefix = settings.topic_prefix
         self._signer: Ed25519PrivateKey | None = None
 
     @property
@@ -231,6 +258,7 @@ class Trail:
     def signer(self) -> Ed25519PrivateKey:
         if self._signer is None:
             self._signer = provider_key(self.keys)
+            export_public_key(self.settings.data_dir, self._signer)  # for `audit verify` and auditors
         return self._signer
 
     def record(
@@ -241,4 +269,4 @@ class Trail:
 
     def flush(self) -> int:
         signer = self.signer  # before the lock: first use creates the key (itself an audited change)
-        return relay(self.conn, self.prefix, self.keys.store, self.store_path, signer)
+        return relay(self.conn, self.prefix, self.keys.store, self.settings.key_store_path, signer)

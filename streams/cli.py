@@ -16,6 +16,7 @@ from streams.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     import duckdb
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 
 def progress(message: str) -> None:
@@ -327,9 +328,8 @@ def _policy_publish(settings: Settings, args: argparse.Namespace) -> int:
 def _audit_verify(settings: Settings, args: argparse.Namespace) -> int:
     from streams.audit import read_trail, verify
     from streams.kafka.connection import resolve_connection
-    from streams.signing import PUBLIC_KEY_FILE, load_public_key
 
-    public = load_public_key(args.public_key or settings.data_dir / PUBLIC_KEY_FILE)
+    public = _public_key(settings, args)
     records = read_trail(resolve_connection(settings), settings.topic_prefix)
     verdict = verify(records, public)
     if not verdict.ok:
@@ -345,9 +345,8 @@ def _certificate_verify(settings: Settings, args: argparse.Namespace) -> int:
     import json
 
     from streams.certificate import CertificateInvalid, verify
-    from streams.signing import PUBLIC_KEY_FILE, load_public_key
 
-    public = load_public_key(args.public_key or settings.data_dir / PUBLIC_KEY_FILE)
+    public = _public_key(settings, args)
     try:
         document = json.loads(args.file.read_text(encoding="utf-8"))
     except OSError as exc:
@@ -425,6 +424,16 @@ def _analyst_snapshot(settings: Settings, k: int, since: dt.date | None = None) 
         return warehouse.analyst_snapshot(k, since)
     finally:
         warehouse.close()
+
+
+def _public_key_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--public-key", type=Path, help="provider public key (default <data_dir>/provider-signing.pub)")
+
+
+def _public_key(settings: Settings, args: argparse.Namespace) -> Ed25519PublicKey:
+    from streams.signing import PUBLIC_KEY_FILE, load_public_key
+
+    return load_public_key(args.public_key or settings.data_dir / PUBLIC_KEY_FILE)
 
 
 def _k_option(parser: argparse.ArgumentParser) -> None:
@@ -582,18 +591,14 @@ def build_parser() -> argparse.ArgumentParser:
     audit = sub.add_parser("audit", help="the tamper-evident audit trail")
     audit_sub = audit.add_subparsers(dest="action", required=True, metavar="ACTION")
     averify = audit_sub.add_parser("verify", help="walk the chain and name the first bad record")
-    averify.add_argument(
-        "--public-key", type=Path, help="provider public key (default <data_dir>/provider-signing.pub)"
-    )
+    _public_key_option(averify)
     averify.set_defaults(run=_audit_verify)
 
     cert = sub.add_parser("certificate", help="deletion certificates")
     cert_sub = cert.add_subparsers(dest="action", required=True, metavar="ACTION")
     cverify = cert_sub.add_parser("verify", help="check a certificate's signature")
     cverify.add_argument("file", type=Path)
-    cverify.add_argument(
-        "--public-key", type=Path, help="provider public key (default <data_dir>/provider-signing.pub)"
-    )
+    _public_key_option(cverify)
     cverify.set_defaults(run=_certificate_verify)
 
     buffer = sub.add_parser("buffer", help="the encrypted chat buffer")

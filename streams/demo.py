@@ -62,7 +62,7 @@ def run_demo(base: Settings, progress: Progress) -> int:
     progress(f"topics applied under prefix {prefix}; keys in {settings.data_dir}")
 
     keys = open_keys(settings, actor=OPERATOR)
-    trail = Trail(conn, prefix, keys, settings.key_store_path)
+    trail = Trail(conn, keys, settings)
     span = dt.timedelta(days=1)
     events = list(generate(3, 600, seed=1, start=default_start(dt.datetime.now(dt.UTC), span), span=span))
     tenants = sorted({str(e["tenant"]) for e in events})

@@ -27,9 +27,7 @@ class Session:
         self.operator = settings.operator_name
         self.keys: Keys = open_keys(settings, actor=self.operator)
         self._conn = resolve_connection(settings) if online else None
-        self._trail = (
-            Trail(self._conn, settings.topic_prefix, self.keys, settings.key_store_path) if self._conn else None
-        )
+        self._trail = Trail(self._conn, self.keys, settings) if self._conn else None
         allowed = self.operator in settings.authorised_operators
         action = "operator.command" if allowed else "operator.refused"
         self.keys.store.record(action, None, None, {"command": command})

@@ -16,6 +16,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,7 +45,6 @@ from streams.kafka.connection import Connection
 from streams.kafka.produce import Record, produce_and_wait
 from streams.kafka.trim import INGEST, IngestTrimmer, app_id
 from streams.settings import Settings
-from streams.signing import export_public_key
 from streams.tenants import announce, purge_buffer_view
 
 STEPS = ("intent", "keys", "announce", "trim", "verify", "certificate")
@@ -120,10 +120,12 @@ class Termination:
         for number, step in enumerate(STEPS, 1):
             if step in state["steps"]:
                 continue
+            started = time.monotonic()
             result = getattr(self, f"_{step}")(tenant, row.generation, state)
             state["steps"][step] = {"at": _now(), **result}
             _write_atomic(path, json.dumps(state, indent=1, sort_keys=True))
-            self.say(f"  {number}/{len(STEPS)} {step}: {result.get('summary', 'done')}")
+            took = time.monotonic() - started
+            self.say(f"  {number}/{len(STEPS)} {step}: {result.get('summary', 'done')} ({took:.1f} s)")
             _fault_point(step)
         return Outcome(cert_json, already_done=False)
 
@@ -183,31 +185,33 @@ class Termination:
         return {"summary": f"{sampled} sampled buffer records unreadable, no key left", **checks}
 
     def _try_buffer_sample(self, tenant: str) -> tuple[int, int]:
+        """Try to open up to SAMPLE of the tenant's newest buffer records; returns (tried, opened)."""
         sampled = readable = 0
-        consumer = Consumer(self.conn.confluent(**{"group.id": "shredline-verify", "enable.auto.commit": False}))
+        consumer = Consumer(
+            self.conn.confluent(
+                **{"group.id": "shredline-verify", "enable.auto.commit": False, "fetch.wait.max.ms": 10}
+            )
+        )
         try:
             for logical, scope in ((BUFFER_MESSAGES, "conversation"), (BUFFER_CONTACTS, "contact")):
                 topic = topic_name(self.prefix, logical)
-                metadata = consumer.list_topics(topic, timeout=10).topics[topic]
-                for partition in metadata.partitions:
+                for partition in consumer.list_topics(topic, timeout=10).topics[topic].partitions:
                     low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
-                    if high <= low:
+                    if high <= low or sampled >= SAMPLE:
                         continue
-                    consumer.assign([TopicPartition(topic, partition, max(low, high - SAMPLE_TAIL))])
-                    seen = 0
-                    while seen < min(SAMPLE_TAIL, high - low) and sampled < SAMPLE:
-                        batch = consumer.consume(500, 2.0)
-                        if not batch:
-                            break
+                    start = max(low, high - SAMPLE_TAIL)
+                    consumer.assign([TopicPartition(topic, partition, start)])
+                    # consume(n) waits for n records or the timeout: ask for exactly what is there
+                    while batch := consumer.consume(high - start, 2.0):
+                        start = (batch[-1].offset() or 0) + 1
                         for msg in batch:
-                            seen += 1
-                            if msg.error() is not None or not msg.value():
+                            if msg.error() is not None or not msg.value() or sampled >= SAMPLE:
                                 continue
                             try:
                                 _r, env = decode(msg.value() or b"", expect="sealed_envelope")
                             except DecodeError:
                                 continue
-                            if env["tenant"] != tenant or sampled >= SAMPLE:
+                            if env["tenant"] != tenant:
                                 continue
                             sampled += 1
                             sealed = Sealed(
@@ -216,6 +220,8 @@ class Termination:
                             with contextlib.suppress(KeystoreError):  # destroyed, fenced: unreadable
                                 self.keys.open(sealed, topic)
                                 readable += 1
+                        if start >= high:
+                            break
         finally:
             consumer.close()
         return sampled, readable
@@ -224,6 +230,7 @@ class Termination:
         store = self.keys.store
         destroyed = store.destroyed_keys(tenant, generation)
         digests = sorted(key_digest(k) for k, _scope in destroyed)
+        now = state["steps"]["keys"]
         accepted = store.acceptances().get(tenant, set())
         policy = next((p.version for p in reversed(store.policies()) if p.version in accepted), None)
         row = store.tenant(tenant)
@@ -238,10 +245,11 @@ class Termination:
             "operator": state["operator"],
             "reason": state["reason"],
             "policy_version": policy,
-            "keys_destroyed": {
+            "keys_destroyed": {  # by this termination; the digests list every key the generation had
                 "root": 1,
-                "conversation": sum(s == "conversation" for _k, s in destroyed),
-                "contact": sum(s == "contact" for _k, s in destroyed),
+                "conversation": now["conversation"],
+                "contact": now["contact"],
+                "before_termination": len(destroyed) - now["conversation"] - now["contact"],
             },
             "key_id_digests": digests,
             "key_id_digests_sha256": hashlib.sha256("\n".join(digests).encode()).hexdigest(),
@@ -257,7 +265,6 @@ class Termination:
         }
         signer = self.trail.signer
         document = certificate.sign(body, signer)
-        export_public_key(self.settings.data_dir, signer)
         cert_json, cert_txt = certificate_paths(self.settings, tenant, generation)
         text = json.dumps(document, indent=1, sort_keys=True) + "\n"
         _write_atomic(cert_json, text)

@@ -184,7 +184,7 @@ def build_app(settings: Settings, conn: Connection, keys: Keys) -> faust.App:
             splitter.counts,
         )
 
-    trail = Trail(conn, prefix, keys, settings.key_store_path)
+    trail = Trail(conn, keys, settings)
 
     @app.timer(interval=AUDIT_EVERY_S)
     async def relay_audit() -> None:

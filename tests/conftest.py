@@ -16,8 +16,10 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, Message, TopicPartition
 
+from streams.audit import close_reader
 from streams.kafka.admin import record_counts
 from streams.kafka.connection import Connection, client_environment, resolve_connection
+from streams.kafka.produce import close_producers
 from streams.launcher.broker import Launcher
 from streams.settings import Settings, load_settings
 
@@ -62,6 +64,8 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
     try:
         yield Broker(state.connection(), settings)
     finally:
+        close_reader()  # cached clients would log connection errors once the broker is gone
+        close_producers()
         launcher.down()
 
 

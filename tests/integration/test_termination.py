@@ -109,7 +109,8 @@ def test_a_crash_after_any_step_is_finished_by_re_running(pipeline: Pipeline, st
     verified = pipeline.cli("certificate", "verify", str(certificate))
     assert verified.returncode == 0, verified.stderr
     body = json.loads(certificate.read_text())["certificate"]
-    assert body["keys_destroyed"] == {"root": 1, "conversation": 3, "contact": 0}
+    assert body["keys_destroyed"] == {"root": 1, "conversation": 3, "contact": 0, "before_termination": 0}
+    assert len(body["key_id_digests"]) == 3
     assert body["verification"]["buffer_records_sampled"] == 9
     assert body["verification"]["buffer_records_readable"] == 0
     assert body["operator"] and body["reason"] == "contract ended"

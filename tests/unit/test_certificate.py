@@ -21,7 +21,7 @@ BODY: dict[str, Any] = {
     "operator": "alice",
     "reason": "contract ended",
     "policy_version": "2026-11",
-    "keys_destroyed": {"root": 1, "conversation": 12, "contact": 3},
+    "keys_destroyed": {"root": 1, "conversation": 12, "contact": 3, "before_termination": 4},
     "key_id_digests": ["00aa", "11bb"],
     "key_id_digests_sha256": "ff" * 32,
     "topics_affected": {"p.buffer.messages": "unreadable"},
