@@ -23,7 +23,7 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, TopicPartition
 
-from bench.results import save
+from bench.results import Figure, save
 from streams.catalog import CATALOG, INGEST_CONTACTS, INGEST_EXECUTIONS, INGEST_MESSAGES, topic_name
 from streams.generate import generate
 from streams.kafka.admin import apply_catalog
@@ -105,12 +105,12 @@ def main() -> int:
         print(f"{name:<48}{shown}")
     save(
         "ingest_window",
-        {
-            "events": len(events),
-            "trimmed_s": trimmed_s,
-            "gone_from_disk_s": on_disk_s,
-            "baseline_backstop_s": baseline_s,
-        },
+        [
+            Figure(f"publish -> {label}", value, "retention backstop without trimming", baseline_s, "s")
+            for label, value in (("unreadable via Kafka", trimmed_s), ("gone from broker disk", on_disk_s))
+            if value is not None
+        ],
+        events=len(events),
     )
     return 0 if on_disk_s is not None else 1
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from bench.results import save
+from bench.results import Figure, save
 from keystore.errors import KeyDestroyed
 from keystore.keys import DEFAULT_STALENESS_S, Keys, Sealed
 from keystore.master import load_keyring
@@ -180,7 +180,8 @@ def main() -> int:
         "creations": args.creations,
         "runs": args.runs,
     }
-    save("keystore", result)
+    units = ("us", "us", "/s", "s", "s")
+    save("keystore", [Figure(n, o, w, b, u) for (n, o, b, w), u in zip(rows, units, strict=True)], **result)
     return 0
 
 

@@ -19,7 +19,7 @@ import time
 
 from confluent_kafka import Producer
 
-from bench.results import save
+from bench.results import Figure, save
 from processors.validation import validate
 from streams.catalog import topic_name
 from streams.codec import encode
@@ -92,7 +92,19 @@ def main() -> int:
     print(f"{'bare confluent producer (baseline)':<34}{bare_rate:>12,.0f}{1:>8.2f}")
     print(f"{'shredline publish (SDK)':<34}{sdk_rate:>12,.0f}{sdk_rate / bare_rate:>8.2f}")
     print(f"{'generate (for reference)':<34}{result['generate_events_per_s']:>12,}")
-    save("publish", result)
+    save(
+        "publish",
+        [
+            Figure(
+                "shredline publish (validate, encode, produce)",
+                sdk_rate,
+                "bare confluent producer, same bytes",
+                bare_rate,
+                "events/s",
+            )
+        ],
+        **result,
+    )
     return 0
 
 

@@ -19,7 +19,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from analytics.sink import run_sink
 from analytics.warehouse import Warehouse
-from bench.results import save
+from bench.results import Figure, save
 from streams.catalog import METRICS_USAGE, topic_name
 from streams.codec import encode
 from streams.kafka.admin import apply_catalog
@@ -88,7 +88,12 @@ def main() -> int:
     print(f"{'shredline sink (decode, de-dup, load, commit)':<46}{sink:>10,.0f}{sink / bare:>8.2f}")
     save(
         "sink",
-        {
+        [
+            Figure(
+                "sink into encrypted DuckDB, exactly once", sink, "bare confluent consumer, same topic", bare, "rows/s"
+            )
+        ],
+        **{
             "rows": args.rows,
             "batch_size": args.batch_size,
             "bare_rows_per_s": round(bare),

@@ -20,14 +20,14 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
 from confluent_kafka import Consumer, TopicPartition
 
-from bench.results import save
+from bench.results import Figure, save
+from bench.timing import percentile, wait
 from streams.audit import Trail
 from streams.catalog import METRICS_USAGE, topic_name
 from streams.codec import decode
@@ -41,11 +41,6 @@ from streams.tenants import provision
 from streams.termination import Termination
 
 INTERVAL_S = 0.02
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 class Stream(threading.Thread):
@@ -107,14 +102,6 @@ def flowing(watcher: Watcher, tenant: str, at_least: int = 10) -> bool:
 
 def refused(watcher: Watcher, tenant: str) -> bool:
     return tenant in watcher.refused
-
-
-def wait(condition: Callable[[], bool], what: str, timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise SystemExit(f"timed out waiting for {what}")
-        time.sleep(0.005)
 
 
 def main() -> int:
@@ -190,7 +177,11 @@ def main() -> int:
     print(f"baseline: ordinary publish -> metric latency p50 {base50 * 1000:.0f} ms; refusal p50 = {p50 / base50:.1f}x")
     save(
         "termination",
-        {
+        [
+            Figure("termination -> worker refuses, p50", p50, "ordinary publish->metric p50", base50, "s"),
+            Figure("termination -> worker refuses, p99", p99, "ordinary publish->metric p50", base50, "s"),
+        ],
+        **{
             "runs": len(refusal),
             "refusal_p50_s": round(p50, 3),
             "refusal_p99_s": round(p99, 3),

@@ -24,7 +24,7 @@ from pathlib import Path
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from bench.results import save
+from bench.results import Figure, save
 from processors.anonymise import metric_count
 from streams.catalog import INGEST_CONTACTS, INGEST_EXECUTIONS, INGEST_MESSAGES, METRICS_USAGE, topic_name
 from streams.generate import generate
@@ -149,7 +149,11 @@ def main() -> int:
         print(f"{name:<44}{value:>10,.0f}{value / passthrough:>22.2f}{value / bare:>14.2f}")
     save(
         "worker",
-        {
+        [
+            Figure("worker (split, seal, anonymise)", worker, "Faust passthrough agent", passthrough, "events/s"),
+            Figure("worker (split, seal, anonymise)", worker, "bare confluent consume->produce", bare, "events/s"),
+        ],
+        **{
             "events": len(events),
             "bare_events_per_s": round(bare),
             "passthrough_events_per_s": round(passthrough),

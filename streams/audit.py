@@ -215,19 +215,28 @@ def relay_lock(store_path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+_settled: set[str] = set()  # stores whose last relay in this process finished: nothing of theirs is in doubt
+
+
 def relay(conn: Connection, prefix: str, store: KeyStore, store_path: Path, signer: Ed25519PrivateKey) -> int:
     """Move the store's pending audit records onto audit.events; returns how many were appended.
-    Safe to crash anywhere: entries are dropped from the outbox only once the broker has them, and
-    entries a crashed relay already sent are recognised by their outbox marker and not sent twice."""
+    Safe to crash anywhere: entries are dropped from the outbox only once the broker has them. Only
+    a relay that died between sending and dropping leaves entries in doubt, so the first relay of a
+    process (and the one after a failure) reads back the last DUPLICATE_WINDOW records and skips
+    entries already there, recognised by their outbox marker; later ones read just the last record."""
     total = 0
     with relay_lock(store_path):
         while entries := store.pending_audit(RELAY_BATCH):
-            tail = read_trail(conn, prefix, last=DUPLICATE_WINDOW)
-            prefix_marker = f"{store.store_id}:"
+            settled = store.store_id in _settled
+            _settled.discard(store.store_id)
+            tail = read_trail(conn, prefix, last=1 if settled else DUPLICATE_WINDOW)
+            if tail and tail[-1].get("seq") is None:  # junk at the end: chain on from the last real record
+                tail = read_trail(conn, prefix, last=DUPLICATE_WINDOW)
+            mine = f"{store.store_id}:"
             sent = {
                 int(m.split(":", 1)[1])
                 for r in tail
-                if (m := (r.get("details") or {}).get("outbox", "")).startswith(prefix_marker)
+                if (m := (r.get("details") or {}).get("outbox", "")).startswith(mine)
             }
             fresh = [e for e in entries if e.id not in sent]
             last = next((r for r in reversed(tail) if r.get("seq") is not None), None)
@@ -237,6 +246,7 @@ def relay(conn: Connection, prefix: str, store: KeyStore, store_path: Path, sign
                 conn, [Record(topic, encode("audit_event", r), partition=0) for r in records], "audit records"
             )
             store.drop_audit(entries[-1].id)
+            _settled.add(store.store_id)
             total += len(records)
     return total
 

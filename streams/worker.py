@@ -59,6 +59,11 @@ def add_to_view(current: dict[str, Any] | None, tenant: str, envelope: bytes, ev
 
 def faust_app(settings: Settings, conn: Connection, name: str) -> faust.App:
     """A Faust app with our transport settings: TLS, raw bytes, acks=all, 1 s commits."""
+    # mode sets the root logger to DEBUG whatever --loglevel says, and Faust formats a debug record
+    # per send: that alone cost ~10% of throughput. Library chatter is never needed below INFO.
+    for library in ("faust", "mode", "aiokafka"):
+        logging.getLogger(library).setLevel(logging.INFO)
+    (settings.data_dir / "worker").parent.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
     return faust.App(
         name,
         broker=";".join(f"kafka://{b.strip()}" for b in conn.bootstrap.split(",")),
@@ -72,7 +77,8 @@ def faust_app(settings: Settings, conn: Connection, name: str) -> faust.App:
         key_serializer="raw",
         value_serializer="raw",
         producer_acks=-1,
-        producer_linger=0.005,
+        # 50 ms batches: +1.7x throughput over 5 ms (with the log fix above), for at most 50 ms more latency
+        producer_linger=0.05,
         broker_commit_every=10_000,
         broker_commit_interval=1.0,
         consumer_auto_offset_reset="earliest",

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, Message, TopicPartition
+from confluent_kafka import Consumer, Message
 
 from streams.audit import close_reader
-from streams.kafka.admin import record_counts
+from streams.kafka.admin import consumer_lag, record_counts
 from streams.kafka.connection import Connection, client_environment, resolve_connection
 from streams.kafka.produce import close_producers
 from streams.launcher.broker import Launcher
@@ -120,23 +120,4 @@ def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None
 
 def caught_up(conn: Connection, group: str, topics: list[str]) -> bool:
     """Has `group` committed the end offset of every partition of `topics` (lag zero)?"""
-    from confluent_kafka import ConsumerGroupTopicPartitions
-    from confluent_kafka.admin import AdminClient
-
-    admin = AdminClient(conn.confluent(log_level=3))
-    committed = {
-        (tp.topic, tp.partition): tp.offset
-        for tp in admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])[group]
-        .result(timeout=10)
-        .topic_partitions
-    }
-    consumer = Consumer(conn.confluent(**{"group.id": "lag-probe", "log_level": 3}))
-    try:
-        for topic in topics:
-            for p in consumer.list_topics(topic, timeout=10).topics[topic].partitions:
-                _low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-                if high > 0 and committed.get((topic, p), -1) < high:
-                    return False
-        return True
-    finally:
-        consumer.close()
+    return consumer_lag(conn, group, topics) == 0

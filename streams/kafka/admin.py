@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import (
     AdminClient,
     AlterConfigOpType,
@@ -158,5 +158,27 @@ def record_counts(conn: Connection, topic: str) -> tuple[int, int]:
             return 0, 0
         marks = [consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10) for p in meta.partitions]
         return sum(hi - lo for lo, hi in marks), sum(hi for _lo, hi in marks)
+    finally:
+        consumer.close()
+
+
+def consumer_lag(conn: Connection, group: str, topics: Iterable[str]) -> int:
+    """Records of `topics` the group has not committed yet (a partition it never committed counts
+    whole). Zero means caught up."""
+    committed = {
+        (tp.topic, tp.partition): tp.offset
+        for tp in admin_client(conn)
+        .list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])[group]
+        .result(timeout=REQUEST_TIMEOUT_S)
+        .topic_partitions
+    }
+    consumer = Consumer(conn.confluent(**{"group.id": "shredline-lag", "log_level": 3}))
+    try:
+        lag = 0
+        for topic in topics:
+            for p in consumer.list_topics(topic, timeout=REQUEST_TIMEOUT_S).topics[topic].partitions:
+                _low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+                lag += max(0, high - max(committed.get((topic, p), 0), 0))
+        return lag
     finally:
         consumer.close()

@@ -15,13 +15,14 @@ import pytest
 
 from keystore.errors import KeyDestroyed
 from keystore.keys import Sealed
-from streams.audit import read_trail, verify
+from streams import audit
+from streams.audit import Trail, chain, read_trail, verify
 from streams.catalog import AUDIT_EVENTS, BUFFER_MESSAGES, CONTROL_TENANTS, METRICS_USAGE, topic_name
 from streams.codec import decode, encode
 from streams.kafka.admin import apply_catalog
 from streams.kafka.produce import Record, produce_and_wait
 from streams.keys import open_keys
-from streams.settings import Settings
+from streams.settings import Settings, load_settings
 from streams.signing import PUBLIC_KEY_FILE, load_public_key
 from streams.termination import FAULT_EXIT, STEPS
 from tests.conftest import Broker, drain, record_count, wait_for
@@ -251,3 +252,23 @@ def test_policies_are_published_to_active_tenants_and_acceptance_is_listed(pipel
     notified = {e["tenant"] for e in events if e["kind"] == "POLICY_PUBLISHED" and e["policy_version"] == "2026-12"}
     assert {"pol-a", "pol-b"} <= notified
     assert any(e["kind"] == "POLICY_ACCEPTED" and e["tenant"] == "pol-a" for e in events)
+
+
+def test_a_relay_that_died_after_sending_sends_nothing_twice(pipeline: Pipeline) -> None:
+    settings = load_settings(pipeline.env)
+    keys = open_keys(settings, actor="crasher")
+    trail = Trail(pipeline.broker.connection, keys, settings)
+    trail.flush()
+    keys.store.record("test.relay-crash", None, None, {"n": "1"})
+    entries = keys.store.pending_audit(10)
+    last = read_trail(pipeline.broker.connection, pipeline.prefix, last=1)[-1]
+    sent = chain(last, entries, keys.store.store_id, trail.signer)  # what the dead relay had sent...
+    topic = topic_name(pipeline.prefix, AUDIT_EVENTS)
+    produce_and_wait(
+        pipeline.broker.connection, [Record(topic, encode("audit_event", r), partition=0) for r in sent], "x"
+    )
+    audit._settled.clear()  # ...before dropping its outbox: a new process starts
+    trail.flush()
+    records = pipeline.trail()
+    assert [r["action"] for r in records].count("test.relay-crash") == 1
+    assert [r["seq"] for r in records[-3:]] == [records[-3]["seq"] + i for i in range(3)]  # no gap, no repeat

@@ -1,0 +1,103 @@
+"""Worker memory against volume: peak RSS of one worker process while it works through N events,
+for each N given, against the same worker's RSS when idle after start-up (same run, same broker).
+If memory did not grow with volume, the peaks would match whatever N.
+
+    python -m bench.memory [--events 100000 1000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from bench.results import Figure, save
+from streams.audit import Trail
+from streams.catalog import topic_name
+from streams.generate import generate
+from streams.kafka.admin import apply_catalog, consumer_lag
+from streams.kafka.connection import Connection, client_environment
+from streams.kafka.trim import INGEST, app_id
+from streams.keys import open_keys
+from streams.launcher.broker import connect_or_launch
+from streams.sdk import Publisher
+from streams.settings import Settings, load_settings
+from streams.tenants import provision
+
+IDLE_S = 20
+
+
+def rss_kib(pid: int, field: str = "VmRSS") -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no {field} for {pid}")
+
+
+def run(conn: Connection, base: Settings, events_n: int, tmp: Path) -> tuple[int, int, float]:
+    """(idle RSS KiB, peak RSS KiB, seconds to process) for one worker on N events."""
+    settings = replace(
+        base, topic_prefix=f"benchmem{events_n}x{int(time.time())}", data_dir=tmp, key_store=None, master_key_file=None
+    )
+    apply_catalog(conn, settings.topic_prefix, 1)
+    keys = open_keys(settings, actor="bench")
+    trail = Trail(conn, keys, settings)
+    env = client_environment(conn, settings.data_dir, settings.topic_prefix, os.environ)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "streams.cli", "worker", "--loglevel", "warning"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        time.sleep(IDLE_S)
+        idle = rss_kib(worker.pid)
+        started = time.monotonic()
+        provisioned: set[str] = set()
+        start = dt.datetime.now(dt.UTC) - dt.timedelta(days=2)
+        with Publisher(conn, settings.topic_prefix) as publisher:
+            for event in generate(3, events_n, 9, start, dt.timedelta(days=1)):
+                if event["tenant"] not in provisioned:  # before its first event is published
+                    provision(keys, conn, trail, str(event["tenant"]), 86_400)
+                    provisioned.add(str(event["tenant"]))
+                publisher.publish(event)
+        topics = [topic_name(settings.topic_prefix, t) for t in INGEST]
+        while (lag := consumer_lag(conn, app_id(settings), topics)) > 0:
+            print(f"  {events_n:,} events: {lag:,} to go, RSS {rss_kib(worker.pid) / 1024:.0f} MiB", flush=True)
+            time.sleep(10)
+        took = time.monotonic() - started
+        peak = rss_kib(worker.pid, "VmHWM")
+    finally:
+        worker.terminate()
+        worker.wait(timeout=60)
+    return idle, peak, took
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, nargs="+", default=[100_000, 1_000_000])
+    args = parser.parse_args()
+    base = load_settings(os.environ)
+    conn = connect_or_launch(base, lambda m: print(m, file=sys.stderr))
+    figures = []
+    details = {}
+    for n in args.events:
+        with tempfile.TemporaryDirectory() as tmp:
+            idle, peak, took = run(conn, base, n, Path(tmp))
+        print(f"{n:>10,} events: idle {idle / 1024:.0f} MiB, peak {peak / 1024:.0f} MiB, {n / took:,.0f} events/s")
+        figures.append(
+            Figure(f"worker peak RSS over {n:,} events", peak / 1024, "same worker idle", idle / 1024, "MiB")
+        )
+        details[str(n)] = {"idle_kib": idle, "peak_kib": peak, "seconds": round(took, 1)}
+    save("memory", figures, runs=details)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
