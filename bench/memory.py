@@ -50,7 +50,7 @@ def run(conn: Connection, base: Settings, events_n: int, tmp: Path) -> tuple[int
     trail = Trail(conn, keys, settings)
     env = client_environment(conn, settings.data_dir, settings.topic_prefix, os.environ)
     worker = subprocess.Popen(
-        [sys.executable, "-m", "streams.cli", "worker", "--loglevel", "warning"],
+        [sys.executable, "-m", "streams.cli", "worker", "--unsupervised", "--loglevel", "warning"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -188,11 +188,19 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
     from streams.kafka.admin import apply_catalog
     from streams.kafka.connection import resolve_connection
     from streams.keys import open_keys
+    from streams.supervise import supervise
     from streams.worker import run_worker
 
     conn = resolve_connection(settings)
     apply_catalog(conn, settings.topic_prefix, settings.replication_factor)
-    run_worker(settings, conn, open_keys(settings, actor="worker"), loglevel=args.loglevel)
+    if not args.unsupervised:
+        options = ["--config", str(args.config)] if args.config else []
+        return supervise(
+            [sys.executable, "-m", "streams.cli", *options, "worker", "--unsupervised", "--loglevel", args.loglevel],
+            progress,
+        )
+    # A locked key store must not block the event loop (heartbeats would stop): fail fast, retry async.
+    run_worker(settings, conn, open_keys(settings, actor="worker", busy_timeout_s=0.5), loglevel=args.loglevel)
     return 0
 
 
@@ -537,6 +545,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     worker = sub.add_parser("worker", help="run the stream processors until SIGTERM")
     worker.add_argument("--loglevel", default="info", choices=["debug", "info", "warning", "error"])
+    worker.add_argument("--unsupervised", action="store_true", help=argparse.SUPPRESS)  # the supervised child
     worker.set_defaults(run=_worker)
 
     sink = sub.add_parser("sink", help="load metrics and redacted logs into the encrypted DuckDB warehouse")

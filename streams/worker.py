@@ -12,12 +12,16 @@ import asyncio
 import base64
 import json
 import logging
+import os
+import threading
+import time
 from typing import Any
 
 import faust
 from aiokafka import AIOKafkaConsumer
 from aiokafka.partitioner import DefaultPartitioner
 
+from keystore.errors import KeyStoreUnavailable
 from keystore.keys import Keys
 from streams.audit import Trail
 from streams.catalog import (
@@ -33,6 +37,7 @@ from streams.kafka.connection import Connection
 from streams.kafka.trim import INGEST, IngestTrimmer, app_id
 from streams.settings import Settings
 from streams.splitter import Splitter
+from streams.supervise import STALLED
 
 log = logging.getLogger("shredline.worker")
 VIEW_DEPTH = 50  # messages kept per conversation in the buffer view
@@ -40,6 +45,8 @@ VIEW_TABLE = "buffer-view"
 JANITOR_EVERY_S = 30.0
 TRIM_EVERY_S = 10.0
 AUDIT_EVERY_S = 5.0
+HEARTBEAT_S = 5.0
+STALL_S = 90.0  # > Faust's longest normal pause (a rebalance with table recovery)
 
 
 def view_changelog(settings: Settings) -> str:
@@ -123,6 +130,9 @@ def build_app(settings: Settings, conn: Connection, keys: Keys) -> faust.App:
         VIEW_TABLE,
         default=None,
         partitions=6,
+        # Recovery decodes keys with the serializer Faust derives from key_type (JSON unless bytes),
+        # not the schema's: without this a restarted worker could not rebuild the view, and stalled.
+        key_type=bytes,
         schema=faust.Schema(key_type=bytes, key_serializer="raw", value_serializer="json"),
         extra_topic_configs={"message.timestamp.type": "LogAppendTime"},
     )
@@ -182,7 +192,11 @@ def build_app(settings: Settings, conn: Connection, keys: Keys) -> faust.App:
 
     @app.timer(interval=JANITOR_EVERY_S)
     async def janitor() -> None:
-        expired = keys.expire()
+        try:
+            expired = keys.expire()
+        except KeyStoreUnavailable:
+            log.warning("janitor: key store unavailable; expiry waits for the next run")
+            expired = []
         if expired:
             log.info("janitor: destroyed %d expired conversation keys", len(expired))
         log.info(
@@ -218,8 +232,26 @@ def build_app(settings: Settings, conn: Connection, keys: Keys) -> faust.App:
 
 
 def run_worker(settings: Settings, conn: Connection, keys: Keys, loglevel: str = "info") -> None:
-    """Run until SIGTERM/SIGINT; Faust's worker commits and closes cleanly on either."""
+    """Run until SIGTERM/SIGINT; Faust's worker commits and closes cleanly on either. A watchdog
+    thread exits the process with STALLED when the app's heartbeat timer stops running (see
+    `streams.supervise`, which restarts it)."""
     app = build_app(settings, conn, keys)
+    beat = {"at": time.monotonic()}
+
+    @app.timer(interval=HEARTBEAT_S)
+    async def heartbeat() -> None:
+        beat["at"] = time.monotonic()
+
+    def watchdog() -> None:
+        while True:
+            time.sleep(HEARTBEAT_S)
+            silent = time.monotonic() - beat["at"]
+            if silent > STALL_S:
+                log.error("worker stalled: no heartbeat for %.0f s; exiting to be restarted", silent)
+                logging.shutdown()
+                os._exit(STALLED)
+
+    threading.Thread(target=watchdog, name="watchdog", daemon=True).start()
     worker = faust.Worker(app, loglevel=loglevel, quiet=True)
     worker.execute_from_commandline()
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, Message
+from confluent_kafka import Consumer, KafkaException, Message
 
 from streams.audit import close_reader
 from streams.kafka.admin import consumer_lag, record_counts
@@ -119,5 +119,9 @@ def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None
 
 
 def caught_up(conn: Connection, group: str, topics: list[str]) -> bool:
-    """Has `group` committed the end offset of every partition of `topics` (lag zero)?"""
-    return consumer_lag(conn, group, topics) == 0
+    """Has `group` committed the end offset of every partition of `topics` (lag zero)? A group that
+    is rebalancing cannot say: not yet."""
+    try:
+        return consumer_lag(conn, group, topics) == 0
+    except (KafkaException, TimeoutError):
+        return False

@@ -165,12 +165,10 @@ def record_counts(conn: Connection, topic: str) -> tuple[int, int]:
 def consumer_lag(conn: Connection, group: str, topics: Iterable[str]) -> int:
     """Records of `topics` the group has not committed yet (a partition it never committed counts
     whole). Zero means caught up."""
+    admin = admin_client(conn)  # keep a reference: a collected client never completes its futures
+    request = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])[group]
     committed = {
-        (tp.topic, tp.partition): tp.offset
-        for tp in admin_client(conn)
-        .list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])[group]
-        .result(timeout=REQUEST_TIMEOUT_S)
-        .topic_partitions
+        (tp.topic, tp.partition): tp.offset for tp in request.result(timeout=REQUEST_TIMEOUT_S).topic_partitions
     }
     consumer = Consumer(conn.confluent(**{"group.id": "shredline-lag", "log_level": 3}))
     try:

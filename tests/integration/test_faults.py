@@ -103,6 +103,7 @@ def own_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Launcher]:
         launcher.down()
 
 
+@pytest.mark.timeout(900)
 def test_the_pipeline_recovers_from_a_broker_restart_without_manual_action(
     own_broker: Launcher, topic_prefix: str, group_id: str, tmp_path: Path
 ) -> None:
@@ -124,10 +125,10 @@ def test_the_pipeline_recovers_from_a_broker_restart_without_manual_action(
         publish(Broker(conn, own_broker.settings), topic_prefix, events[600:])
         wait_for(
             lambda: caught_up(conn, f"{topic_prefix}.shredline-worker", ingest_topics(topic_prefix)),
-            300,
+            600,  # the supervisor restarts a worker whose consumer stalled, after 90 s
             "the worker to catch up after the restart",
         )
-        assert worker.proc.poll() is None, "the worker died with the broker"
+        assert worker.proc.poll() is None, "the worker (its supervisor) died with the broker"
     finally:
         assert worker.stop() == 0
     exact(conn, topic_prefix, events, group_id)
