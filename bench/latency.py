@@ -76,7 +76,8 @@ def message(i: int) -> dict[str, object]:
 
 
 def bare_round_trips(conn: Connection, topic: str, count: int, interval: float) -> list[float]:
-    AdminClient(conn.confluent(log_level=3)).create_topics([NewTopic(topic, 1, 1)])[topic].result()
+    admin = AdminClient(conn.confluent(log_level=3))  # referenced until the future completes
+    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result()
     producer = Producer(conn.confluent(**{"acks": "all", "linger.ms": 0, "log_level": 3}))
     consumer = Consumer(conn.confluent(**{"group.id": topic, "fetch.wait.max.ms": 5, "log_level": 3}))
     consumer.assign([TopicPartition(topic, 0, 0)])
