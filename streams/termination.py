@@ -138,7 +138,7 @@ class Termination:
     def _keys(self, tenant: str, generation: int, state: dict[str, Any]) -> dict[str, Any]:
         result = self.keys.destroy_tenant(tenant, state["reason"])
         self.trail.flush()  # the store's own record of the destruction
-        counts = {scope: n for scope, n in result.by_scope.items()}
+        counts = dict(result.by_scope)
         self.trail.record("tenant.terminate.keys", tenant, None, {k: str(v) for k, v in counts.items()})
         if result.already_terminated:
             return {"summary": "already fenced; nothing left to destroy", **counts}
