@@ -17,9 +17,11 @@ import pytest
 from confluent_kafka import Consumer, KafkaException, Message
 
 from streams.audit import close_reader
+from streams.catalog import topic_name
 from streams.kafka.admin import consumer_lag, record_counts
 from streams.kafka.connection import Connection, client_environment, resolve_connection
 from streams.kafka.produce import close_producers
+from streams.kafka.trim import INGEST
 from streams.launcher.broker import Launcher
 from streams.settings import Settings, load_settings
 
@@ -125,3 +127,11 @@ def caught_up(conn: Connection, group: str, topics: list[str]) -> bool:
         return consumer_lag(conn, group, topics) == 0
     except (KafkaException, TimeoutError):
         return False
+
+
+def wait_worker_caught_up(conn: Connection, prefix: str, timeout_s: float, what: str) -> None:
+    """Wait until the worker's group has committed the end of every ingest partition. Record counts
+    are no use here: re-delivered outputs inflate them."""
+    group = topic_name(prefix, "shredline-worker")
+    topics = [topic_name(prefix, t) for t in INGEST]
+    wait_for(lambda: caught_up(conn, group, topics), timeout_s, what)

@@ -17,13 +17,12 @@ from streams.kafka.admin import apply_catalog
 from streams.kafka.connection import Connection
 from streams.launcher.broker import Launcher
 from streams.settings import Settings
-from tests.conftest import Broker, caught_up, drain, record_count, wait_for
+from tests.conftest import Broker, drain, record_count, wait_for, wait_worker_caught_up
 from tests.integration.test_worker import (
     CANARIES,
     Worker,
     background,
     expected_metrics,
-    ingest_topics,
     provision,
     publish,
 )
@@ -76,11 +75,7 @@ def test_a_locked_key_store_makes_the_worker_wait_then_resume_with_nothing_lost(
         during = record_count(conn, metrics)
         assert holder.wait(timeout=LOCK_HELD_S + 30) == 0
         assert time.monotonic() - locked_at >= LOCK_HELD_S - 1
-        wait_for(
-            lambda: caught_up(conn, f"{topic_prefix}.shredline-worker", ingest_topics(topic_prefix)),
-            240,
-            "the worker to resume and catch up",
-        )
+        wait_worker_caught_up(conn, topic_prefix, 240, "the worker to resume and catch up")
         assert worker.proc.poll() is None  # it waited; it did not die
     finally:
         assert worker.stop() == 0
@@ -123,11 +118,7 @@ def test_the_pipeline_recovers_from_a_broker_restart_without_manual_action(
         time.sleep(5)  # the worker sees the broker gone
         own_broker.up(port=state.port, controller_port=state.controller_port)
         publish(Broker(conn, own_broker.settings), topic_prefix, events[600:])
-        wait_for(
-            lambda: caught_up(conn, f"{topic_prefix}.shredline-worker", ingest_topics(topic_prefix)),
-            600,  # the supervisor restarts a worker whose consumer stalled, after 90 s
-            "the worker to catch up after the restart",
-        )
+        wait_worker_caught_up(conn, topic_prefix, 600, "the worker to catch up after the restart")
         assert worker.proc.poll() is None, "the worker (its supervisor) died with the broker"
     finally:
         assert worker.stop() == 0

@@ -17,8 +17,8 @@ from streams.catalog import METRICS_USAGE, topic_name
 from streams.kafka.admin import apply_catalog
 from streams.keys import open_keys
 from streams.settings import Settings
-from tests.conftest import Broker, caught_up, record_count, wait_for
-from tests.integration.test_worker import Worker, background, expected_metrics, ingest_topics, provision, publish
+from tests.conftest import Broker, record_count, wait_for, wait_worker_caught_up
+from tests.integration.test_worker import Worker, background, expected_metrics, provision, publish
 
 pytestmark = pytest.mark.kafka
 
@@ -53,11 +53,7 @@ def test_sink_is_exact_through_kills_and_replays(broker: Broker, topic_prefix: s
         publish(broker, topic_prefix, events)
         wait_for(lambda: record_count(broker.connection, metrics) >= expected_metrics(events), 180, "metrics")
         publish(broker, topic_prefix, events[:500])  # upstream replays a third of it
-        wait_for(
-            lambda: caught_up(broker.connection, f"{topic_prefix}.shredline-worker", ingest_topics(topic_prefix)),
-            180,
-            "the worker to catch up with the replay",
-        )
+        wait_worker_caught_up(broker.connection, topic_prefix, 180, "the worker to catch up with the replay")
     finally:
         assert worker.stop() == 0
 

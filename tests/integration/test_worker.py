@@ -22,7 +22,7 @@ from streams.kafka.admin import apply_catalog
 from streams.keys import open_keys
 from streams.sdk import Publisher
 from streams.settings import Settings
-from tests.conftest import Broker, caught_up, drain, record_count, wait_for
+from tests.conftest import Broker, drain, record_count, wait_for, wait_worker_caught_up
 
 pytestmark = pytest.mark.kafka
 CANARY_NAME = "Zq9canary Wilhelmina Oyelaran"
@@ -47,10 +47,6 @@ class Worker:
     def kill(self) -> None:
         self.proc.kill()
         self.proc.wait(timeout=30)
-
-
-def ingest_topics(prefix: str) -> list[str]:
-    return [topic_name(prefix, t) for t in ("ingest.messages", "ingest.contacts", "ingest.executions")]
 
 
 def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -278,12 +274,7 @@ def test_worker_killed_mid_stream_loses_nothing_and_shows_nothing_twice(
 
     second = Worker(env, tmp_path / "worker.log")
     try:
-        # Re-delivered outputs inflate record counts, so wait for the group's lag to reach zero.
-        wait_for(
-            lambda: caught_up(broker.connection, f"{topic_prefix}.shredline-worker", ingest_topics(topic_prefix)),
-            240,
-            "the worker to catch up",
-        )
+        wait_worker_caught_up(broker.connection, topic_prefix, 240, "the worker to catch up")
     finally:
         assert second.stop() == 0
 
