@@ -1,1 +1,1 @@
-"""DuckDB sink, schema, views and reports over anonymised metrics."""
+"""DuckDB sink loop, schema, views and reports over anonymised metrics. No Kafka in here."""

@@ -11,7 +11,7 @@ from typing import Any
 
 import duckdb
 
-from streams.errors import ShredlineError
+from shredline.schemas.errors import ShredlineError
 
 
 class QueryError(ShredlineError):

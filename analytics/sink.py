@@ -1,8 +1,9 @@
-"""`shredline sink`: metrics, redacted logs, tenant states and the audit trail into the warehouse, exactly once.
+"""The sink's loop: metrics, redacted logs, tenant states and the audit trail into the warehouse, exactly once.
 
-The consumed positions live in the warehouse, written in the same transaction as the rows;
-on start the consumer seeks to them, so Kafka's committed offsets are never trusted for
-correctness (and never written).
+Kafka-free: records come from a `SinkSource` (the confluent adapter is
+`shredline.streams.reporting.feed.KafkaSinkSource`). The consumed positions live in the
+warehouse, written in the same transaction as the rows; on start the source seeks to them, so
+Kafka's committed offsets are never trusted for correctness (and never written).
 """
 
 from __future__ import annotations
@@ -11,18 +12,51 @@ import datetime as dt
 import logging
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
-
-from analytics.warehouse import Warehouse
-from streams.catalog import AUDIT_EVENTS, CONTROL_TENANTS, LOGS_EXECUTIONS, METRICS_USAGE, topic_name
-from streams.codec import DecodeError, decode
-from streams.kafka.connection import Connection
+from shredline.analytics.warehouse import Warehouse
+from shredline.processors.roles import Role
+from shredline.schemas.codec import DecodeError, decode
 
 log = logging.getLogger("shredline.sink")
+
+#: What the sink reads, and the schema each role's records are written in.
+SINK_INPUTS: Mapping[Role, str] = {
+    Role.METRICS_USAGE: "usage_metric",
+    Role.LOGS_EXECUTIONS: "redacted_log",
+    Role.CONTROL_TENANTS: "tenant_control",
+    Role.AUDIT_EVENTS: "audit_event",
+}
+
+Position = tuple[str, int]  # (topic, partition)
+
+
+@dataclass(frozen=True)
+class SinkRecord:
+    """One record as the sink needs it: which input, where it was (topic, partition, offset), its bytes."""
+
+    role: Role
+    topic: str
+    partition: int
+    offset: int
+    value: bytes
+
+
+class SinkSource(Protocol):
+    """Where the sink's records come from (a Kafka consumer in production)."""
+
+    def start(self, stored: Mapping[Position, int]) -> None:
+        """Begin reading every partition of every input at its stored next offset (else the beginning)."""
+
+    def poll(self, max_records: int, timeout_s: float) -> Sequence[SinkRecord]:
+        """Up to `max_records` records, waiting at most `timeout_s` seconds for the first."""
+
+    def caught_up(self, stored: Mapping[Position, int]) -> bool:
+        """Is the stored next offset of every partition at that partition's end?"""
+
+    def close(self) -> None: ...
 
 
 @dataclass
@@ -35,76 +69,47 @@ class SinkStats:
 
 
 def run_sink(
-    conn: Connection,
-    prefix: str,
+    source: SinkSource,
     warehouse: Warehouse,
     *,
     batch_size: int = 5000,
     until_idle_s: float | None = None,
     progress: Callable[[str], None] = lambda _m: None,
 ) -> SinkStats:
-    metrics, logs = topic_name(prefix, METRICS_USAGE), topic_name(prefix, LOGS_EXECUTIONS)
-    control, audit = topic_name(prefix, CONTROL_TENANTS), topic_name(prefix, AUDIT_EVENTS)
-    schema_of = {metrics: "usage_metric", logs: "redacted_log", control: "tenant_control", audit: "audit_event"}
-    consumer = Consumer(
-        conn.confluent(
-            **{
-                "group.id": topic_name(prefix, "shredline-sink"),
-                "enable.auto.commit": False,
-                "auto.offset.reset": "earliest",
-                "log_level": 3,
-            }
-        )
-    )
+    """Load batches until SIGTERM or, with `until_idle_s`, until caught up and idle that long (seconds).
+
+    Each batch's rows and positions are one warehouse transaction. Records that do not decode
+    are skipped and counted (logged by position and reason only). Closes `source`.
+    """
     stored = warehouse.offsets()
-
-    # The warehouse has a single writer, so the sink assigns every partition itself: no group
-    # rebalancing, and a restart resumes at once from the offsets stored with the rows.
-    assigned = [
-        TopicPartition(topic, p, stored.get((topic, p), OFFSET_BEGINNING))
-        for topic in (metrics, logs, control, audit)
-        for p in consumer.list_topics(topic, timeout=30).topics[topic].partitions
-    ]
-
-    def caught_up() -> bool:
-        """Is the stored position of every partition at its end?"""
-        for tp in assigned:
-            _low, high = consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=10)
-            if stored.get((tp.topic, tp.partition), 0) < high:
-                return False
-        return True
-
     stop = {"now": False}
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
-    consumer.assign(assigned)
+    source.start(stored)
     stats = SinkStats()
     idle_since = time.monotonic()
     try:
         while not stop["now"]:
-            messages = consumer.consume(batch_size, timeout=1.0)
+            records = source.poll(batch_size, 1.0)
             facts: list[dict[str, Any]] = []
             lines: list[dict[str, Any]] = []
             states: list[dict[str, Any]] = []
             trail: list[dict[str, Any]] = []
-            positions: dict[tuple[str, int], int] = {}
-            for msg in messages:
-                if msg.error() is not None:
-                    continue
-                topic, partition, offset = msg.topic() or "", msg.partition() or 0, msg.offset() or 0
-                positions[(topic, partition)] = offset + 1
+            positions: dict[Position, int] = {}
+            for rec in records:
+                positions[(rec.topic, rec.partition)] = rec.offset + 1
                 try:
-                    _r, value = decode(msg.value() or b"", expect=schema_of[topic])
+                    _r, value = decode(rec.value, expect=SINK_INPUTS[rec.role])
                 except DecodeError as exc:
                     stats.skipped += 1
-                    log.warning("sink: skipped %s[%d]@%d: %s", topic, partition, offset, exc.reason)
+                    log.warning("sink: skipped %s[%d]@%d: %s", rec.topic, rec.partition, rec.offset, exc.reason)
                     continue
-                if topic == control:
+                if rec.role == Role.CONTROL_TENANTS:
                     if value["kind"] in {"PROVISIONED", "TERMINATED"}:
                         states.append(value)
-                elif topic == audit:
+                elif rec.role == Role.AUDIT_EVENTS:
                     trail.append(value)
                 else:
-                    (facts if topic == metrics else lines).append(value)
+                    (facts if rec.role == Role.METRICS_USAGE else lines).append(value)
             if positions:
                 loaded = warehouse.load(facts, lines, positions, tenant_events=states, audit=trail)
                 stored.update(positions)
@@ -115,11 +120,11 @@ def run_sink(
                 idle_since = time.monotonic()
                 progress(f"loaded {stats.facts} facts ({stats.duplicates} duplicates skipped), {stats.logs} log lines")
             elif until_idle_s is not None and time.monotonic() - idle_since >= until_idle_s:
-                if caught_up():
+                if source.caught_up(stored):
                     break
                 idle_since = time.monotonic()
         warehouse.purge_dedup(dt.datetime.now(dt.UTC).date())
     finally:
         signal.signal(signal.SIGTERM, previous)
-        consumer.close()
+        source.close()
     return stats

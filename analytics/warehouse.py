@@ -20,8 +20,8 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from analytics.views import VIEWS, view_sql
-from streams.errors import ShredlineError
+from shredline.analytics.views import VIEWS, view_sql
+from shredline.schemas.errors import ShredlineError
 
 DEDUP_KEEP_DAYS = 4
 FACT_COLUMNS = (

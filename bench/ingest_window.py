@@ -24,16 +24,17 @@ from pathlib import Path
 from confluent_kafka import Consumer, TopicPartition
 
 from bench.results import Figure, save
-from streams.catalog import CATALOG, INGEST_CONTACTS, INGEST_EXECUTIONS, INGEST_MESSAGES, topic_name
-from streams.generate import generate
-from streams.kafka.admin import apply_catalog
-from streams.kafka.connection import client_environment
-from streams.keys import open_keys
-from streams.launcher.broker import Launcher
-from streams.sdk import Publisher
-from streams.settings import load_settings
+from shredline.processors.roles import Role
+from shredline.streams.catalog import CATALOG, topic_name
+from shredline.streams.ingest.generate import generate
+from shredline.streams.ingest.sdk import Publisher
+from shredline.streams.kafka.admin import apply_catalog
+from shredline.streams.kafka.connection import client_environment
+from shredline.streams.key_store import open_keys
+from shredline.streams.launcher.broker import Launcher
+from shredline.streams.settings import load_settings
 
-INGEST = (INGEST_MESSAGES, INGEST_CONTACTS, INGEST_EXECUTIONS)
+INGEST = (Role.INGEST_MESSAGES, Role.INGEST_CONTACTS, Role.INGEST_EXECUTIONS)
 
 
 def main() -> int:
@@ -74,7 +75,7 @@ def main() -> int:
     published_at = time.monotonic()
     ends = _ends(conn, prefix)
     worker = subprocess.Popen(
-        [sys.executable, "-m", "streams.cli", "worker", "--loglevel", "warning"],
+        [sys.executable, "-m", "shredline.streams.cli", "worker", "--loglevel", "warning"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -93,7 +94,7 @@ def main() -> int:
         worker.terminate()
         worker.wait(timeout=60)
 
-    backstop = {int(s.configs["retention.ms"]) + int(s.configs["segment.ms"]) for s in CATALOG if s.logical in INGEST}
+    backstop = {int(s.configs["retention.ms"]) + int(s.configs["segment.ms"]) for s in CATALOG if s.role in INGEST}
     baseline_s = max(backstop) / 1000 + 10 + 1
     print(f"{'measure':<48}{'seconds':>10}{'ratio':>8}")
     print(f"{'retention backstop (no trimming; baseline)':<48}{baseline_s:>10.0f}{1:>8.2f}")

@@ -23,11 +23,11 @@ from pathlib import Path
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from bench.results import Figure, save
-from keystore.errors import KeyDestroyed
-from keystore.keys import DEFAULT_STALENESS_S, Keys, Sealed
-from keystore.master import load_keyring
-from keystore.sqlite_store import SqliteKeyStore
-from keystore.store import CONVERSATION
+from shredline.keystore.errors import KeyDestroyed
+from shredline.keystore.keys import DEFAULT_STALENESS_S, Keys, Sealed
+from shredline.keystore.master import load_keyring
+from shredline.keystore.sqlite_store import SqliteKeyStore
+from shredline.keystore.store import CONVERSATION
 
 TOPIC = "buffer.messages"
 

@@ -28,14 +28,14 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from bench.results import Figure, save
 from bench.timing import percentile, wait
-from streams.audit import Trail
-from streams.kafka.admin import apply_catalog
-from streams.kafka.connection import Connection, client_environment
-from streams.keys import open_keys
-from streams.launcher.broker import connect_or_launch
-from streams.sdk import Publisher
-from streams.settings import load_settings
-from streams.tenants import provision
+from shredline.streams.ingest.sdk import Publisher
+from shredline.streams.kafka.admin import apply_catalog
+from shredline.streams.kafka.connection import Connection, client_environment
+from shredline.streams.key_store import open_keys
+from shredline.streams.launcher.broker import connect_or_launch
+from shredline.streams.operations.audit import Trail
+from shredline.streams.operations.tenants import provision
+from shredline.streams.settings import load_settings
 
 LOADED = re.compile(rb"loaded (\d+) facts")
 
@@ -110,7 +110,7 @@ def main() -> int:
         keys = open_keys(settings, actor="bench")
         provision(keys, conn, Trail(conn, keys, settings), "latency", 86_400)
         env = client_environment(conn, settings.data_dir, settings.topic_prefix, os.environ)
-        cli = [sys.executable, "-m", "streams.cli"]
+        cli = [sys.executable, "-m", "shredline.streams.cli"]
         worker = subprocess.Popen([*cli, "worker", "--loglevel", "warning"], env=env, stderr=subprocess.DEVNULL)
         sink = subprocess.Popen([*cli, "sink", "--batch-size", "500"], env=env, stderr=subprocess.PIPE)
         progress = SinkProgress(sink.stderr)

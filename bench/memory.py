@@ -18,17 +18,17 @@ from dataclasses import replace
 from pathlib import Path
 
 from bench.results import Figure, save
-from streams.audit import Trail
-from streams.catalog import topic_name
-from streams.generate import generate
-from streams.kafka.admin import apply_catalog, consumer_lag
-from streams.kafka.connection import Connection, client_environment
-from streams.kafka.trim import INGEST, app_id
-from streams.keys import open_keys
-from streams.launcher.broker import connect_or_launch
-from streams.sdk import Publisher
-from streams.settings import Settings, load_settings
-from streams.tenants import provision
+from shredline.streams.catalog import topic_name
+from shredline.streams.ingest.generate import generate
+from shredline.streams.ingest.sdk import Publisher
+from shredline.streams.kafka.admin import apply_catalog, consumer_lag
+from shredline.streams.kafka.connection import Connection, client_environment
+from shredline.streams.kafka.trim import INGEST, app_id
+from shredline.streams.key_store import open_keys
+from shredline.streams.launcher.broker import connect_or_launch
+from shredline.streams.operations.audit import Trail
+from shredline.streams.operations.tenants import provision
+from shredline.streams.settings import Settings, load_settings
 
 IDLE_S = 20
 
@@ -50,7 +50,7 @@ def run(conn: Connection, base: Settings, events_n: int, tmp: Path) -> tuple[int
     trail = Trail(conn, keys, settings)
     env = client_environment(conn, settings.data_dir, settings.topic_prefix, os.environ)
     worker = subprocess.Popen(
-        [sys.executable, "-m", "streams.cli", "worker", "--unsupervised", "--loglevel", "warning"],
+        [sys.executable, "-m", "shredline.streams.cli", "worker", "--unsupervised", "--loglevel", "warning"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

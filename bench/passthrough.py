@@ -11,10 +11,11 @@ from dataclasses import replace
 
 import faust
 
-from streams.catalog import INGEST_CONTACTS, INGEST_EXECUTIONS, INGEST_MESSAGES, topic_name
-from streams.kafka.connection import resolve_connection
-from streams.settings import load_settings
-from streams.worker import faust_app
+from shredline.processors.roles import Role
+from shredline.streams.catalog import topic_name
+from shredline.streams.kafka.connection import resolve_connection
+from shredline.streams.processing.app import faust_app
+from shredline.streams.settings import load_settings
 
 OUT = "passthrough.out"
 
@@ -28,7 +29,7 @@ def main() -> None:
         topic_name(settings.topic_prefix, "bench-passthrough"),
     )
     out = app.topic(topic_name(settings.topic_prefix, OUT), key_serializer="raw", value_serializer="raw")
-    for logical in (INGEST_MESSAGES, INGEST_CONTACTS, INGEST_EXECUTIONS):
+    for logical in (Role.INGEST_MESSAGES, Role.INGEST_CONTACTS, Role.INGEST_EXECUTIONS):
         source = app.topic(topic_name(settings.topic_prefix, logical), key_serializer="raw", value_serializer="raw")
 
         async def forward(stream: faust.StreamT[bytes]) -> None:

@@ -20,15 +20,15 @@ import time
 from confluent_kafka import Producer
 
 from bench.results import Figure, save
-from processors.validation import validate
-from streams.catalog import topic_name
-from streams.codec import encode
-from streams.generate import default_start, generate
-from streams.kafka.admin import apply_catalog
-from streams.launcher.broker import connect_or_launch
-from streams.publish import publish_lines
-from streams.sdk import PRODUCER_DEFAULTS, Publisher
-from streams.settings import load_settings
+from shredline.processors.validation import validate
+from shredline.schemas.codec import encode
+from shredline.streams.catalog import topic_name
+from shredline.streams.ingest.generate import default_start, generate
+from shredline.streams.ingest.publish import publish_lines
+from shredline.streams.ingest.sdk import PRODUCER_DEFAULTS, Publisher
+from shredline.streams.kafka.admin import apply_catalog
+from shredline.streams.launcher.broker import connect_or_launch
+from shredline.streams.settings import load_settings
 
 
 def main() -> int:
@@ -49,7 +49,7 @@ def main() -> int:
     generate_s = time.perf_counter() - t0
     lines = [json.dumps(e, ensure_ascii=False).encode() + b"\n" for e in events]
     valid = [validate(e, now) for e in events]
-    encoded = [(topic_name(prefix, v.topic), v.key, encode(v.record, v.value)) for v in valid]
+    encoded = [(topic_name(prefix, v.role), v.key, encode(v.record, v.value)) for v in valid]
 
     def bare() -> float:
         producer = Producer(conn.confluent(**PRODUCER_DEFAULTS))

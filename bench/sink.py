@@ -17,14 +17,16 @@ from pathlib import Path
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
-from analytics.sink import run_sink
-from analytics.warehouse import Warehouse
 from bench.results import Figure, save
-from streams.catalog import METRICS_USAGE, topic_name
-from streams.codec import encode
-from streams.kafka.admin import apply_catalog
-from streams.launcher.broker import connect_or_launch
-from streams.settings import load_settings
+from shredline.analytics.sink import run_sink
+from shredline.analytics.warehouse import Warehouse
+from shredline.processors.roles import Role
+from shredline.schemas.codec import encode
+from shredline.streams.catalog import topic_name
+from shredline.streams.kafka.admin import apply_catalog
+from shredline.streams.launcher.broker import connect_or_launch
+from shredline.streams.reporting.feed import KafkaSinkSource
+from shredline.streams.settings import load_settings
 
 IDLE_S = 2.0
 
@@ -38,7 +40,7 @@ def main() -> int:
     conn = connect_or_launch(settings, lambda m: print(m, file=sys.stderr))
     prefix = f"benchsink{int(time.time())}"
     apply_catalog(conn, prefix, 1)
-    topic = topic_name(prefix, METRICS_USAGE)
+    topic = topic_name(prefix, Role.METRICS_USAGE)
 
     minute = dt.datetime.now(dt.UTC).replace(second=0, microsecond=0)
     producer = Producer(conn.confluent(**{"linger.ms": 20, "compression.type": "lz4", "log_level": 3}))
@@ -77,7 +79,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         warehouse = Warehouse(Path(tmp) / "bench.duckdb", secrets.token_bytes(32))
         start = time.perf_counter()
-        stats = run_sink(conn, prefix, warehouse, batch_size=args.batch_size, until_idle_s=IDLE_S)
+        stats = run_sink(KafkaSinkSource(conn, prefix), warehouse, batch_size=args.batch_size, until_idle_s=IDLE_S)
         elapsed = time.perf_counter() - start - IDLE_S
         warehouse.close()
     assert stats.facts == args.rows, stats

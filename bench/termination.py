@@ -28,17 +28,18 @@ from confluent_kafka import Consumer, TopicPartition
 
 from bench.results import Figure, save
 from bench.timing import percentile, wait
-from streams.audit import Trail
-from streams.catalog import METRICS_USAGE, topic_name
-from streams.codec import decode
-from streams.kafka.admin import apply_catalog
-from streams.kafka.connection import client_environment
-from streams.keys import open_keys
-from streams.launcher.broker import connect_or_launch
-from streams.sdk import Publisher
-from streams.settings import load_settings
-from streams.tenants import provision
-from streams.termination import Termination
+from shredline.processors.roles import Role
+from shredline.schemas.codec import decode
+from shredline.streams.catalog import topic_name
+from shredline.streams.ingest.sdk import Publisher
+from shredline.streams.kafka.admin import apply_catalog
+from shredline.streams.kafka.connection import client_environment
+from shredline.streams.key_store import open_keys
+from shredline.streams.launcher.broker import connect_or_launch
+from shredline.streams.operations.audit import Trail
+from shredline.streams.operations.tenants import provision
+from shredline.streams.operations.termination import Termination
+from shredline.streams.settings import load_settings
 
 INTERVAL_S = 0.02
 
@@ -119,12 +120,12 @@ def main() -> int:
         trail = Trail(conn, keys, settings)
         env = client_environment(conn, settings.data_dir, settings.topic_prefix, os.environ)
         worker = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "worker", "--loglevel", "warning"],
+            [sys.executable, "-m", "shredline.streams.cli", "worker", "--loglevel", "warning"],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        metrics = topic_name(settings.topic_prefix, METRICS_USAGE)
+        metrics = topic_name(settings.topic_prefix, Role.METRICS_USAGE)
         consumer = Consumer(conn.confluent(**{"group.id": "bench-termination", "fetch.wait.max.ms": 5, "log_level": 3}))
         partitions = consumer.list_topics(metrics, timeout=10).topics[metrics].partitions
         consumer.assign([TopicPartition(metrics, p, 0) for p in partitions])

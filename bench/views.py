@@ -12,9 +12,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from analytics.views import VIEWS, view_sql
-from analytics.warehouse import Warehouse
 from bench.results import Figure, save
+from shredline.analytics.views import VIEWS, view_sql
+from shredline.analytics.warehouse import Warehouse
 
 # The minute facts grouped as the daily table holds them: what every view would scan without it.
 ON_THE_FLY = """(SELECT tenant, CAST(minute AS DATE) AS day, kind, channel, direction, workflow_id, feature_id,

@@ -25,17 +25,18 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from bench.results import Figure, save
-from processors.anonymise import metric_count
-from streams.catalog import INGEST_CONTACTS, INGEST_EXECUTIONS, INGEST_MESSAGES, METRICS_USAGE, topic_name
-from streams.generate import generate
-from streams.kafka.admin import apply_catalog, record_counts
-from streams.kafka.connection import Connection, client_environment
-from streams.keys import open_keys
-from streams.launcher.broker import connect_or_launch
-from streams.sdk import Publisher
-from streams.settings import load_settings
+from shredline.processors.anonymise import metric_count
+from shredline.processors.roles import Role
+from shredline.streams.catalog import topic_name
+from shredline.streams.ingest.generate import generate
+from shredline.streams.ingest.sdk import Publisher
+from shredline.streams.kafka.admin import apply_catalog, record_counts
+from shredline.streams.kafka.connection import Connection, client_environment
+from shredline.streams.key_store import open_keys
+from shredline.streams.launcher.broker import connect_or_launch
+from shredline.streams.settings import load_settings
 
-INGEST = (INGEST_MESSAGES, INGEST_CONTACTS, INGEST_EXECUTIONS)
+INGEST = (Role.INGEST_MESSAGES, Role.INGEST_CONTACTS, Role.INGEST_EXECUTIONS)
 
 
 def counter(conn: Connection, topic: str) -> Callable[[], int]:
@@ -103,9 +104,9 @@ def main() -> int:
         keys.provision(tenant)
     worker = (
         run(
-            [sys.executable, "-m", "streams.cli", "worker", "--loglevel", "warning"],
+            [sys.executable, "-m", "shredline.streams.cli", "worker", "--loglevel", "warning"],
             env_for(conn, prefix, data),
-            counter(conn, topic_name(prefix, METRICS_USAGE)),
+            counter(conn, topic_name(prefix, Role.METRICS_USAGE)),
             metrics_expected,
         )
         * len(events)

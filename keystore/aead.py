@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from keystore.errors import InvalidCiphertext
+from shredline.keystore.errors import InvalidCiphertext
 
 NONCE_BYTES = 12
 KEY_BYTES = 32

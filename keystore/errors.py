@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from streams.errors import ShredlineError
+from shredline.schemas.errors import ShredlineError
 
 
 class KeystoreError(ShredlineError):

@@ -16,11 +16,11 @@ from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from keystore.aead import DataKey, TenantKeys, bind, open_with, record_aad, seal_with
-from keystore.cache import BoundedCache
-from keystore.errors import InvalidCiphertext, KeyDestroyed, TenantExists, TenantTerminated, UnknownTenant
-from keystore.master import MasterKeyring
-from keystore.store import (
+from shredline.keystore.aead import DataKey, TenantKeys, bind, open_with, record_aad, seal_with
+from shredline.keystore.cache import BoundedCache
+from shredline.keystore.errors import InvalidCiphertext, KeyDestroyed, TenantExists, TenantTerminated, UnknownTenant
+from shredline.keystore.master import MasterKeyring
+from shredline.keystore.store import (
     ACTIVE,
     CONVERSATION,
     SCOPES,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from keystore.errors import MasterKeyError
+from shredline.keystore.errors import MasterKeyError
 
 KEY_BYTES = 32
 _ENTRY = re.compile(r"v(\d{1,6}):([A-Za-z0-9+/=_-]+)")

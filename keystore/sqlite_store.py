@@ -19,8 +19,8 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from keystore.errors import KeystoreError, KeyStoreUnavailable, TenantExists, UnknownTenant
-from keystore.store import (
+from shredline.keystore.errors import KeystoreError, KeyStoreUnavailable, TenantExists, UnknownTenant
+from shredline.keystore.store import (
     ACTIVE,
     CONTACT,
     CONVERSATION,

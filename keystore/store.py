@@ -26,7 +26,8 @@ def key_digest(key_id: str) -> str:
 
 @dataclass(frozen=True)
 class AuditEntry:
-    """A record waiting in the store's outbox for `streams.audit.relay` to chain it onto audit.events.
+    """A record waiting in the store's outbox for `shredline.streams.operations.audit.relay`
+    to chain it onto audit.events.
 
     Written in the same transaction as the key change it describes, so no change goes unrecorded."""
 

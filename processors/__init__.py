@@ -1,1 +1,1 @@
-"""What happens to an event: split, anonymise, redact, seal, control. Pure functions, no Kafka."""
+"""What happens to an event: split, anonymise, redact, validate; the logical roles of streams. Pure, no Kafka."""

@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from processors.anonymise import contact_metric, execution_metric, message_metrics, minute
-from processors.redact import redact
-from streams.catalog import BUFFER_CONTACTS, BUFFER_MESSAGES, LOGS_EXECUTIONS, METRICS_USAGE
+from shredline.processors.anonymise import contact_metric, execution_metric, message_metrics, minute
+from shredline.processors.redact import redact
+from shredline.processors.roles import Role
 
 CONVERSATION, CONTACT = "conversation", "contact"
 
@@ -22,7 +22,7 @@ CONVERSATION, CONTACT = "conversation", "contact"
 class Seal:
     """Seal `record` (an Avro record of schema `schema`) under the subject's data key."""
 
-    topic: str
+    role: Role
     scope: str
     subject_id: str  # raw conversation/contact id: pseudonymised before it leaves the worker
     event_id: str
@@ -32,7 +32,7 @@ class Seal:
 
 @dataclass(frozen=True)
 class Emit:
-    topic: str
+    role: Role
     schema: str
     record: dict[str, Any]
 
@@ -46,7 +46,7 @@ class Destroy:
 
 @dataclass(frozen=True)
 class Tombstone:
-    topic: str
+    role: Role
     scope: str
     subject_id: str
 
@@ -56,23 +56,23 @@ Effect = Seal | Emit | Destroy | Tombstone
 
 def plan_message(event: dict[str, Any]) -> list[Effect]:
     effects: list[Effect] = [
-        Seal(BUFFER_MESSAGES, CONVERSATION, event["conversation_id"], event["event_id"], "message_event", event)
+        Seal(Role.BUFFER_MESSAGES, CONVERSATION, event["conversation_id"], event["event_id"], "message_event", event)
     ]
-    effects += [Emit(METRICS_USAGE, "usage_metric", m) for m in message_metrics(event)]
+    effects += [Emit(Role.METRICS_USAGE, "usage_metric", m) for m in message_metrics(event)]
     if event["closes_conversation"]:
         effects.append(Destroy(CONVERSATION, event["conversation_id"], "conversation closed"))
     return effects
 
 
 def plan_contact(event: dict[str, Any]) -> list[Effect]:
-    metric = Emit(METRICS_USAGE, "usage_metric", contact_metric(event))
+    metric = Emit(Role.METRICS_USAGE, "usage_metric", contact_metric(event))
     if event["op"] == "DELETE":
         return [
             Destroy(CONTACT, event["contact_id"], "contact deleted"),
-            Tombstone(BUFFER_CONTACTS, CONTACT, event["contact_id"]),
+            Tombstone(Role.BUFFER_CONTACTS, CONTACT, event["contact_id"]),
             metric,
         ]
-    return [Seal(BUFFER_CONTACTS, CONTACT, event["contact_id"], event["event_id"], "contact_event", event), metric]
+    return [Seal(Role.BUFFER_CONTACTS, CONTACT, event["contact_id"], event["event_id"], "contact_event", event), metric]
 
 
 def redacted_log(event: dict[str, Any]) -> dict[str, Any]:
@@ -92,8 +92,8 @@ def redacted_log(event: dict[str, Any]) -> dict[str, Any]:
 
 def plan_execution(event: dict[str, Any]) -> list[Effect]:
     return [
-        Emit(LOGS_EXECUTIONS, "redacted_log", redacted_log(event)),
-        Emit(METRICS_USAGE, "usage_metric", execution_metric(event)),
+        Emit(Role.LOGS_EXECUTIONS, "redacted_log", redacted_log(event)),
+        Emit(Role.METRICS_USAGE, "usage_metric", execution_metric(event)),
     ]
 
 

@@ -23,8 +23,8 @@ from typing import Any
 
 import phonenumbers
 
-from streams.catalog import INGEST_CONTACTS, INGEST_EXECUTIONS, INGEST_MESSAGES
-from streams.errors import ShredlineError
+from shredline.processors.roles import Role
+from shredline.schemas.errors import ShredlineError
 
 MAX_ID = 128
 MAX_BODY = 4096
@@ -79,7 +79,7 @@ class InvalidEvent(ShredlineError):
 class ValidEvent:
     type: str  # message | contact | execution
     record: str  # schema folder, e.g. message_event
-    topic: str  # logical ingest topic
+    role: Role  # the ingest stream it goes to
     key: bytes  # tenant + conversation (or contact, or execution): keeps one conversation ordered
     value: dict[str, Any]
 
@@ -294,16 +294,16 @@ _EXECUTION = (
 @dataclass(frozen=True)
 class _Type:
     record: str
-    topic: str
+    role: Role
     fields: tuple[_Field, ...]
     key_fields: tuple[str, ...]  # the first present one, after tenant, forms the Kafka key
 
 
 RECORD_TYPES = {"message_event": "message", "contact_event": "contact", "execution_event": "execution"}
 TYPES: dict[str, _Type] = {
-    "message": _Type("message_event", INGEST_MESSAGES, _MESSAGE, ("conversation_id",)),
-    "contact": _Type("contact_event", INGEST_CONTACTS, _CONTACT, ("contact_id",)),
-    "execution": _Type("execution_event", INGEST_EXECUTIONS, _EXECUTION, ("conversation_id", "execution_id")),
+    "message": _Type("message_event", Role.INGEST_MESSAGES, _MESSAGE, ("conversation_id",)),
+    "contact": _Type("contact_event", Role.INGEST_CONTACTS, _CONTACT, ("contact_id",)),
+    "execution": _Type("execution_event", Role.INGEST_EXECUTIONS, _EXECUTION, ("conversation_id", "execution_id")),
 }
 
 
@@ -342,4 +342,4 @@ def validate(obj: object, now: dt.datetime) -> ValidEvent:
     if errors:
         raise InvalidEvent(errors)
     key_id = next(value[k] for k in spec.key_fields if value.get(k) is not None)
-    return ValidEvent(str(kind), spec.record, spec.topic, f"{value['tenant']}:{key_id}".encode(), value)
+    return ValidEvent(str(kind), spec.record, spec.role, f"{value['tenant']}:{key_id}".encode(), value)

@@ -12,23 +12,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from shredline.processors.roles import Role
+
 MINUTE_MS = 60_000
 HOUR_MS = 60 * MINUTE_MS
 DAY_MS = 24 * HOUR_MS
 
 #: Longest buffer TTL a tenant may choose; the buffer topics keep ciphertext this long at most.
 MAX_BUFFER_TTL_MS = 7 * DAY_MS
-
-INGEST_MESSAGES = "ingest.messages"
-INGEST_CONTACTS = "ingest.contacts"
-INGEST_EXECUTIONS = "ingest.executions"
-BUFFER_MESSAGES = "buffer.messages"
-BUFFER_CONTACTS = "buffer.contacts"
-METRICS_USAGE = "metrics.usage"
-LOGS_EXECUTIONS = "logs.executions"
-CONTROL_TENANTS = "control.tenants"
-AUDIT_EVENTS = "audit.events"
-DEADLETTER_INGEST = "deadletter.ingest"
 
 
 #: Header of the payload-less records the worker appends to trimmed ingest partitions so idle
@@ -41,7 +32,7 @@ PURGE_HEADER = "shredline-purge"
 
 @dataclass(frozen=True)
 class TopicSpec:
-    logical: str
+    role: Role
     partitions: int
     configs: Mapping[str, str]
     purpose: str
@@ -59,13 +50,13 @@ def _delete(retention_ms: int, segment_ms: int) -> dict[str, str]:
 CATALOG: tuple[TopicSpec, ...] = (
     # Plaintext personal data: trimmed by the worker once processed; retention is only the
     # backstop for a stopped worker (upstream replays by event_id after that).
-    TopicSpec(INGEST_MESSAGES, 6, _delete(HOUR_MS, MINUTE_MS), "plaintext message events, until processed"),
-    TopicSpec(INGEST_CONTACTS, 6, _delete(HOUR_MS, MINUTE_MS), "plaintext contact events, until processed"),
-    TopicSpec(INGEST_EXECUTIONS, 6, _delete(HOUR_MS, MINUTE_MS), "plaintext execution events, until processed"),
+    TopicSpec(Role.INGEST_MESSAGES, 6, _delete(HOUR_MS, MINUTE_MS), "plaintext message events, until processed"),
+    TopicSpec(Role.INGEST_CONTACTS, 6, _delete(HOUR_MS, MINUTE_MS), "plaintext contact events, until processed"),
+    TopicSpec(Role.INGEST_EXECUTIONS, 6, _delete(HOUR_MS, MINUTE_MS), "plaintext execution events, until processed"),
     # Ciphertext only; the conversation key's TTL is what really ends a buffer's life.
-    TopicSpec(BUFFER_MESSAGES, 6, _delete(MAX_BUFFER_TTL_MS, HOUR_MS), "sealed chat messages (AES-GCM)"),
+    TopicSpec(Role.BUFFER_MESSAGES, 6, _delete(MAX_BUFFER_TTL_MS, HOUR_MS), "sealed chat messages (AES-GCM)"),
     TopicSpec(
-        BUFFER_CONTACTS,
+        Role.BUFFER_CONTACTS,
         6,
         {
             "cleanup.policy": "compact",
@@ -77,12 +68,12 @@ CATALOG: tuple[TopicSpec, ...] = (
         },
         "sealed contact records, latest per contact pseudonym",
     ),
-    TopicSpec(METRICS_USAGE, 6, _delete(7 * DAY_MS, HOUR_MS), "anonymised usage metrics"),
-    TopicSpec(LOGS_EXECUTIONS, 6, _delete(7 * DAY_MS, HOUR_MS), "redacted execution logs"),
+    TopicSpec(Role.METRICS_USAGE, 6, _delete(7 * DAY_MS, HOUR_MS), "anonymised usage metrics"),
+    TopicSpec(Role.LOGS_EXECUTIONS, 6, _delete(7 * DAY_MS, HOUR_MS), "redacted execution logs"),
     # One partition each: control and audit need one total order.
-    TopicSpec(CONTROL_TENANTS, 1, _delete(-1, DAY_MS), "tenant lifecycle and policy events"),
-    TopicSpec(AUDIT_EVENTS, 1, _delete(-1, DAY_MS), "hash-chained audit trail, no personal data"),
-    TopicSpec(DEADLETTER_INGEST, 3, _delete(7 * DAY_MS, HOUR_MS), "rejected input: ids and reason only"),
+    TopicSpec(Role.CONTROL_TENANTS, 1, _delete(-1, DAY_MS), "tenant lifecycle and policy events"),
+    TopicSpec(Role.AUDIT_EVENTS, 1, _delete(-1, DAY_MS), "hash-chained audit trail, no personal data"),
+    TopicSpec(Role.DEADLETTER_INGEST, 3, _delete(7 * DAY_MS, HOUR_MS), "rejected input: ids and reason only"),
 )
 
 
@@ -114,7 +105,7 @@ def plan(prefix: str, observed: Mapping[str, ObservedTopic], catalog: tuple[Topi
     """The changes that bring the broker in line with the catalog; empty when nothing drifted."""
     changes: list[Change] = []
     for spec in catalog:
-        name = topic_name(prefix, spec.logical)
+        name = topic_name(prefix, spec.role)
         seen = observed.get(name)
         if seen is None:
             changes.append(Change(name, "create", f"{spec.partitions} partitions"))

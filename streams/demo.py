@@ -22,26 +22,28 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from analytics.query import render, run_query
-from analytics.report import gather, render_html
-from analytics.sink import run_sink
-from analytics.warehouse import Warehouse
-from processors.anonymise import metric_count
-from streams.audit import Trail, read_trail, verify
-from streams.buffer_read import Deleted, latest_view_value, read_conversation
-from streams.catalog import INGEST_MESSAGES, METRICS_USAGE, topic_name
-from streams.errors import ShredlineError
-from streams.generate import default_start, generate
-from streams.kafka.admin import apply_catalog, record_counts
-from streams.kafka.connection import client_environment
-from streams.keys import open_keys
-from streams.launcher.broker import connect_or_launch
-from streams.sdk import Publisher
-from streams.settings import Settings
-from streams.signing import provider_key
-from streams.tenants import provision
-from streams.termination import Termination
-from streams.worker import VIEW_DEPTH, view_changelog, view_entry_envelopes
+from shredline.analytics.query import render, run_query
+from shredline.analytics.report import gather, render_html
+from shredline.analytics.sink import run_sink
+from shredline.analytics.warehouse import Warehouse
+from shredline.processors.anonymise import metric_count
+from shredline.processors.roles import Role
+from shredline.schemas.errors import ShredlineError
+from shredline.streams.catalog import topic_name
+from shredline.streams.ingest.generate import default_start, generate
+from shredline.streams.ingest.sdk import Publisher
+from shredline.streams.kafka.admin import apply_catalog, record_counts
+from shredline.streams.kafka.connection import client_environment
+from shredline.streams.key_store import open_keys
+from shredline.streams.launcher.broker import connect_or_launch
+from shredline.streams.operations.audit import Trail, read_trail, verify
+from shredline.streams.operations.buffer_read import Deleted, latest_view_value, read_conversation
+from shredline.streams.operations.signing import provider_key
+from shredline.streams.operations.tenants import provision
+from shredline.streams.operations.termination import Termination
+from shredline.streams.processing.app import VIEW_DEPTH, view_changelog, view_entry_envelopes
+from shredline.streams.reporting.feed import KafkaSinkSource
+from shredline.streams.settings import Settings
 
 Progress = Callable[[str], None]
 OPERATOR = "demo-operator"
@@ -83,14 +85,14 @@ def run_demo(base: Settings, progress: Progress) -> int:
     log_path = settings.data_dir / "worker.log"
     with open(log_path, "ab") as log:
         worker = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "worker", "--loglevel", "warning"],
+            [sys.executable, "-m", "shredline.streams.cli", "worker", "--loglevel", "warning"],
             env=client_environment(conn, settings.data_dir, prefix, os.environ),
             stdout=log,
             stderr=subprocess.STDOUT,
         )
     try:
         started = time.monotonic()
-        metrics = topic_name(prefix, METRICS_USAGE)
+        metrics = topic_name(prefix, Role.METRICS_USAGE)
         while record_counts(conn, metrics)[1] < expected:
             if worker.poll() is not None:
                 raise ShredlineError(f"the worker stopped (exit {worker.returncode}); see {log_path}")
@@ -118,7 +120,7 @@ def run_demo(base: Settings, progress: Progress) -> int:
             print(f"     {m['direction']:<8} {m['body']}")
 
         deadline = time.monotonic() + 120
-        ingest = topic_name(prefix, INGEST_MESSAGES)
+        ingest = topic_name(prefix, Role.INGEST_MESSAGES)
         while record_counts(conn, ingest)[0] > 0 and time.monotonic() < deadline:
             time.sleep(2)
         readable, ever = record_counts(conn, ingest)
@@ -128,7 +130,7 @@ def run_demo(base: Settings, progress: Progress) -> int:
 
         warehouse = Warehouse(settings.data_dir / "analytics.duckdb", keys.service_secret("duckdb"))
         try:
-            loaded = run_sink(conn, prefix, warehouse, until_idle_s=2)
+            loaded = run_sink(KafkaSinkSource(conn, prefix), warehouse, until_idle_s=2)
             snapshot = warehouse.analyst_snapshot(5)
             columns, rows = run_query(
                 snapshot,

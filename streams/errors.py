@@ -1,15 +1,11 @@
-"""Typed errors under one root, so the CLI can turn any of them into one clear line.
+"""Errors of the Kafka-facing layer, under the root in `shredline.schemas.errors`.
 
 Messages are written for the operator and must never carry personal data or secrets.
 """
 
 from __future__ import annotations
 
-
-class ShredlineError(Exception):
-    """Root of every error Shredline raises on purpose; its message is one safe line."""
-
-    exit_code = 1
+from shredline.schemas.errors import ShredlineError
 
 
 class ConfigError(ShredlineError):

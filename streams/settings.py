@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from streams.errors import ConfigError
+from shredline.streams.errors import ConfigError
 
 ENV_PREFIX = "SHREDLINE_"
 CONFIG_ENV = "SHREDLINE_CONFIG"

@@ -14,16 +14,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, KafkaException, Message
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
-from streams.audit import close_reader
-from streams.catalog import topic_name
-from streams.kafka.admin import consumer_lag, record_counts
-from streams.kafka.connection import Connection, client_environment, resolve_connection
-from streams.kafka.produce import close_producers
-from streams.kafka.trim import INGEST
-from streams.launcher.broker import Launcher
-from streams.settings import Settings, load_settings
+from shredline.streams.catalog import topic_name
+from shredline.streams.kafka.admin import consumer_lag, record_counts
+from shredline.streams.kafka.connection import Connection, client_environment, resolve_connection
+from shredline.streams.kafka.produce import close_producers
+from shredline.streams.kafka.trim import INGEST
+from shredline.streams.launcher.broker import Launcher
+from shredline.streams.operations.audit import close_reader
+from shredline.streams.settings import Settings, load_settings
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -106,6 +106,35 @@ def drain(conn: Connection, topics: list[str], expected: int, group: str, timeou
         consumer.close()
     assert len(out) == expected, f"read {len(out)} of {expected} records"
     return out
+
+
+def read_topic(conn: Connection, topic: str, group: str, timeout_s: float = 60.0) -> list[Message]:
+    """Every record in `topic` as of now: each partition read from its start to the end offset it
+    had when called, so records that others append meanwhile neither count nor get in the way."""
+    consumer = Consumer(conn.confluent(**{"group.id": group, "enable.auto.commit": False, "log_level": 3}))
+    try:
+        ends: dict[int, int] = {}
+        starts = []
+        for partition in consumer.list_topics(topic, timeout=30).topics[topic].partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+            if high > low:
+                ends[partition] = high
+                starts.append(TopicPartition(topic, partition, low))
+        consumer.assign(starts)
+        out: list[Message] = []
+        deadline = time.monotonic() + timeout_s
+        while ends:
+            assert time.monotonic() < deadline, f"{topic}: partitions {sorted(ends)} not read to their end"
+            for msg in consumer.consume(500, timeout=1.0):
+                assert msg.error() is None, msg.error()
+                partition, offset = msg.partition() or 0, msg.offset() or 0
+                if partition in ends and offset < ends[partition]:
+                    out.append(msg)
+                    if offset + 1 >= ends[partition]:
+                        del ends[partition]
+        return out
+    finally:
+        consumer.close()
 
 
 def record_count(conn: Connection, topic: str) -> int:

@@ -17,9 +17,9 @@ from confluent_kafka.admin import (
     NewTopic,
 )
 
-from streams.catalog import CATALOG, Change, ObservedTopic, TopicSpec, plan, topic_name
-from streams.errors import KafkaOperationError
-from streams.kafka.connection import Connection
+from shredline.streams.catalog import CATALOG, Change, ObservedTopic, TopicSpec, plan, topic_name
+from shredline.streams.errors import KafkaOperationError
+from shredline.streams.kafka.connection import Connection
 
 REQUEST_TIMEOUT_S = 30.0
 
@@ -88,7 +88,7 @@ def execute(
     admin: AdminClient, changes: list[Change], catalog: tuple[TopicSpec, ...], prefix: str, replication: int
 ) -> None:
     """Carry out a plan: create, then alter configs (incrementally, only the drifted keys), then grow partitions."""
-    specs = {topic_name(prefix, s.logical): s for s in catalog}
+    specs = {topic_name(prefix, s.role): s for s in catalog}
     creates = [
         NewTopic(c.topic, specs[c.topic].partitions, replication, config=dict(specs[c.topic].configs))
         for c in changes
@@ -121,7 +121,7 @@ def apply_catalog(
     asynchronously, and a caller (or a second run) must not see the old configs.
     """
     admin = admin_client(conn)
-    names = [topic_name(prefix, s.logical) for s in catalog]
+    names = [topic_name(prefix, s.role) for s in catalog]
     changes = plan(prefix, describe(admin, names), catalog)
     if not changes:
         return changes

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from streams.errors import ConfigError
-from streams.settings import Secret, Settings
+from shredline.streams.errors import ConfigError
+from shredline.streams.settings import Secret, Settings
 
 STATE_FILE = "state.json"
 

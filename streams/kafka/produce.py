@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import Producer
 
-from streams.errors import KafkaOperationError
-from streams.kafka.connection import Connection
+from shredline.streams.errors import KafkaOperationError
+from shredline.streams.kafka.connection import Connection
 
 TIMEOUT_S = 30.0
 PARTITION_UA = -1  # "unassigned": let the partitioner choose

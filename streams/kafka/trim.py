@@ -11,12 +11,13 @@ from confluent_kafka import ConsumerGroupTopicPartitions
 from confluent_kafka import TopicPartition as CkTopicPartition
 from confluent_kafka.admin import AdminClient
 
-from streams.catalog import INGEST_CONTACTS, INGEST_EXECUTIONS, INGEST_MESSAGES, topic_name
-from streams.kafka.connection import Connection
-from streams.settings import Settings
+from shredline.processors.roles import Role
+from shredline.streams.catalog import topic_name
+from shredline.streams.kafka.connection import Connection
+from shredline.streams.settings import Settings
 
 log = logging.getLogger("shredline.trim")
-INGEST = (INGEST_MESSAGES, INGEST_CONTACTS, INGEST_EXECUTIONS)
+INGEST = (Role.INGEST_MESSAGES, Role.INGEST_CONTACTS, Role.INGEST_EXECUTIONS)
 
 
 def app_id(settings: Settings) -> str:

@@ -23,12 +23,12 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from streams.errors import KafkaOperationError, LauncherError
-from streams.kafka.admin import wait_until_ready
-from streams.kafka.connection import STATE_FILE, Connection, read_state, resolve_connection
-from streams.launcher.certs import TlsFiles, ensure_tls
-from streams.launcher.jars import KAFKA_VERSION, ensure_jars
-from streams.settings import Settings
+from shredline.streams.errors import KafkaOperationError, LauncherError
+from shredline.streams.kafka.admin import wait_until_ready
+from shredline.streams.kafka.connection import STATE_FILE, Connection, read_state, resolve_connection
+from shredline.streams.launcher.certs import TlsFiles, ensure_tls
+from shredline.streams.launcher.jars import KAFKA_VERSION, ensure_jars
+from shredline.streams.settings import Settings
 
 DEFAULT_PORT = 9093
 DEFAULT_CONTROLLER_PORT = 9094

@@ -7,7 +7,7 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from streams.errors import LauncherError
+from shredline.streams.errors import LauncherError
 
 KAFKA_VERSION = "4.1.1"
 LOG4J_VERSION = "2.25.3"

@@ -14,8 +14,8 @@ from aiokafka.structs import TopicPartition as AioTopicPartition
 from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from streams.kafka.connection import Connection
-from streams.launcher.broker import Launcher
+from shredline.streams.kafka.connection import Connection
+from shredline.streams.launcher.broker import Launcher
 from tests.conftest import Broker
 
 pytestmark = pytest.mark.kafka
@@ -119,7 +119,7 @@ def test_up_twice_reuses_the_running_broker_and_status_reports_it(broker: Broker
     assert not started and again.pid == first.pid
 
     status = subprocess.run(
-        [sys.executable, "-m", "streams.cli", "kafka", "status"],
+        [sys.executable, "-m", "shredline.streams.cli", "kafka", "status"],
         env=broker.env(),
         capture_output=True,
         text=True,

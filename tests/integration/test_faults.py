@@ -11,13 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from streams.catalog import BUFFER_MESSAGES, DEADLETTER_INGEST, METRICS_USAGE, topic_name
-from streams.codec import decode
-from streams.kafka.admin import apply_catalog
-from streams.kafka.connection import Connection
-from streams.launcher.broker import Launcher
-from streams.settings import Settings
-from tests.conftest import Broker, drain, record_count, wait_for, wait_worker_caught_up
+from shredline.processors.roles import Role
+from shredline.schemas.codec import decode
+from shredline.streams.catalog import topic_name
+from shredline.streams.kafka.admin import apply_catalog
+from shredline.streams.kafka.connection import Connection
+from shredline.streams.launcher.broker import Launcher
+from shredline.streams.settings import Settings
+from tests.conftest import Broker, read_topic, record_count, wait_for, wait_worker_caught_up
 from tests.integration.test_worker import (
     CANARIES,
     Worker,
@@ -33,11 +34,11 @@ LOCK_HELD_S = 25  # longer than the key store's 10 s busy timeout, so the worker
 
 def exact(conn: Connection, prefix: str, events: list[dict[str, object]], group: str) -> None:
     """Every event counted exactly once (by de-dup token) and every message sealed."""
-    metrics, buffer = topic_name(prefix, METRICS_USAGE), topic_name(prefix, BUFFER_MESSAGES)
-    facts = [decode(m.value() or b"")[1] for m in drain(conn, [metrics], record_count(conn, metrics), group + "m")]
+    metrics, buffer = topic_name(prefix, Role.METRICS_USAGE), topic_name(prefix, Role.BUFFER_MESSAGES)
+    facts = [decode(m.value() or b"")[1] for m in read_topic(conn, metrics, group + "m")]
     tokens = {f["dedup"] for f in facts}
     assert None not in tokens and len(tokens) == expected_metrics(events)
-    sealed = drain(conn, [buffer], record_count(conn, buffer), group + "b")
+    sealed = read_topic(conn, buffer, group + "b")
     refs = {decode(m.value() or b"")[1]["event_ref"] for m in sealed if m.value()}
     assert len(refs) == sum(e["type"] == "message" for e in events)
 
@@ -51,7 +52,7 @@ def test_a_locked_key_store_makes_the_worker_wait_then_resume_with_nothing_lost(
     events = background(2, 600, seed=41)
     provision(env, {str(e["tenant"]) for e in events})
     worker = Worker(env, tmp_path / "worker.log")
-    metrics = topic_name(topic_prefix, METRICS_USAGE)
+    metrics = topic_name(topic_prefix, Role.METRICS_USAGE)
     try:
         publish(broker, topic_prefix, events[:200])
         wait_for(lambda: record_count(conn, metrics) >= expected_metrics(events[:200]), 180, "the first part")
@@ -80,7 +81,7 @@ def test_a_locked_key_store_makes_the_worker_wait_then_resume_with_nothing_lost(
     finally:
         assert worker.stop() == 0
     assert during < expected_metrics(events)  # it really was held up
-    assert record_count(conn, topic_name(topic_prefix, DEADLETTER_INGEST)) == 0  # nothing valid dead-lettered
+    assert record_count(conn, topic_name(topic_prefix, Role.DEADLETTER_INGEST)) == 0  # nothing valid dead-lettered
     exact(conn, topic_prefix, events, group_id)
     log = (tmp_path / "worker.log").read_bytes()
     assert not any(c.encode() in log for c in CANARIES)
@@ -111,7 +112,7 @@ def test_the_pipeline_recovers_from_a_broker_restart_without_manual_action(
     provision(env, {str(e["tenant"]) for e in events})
     publish(Broker(conn, own_broker.settings), topic_prefix, events[:600])
     worker = Worker(env, tmp_path / "worker.log")
-    metrics = topic_name(topic_prefix, METRICS_USAGE)
+    metrics = topic_name(topic_prefix, Role.METRICS_USAGE)
     try:
         wait_for(lambda: record_count(conn, metrics) >= 200, 180, "some progress")
         own_broker.down()

@@ -9,16 +9,17 @@ import sys
 
 import pytest
 
-from processors.validation import InvalidEvent
-from streams.catalog import INGEST_CONTACTS, INGEST_EXECUTIONS, INGEST_MESSAGES, topic_name
-from streams.codec import decode
-from streams.generate import generate
-from streams.kafka.admin import apply_catalog
-from streams.sdk import DeliveryError, Publisher
+from shredline.processors.roles import Role
+from shredline.processors.validation import InvalidEvent
+from shredline.schemas.codec import decode
+from shredline.streams.catalog import topic_name
+from shredline.streams.ingest.generate import generate
+from shredline.streams.ingest.sdk import DeliveryError, Publisher
+from shredline.streams.kafka.admin import apply_catalog
 from tests.conftest import Broker, drain
 
 pytestmark = pytest.mark.kafka
-INGEST = (INGEST_MESSAGES, INGEST_CONTACTS, INGEST_EXECUTIONS)
+INGEST = (Role.INGEST_MESSAGES, Role.INGEST_CONTACTS, Role.INGEST_EXECUTIONS)
 CANARY_PHONE = "+55 11 97777-1234"
 CANARY_NAME = "Canária Zq9 Pereira"
 
@@ -39,7 +40,7 @@ def test_cli_publishes_valid_lines_and_rejects_invalid_ones_without_echoing_them
     ]
     lines = [json.dumps(e) for e in events[:200]] + [json.dumps(b) for b in bad] + [json.dumps(e) for e in events[200:]]
     result = subprocess.run(
-        [sys.executable, "-m", "streams.cli", "publish", "-"],
+        [sys.executable, "-m", "shredline.streams.cli", "publish", "-"],
         input="\n".join(lines).encode(),
         env=broker.env(topic_prefix),
         capture_output=True,

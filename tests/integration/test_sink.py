@@ -11,12 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from analytics.warehouse import Warehouse
-from streams.audit import read_trail
-from streams.catalog import METRICS_USAGE, topic_name
-from streams.kafka.admin import apply_catalog
-from streams.keys import open_keys
-from streams.settings import Settings
+from shredline.analytics.warehouse import Warehouse
+from shredline.processors.roles import Role
+from shredline.streams.catalog import topic_name
+from shredline.streams.kafka.admin import apply_catalog
+from shredline.streams.key_store import open_keys
+from shredline.streams.operations.audit import read_trail
+from shredline.streams.settings import Settings
 from tests.conftest import Broker, record_count, wait_for, wait_worker_caught_up
 from tests.integration.test_worker import Worker, background, expected_metrics, provision, publish
 
@@ -25,7 +26,7 @@ pytestmark = pytest.mark.kafka
 
 def sink(env: dict[str, str], *extra: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "streams.cli", "sink", *extra],
+        [sys.executable, "-m", "shredline.streams.cli", "sink", *extra],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -47,7 +48,7 @@ def test_sink_is_exact_through_kills_and_replays(broker: Broker, topic_prefix: s
     apply_catalog(broker.connection, topic_prefix, 1)
     events = background(2, 1500, seed=31)
     provision(env, {str(e["tenant"]) for e in events})
-    metrics = topic_name(topic_prefix, METRICS_USAGE)
+    metrics = topic_name(topic_prefix, Role.METRICS_USAGE)
     worker = Worker(env, tmp_path / "worker.log")
     try:
         publish(broker, topic_prefix, events)
@@ -63,7 +64,7 @@ def test_sink_is_exact_through_kills_and_replays(broker: Broker, topic_prefix: s
         log = tmp_path / f"sink-{run}.log"
         with open(log, "wb") as err:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "streams.cli", "sink", "--batch-size", "10"],
+                [sys.executable, "-m", "shredline.streams.cli", "sink", "--batch-size", "10"],
                 env=env,
                 stdout=subprocess.DEVNULL,
                 stderr=err,

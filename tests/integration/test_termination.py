@@ -13,19 +13,20 @@ from typing import Any
 
 import pytest
 
-from keystore.errors import KeyDestroyed
-from keystore.keys import Sealed
-from streams import audit
-from streams.audit import Trail, chain, read_trail, verify
-from streams.catalog import AUDIT_EVENTS, BUFFER_MESSAGES, CONTROL_TENANTS, METRICS_USAGE, topic_name
-from streams.codec import decode, encode
-from streams.kafka.admin import apply_catalog
-from streams.kafka.produce import Record, produce_and_wait
-from streams.keys import open_keys
-from streams.settings import Settings, load_settings
-from streams.signing import PUBLIC_KEY_FILE, load_public_key
-from streams.termination import FAULT_EXIT, STEPS
-from tests.conftest import Broker, drain, record_count, wait_for
+from shredline.keystore.errors import KeyDestroyed
+from shredline.keystore.keys import Sealed
+from shredline.processors.roles import Role
+from shredline.schemas.codec import decode, encode
+from shredline.streams.catalog import topic_name
+from shredline.streams.kafka.admin import apply_catalog
+from shredline.streams.kafka.produce import Record, produce_and_wait
+from shredline.streams.key_store import open_keys
+from shredline.streams.operations import audit
+from shredline.streams.operations.audit import Trail, chain, read_trail, verify
+from shredline.streams.operations.signing import PUBLIC_KEY_FILE, load_public_key
+from shredline.streams.operations.termination import FAULT_EXIT, STEPS
+from shredline.streams.settings import Settings, load_settings
+from tests.conftest import Broker, read_topic, record_count, wait_for
 from tests.integration.test_worker import Worker, cli, publish
 
 pytestmark = pytest.mark.kafka
@@ -63,7 +64,7 @@ class Pipeline:
 
     def processed(self, tenant: str, n: int, tag: str) -> None:
         """Publish n messages for the tenant and wait until the worker sealed them all."""
-        buffer = topic_name(self.prefix, BUFFER_MESSAGES)
+        buffer = topic_name(self.prefix, Role.BUFFER_MESSAGES)
         before = record_count(self.broker.connection, buffer)
         publish(self.broker, self.prefix, self.events_for(tenant, n, tag))
         wait_for(lambda: record_count(self.broker.connection, buffer) >= before + n, 120, f"{tenant} sealed")
@@ -144,7 +145,7 @@ def test_the_audit_trail_verifies_and_a_forged_record_is_named(pipeline: Pipelin
     assert "+5511987650002" not in blob and "hello 1" not in blob
 
     forged = {**records[-1], "seq": records[-1]["seq"] + 1, "actor": "mallory", "signature": None}
-    topic = topic_name(pipeline.prefix, AUDIT_EVENTS)
+    topic = topic_name(pipeline.prefix, Role.AUDIT_EVENTS)
     produce_and_wait(pipeline.broker.connection, [Record(topic, encode("audit_event", forged), partition=0)], "forged")
     broken = pipeline.cli("audit", "verify")
     assert broken.returncode == 1
@@ -189,11 +190,11 @@ def test_late_events_of_a_terminated_tenant_are_dropped_and_create_no_key(pipeli
     pipeline.cli("tenant", "provision", tenant)
     pipeline.processed(tenant, 3, "late-a")
     assert pipeline.cli("tenant", "terminate", tenant, "--reason", "ended", "--yes").returncode == 0
-    metrics = topic_name(pipeline.prefix, METRICS_USAGE)
+    metrics = topic_name(pipeline.prefix, Role.METRICS_USAGE)
     conn = pipeline.broker.connection
 
     def dropped() -> int:
-        records = drain(conn, [metrics], record_count(conn, metrics), f"late-{uuid.uuid4().hex[:6]}")
+        records = read_topic(conn, metrics, f"late-{uuid.uuid4().hex[:6]}")
         return sum(
             (m := decode(r.value() or b"")[1])["kind"] == "DROPPED_TERMINATED" and m["tenant"] == tenant
             for r in records
@@ -215,11 +216,11 @@ def test_a_terminated_tenant_comes_back_only_with_the_flag_and_new_keys(pipeline
     tenant = "phoenix"
     pipeline.cli("tenant", "provision", tenant)
     pipeline.processed(tenant, 3, "phoenix-a")
-    buffer = topic_name(pipeline.prefix, BUFFER_MESSAGES)
+    buffer = topic_name(pipeline.prefix, Role.BUFFER_MESSAGES)
     conn = pipeline.broker.connection
     old = [
         e
-        for r in drain(conn, [buffer], record_count(conn, buffer), f"ph-{uuid.uuid4().hex[:6]}")
+        for r in read_topic(conn, buffer, f"ph-{uuid.uuid4().hex[:6]}")
         if r.value() and (e := decode(r.value() or b"")[1])["tenant"] == tenant
     ]
     assert len(old) == 3
@@ -253,8 +254,8 @@ def test_policies_are_published_to_active_tenants_and_acceptance_is_listed(pipel
     row = {line.split()[0]: line for line in listing.splitlines()[1:]}
     assert row["pol-a"].rstrip().endswith("2026-12") and "(NOT 2026-12)" in row["pol-b"]
     conn = pipeline.broker.connection
-    control = topic_name(pipeline.prefix, CONTROL_TENANTS)
-    events = [decode(r.value() or b"")[1] for r in drain(conn, [control], record_count(conn, control), "pol")]
+    control = topic_name(pipeline.prefix, Role.CONTROL_TENANTS)
+    events = [decode(r.value() or b"")[1] for r in read_topic(conn, control, "pol")]
     notified = {e["tenant"] for e in events if e["kind"] == "POLICY_PUBLISHED" and e["policy_version"] == "2026-12"}
     assert {"pol-a", "pol-b"} <= notified
     assert any(e["kind"] == "POLICY_ACCEPTED" and e["tenant"] == "pol-a" for e in events)
@@ -269,7 +270,7 @@ def test_a_relay_that_died_after_sending_sends_nothing_twice(pipeline: Pipeline)
     entries = keys.store.pending_audit(10)
     last = read_trail(pipeline.broker.connection, pipeline.prefix, last=1)[-1]
     sent = chain(last, entries, keys.store.store_id, trail.signer)  # what the dead relay had sent...
-    topic = topic_name(pipeline.prefix, AUDIT_EVENTS)
+    topic = topic_name(pipeline.prefix, Role.AUDIT_EVENTS)
     produce_and_wait(
         pipeline.broker.connection, [Record(topic, encode("audit_event", r), partition=0) for r in sent], "x"
     )

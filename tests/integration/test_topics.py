@@ -9,8 +9,9 @@ import time
 import pytest
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
 
-from streams.catalog import BUFFER_MESSAGES, CATALOG, topic_name
-from streams.kafka.admin import apply_catalog, describe
+from shredline.processors.roles import Role
+from shredline.streams.catalog import CATALOG, topic_name
+from shredline.streams.kafka.admin import apply_catalog, describe
 from tests.conftest import Broker
 
 pytestmark = pytest.mark.kafka
@@ -18,28 +19,28 @@ pytestmark = pytest.mark.kafka
 
 def _observed(broker: Broker, prefix: str) -> dict[str, tuple[int, dict[str, str]]]:
     admin = AdminClient(broker.connection.confluent())
-    seen = describe(admin, [topic_name(prefix, s.logical) for s in CATALOG])
+    seen = describe(admin, [topic_name(prefix, s.role) for s in CATALOG])
     return {name: (t.partitions, dict(t.configs)) for name, t in seen.items()}
 
 
 def test_apply_creates_every_topic_with_catalog_configs(broker: Broker, topic_prefix: str) -> None:
     changes = apply_catalog(broker.connection, topic_prefix, 1)
     assert sorted(c.topic for c in changes if c.kind == "create") == sorted(
-        topic_name(topic_prefix, s.logical) for s in CATALOG
+        topic_name(topic_prefix, s.role) for s in CATALOG
     )
     observed = _observed(broker, topic_prefix)
     for spec in CATALOG:
-        partitions, configs = observed[topic_name(topic_prefix, spec.logical)]
-        assert partitions == spec.partitions, spec.logical
+        partitions, configs = observed[topic_name(topic_prefix, spec.role)]
+        assert partitions == spec.partitions, spec.role
         for key, want in spec.configs.items():
-            assert configs[key] == want, f"{spec.logical} {key}"
+            assert configs[key] == want, f"{spec.role} {key}"
 
     assert apply_catalog(broker.connection, topic_prefix, 1) == []
 
 
 def test_drift_behind_its_back_is_put_right(broker: Broker, topic_prefix: str) -> None:
     apply_catalog(broker.connection, topic_prefix, 1)
-    name = topic_name(topic_prefix, BUFFER_MESSAGES)
+    name = topic_name(topic_prefix, Role.BUFFER_MESSAGES)
     admin = AdminClient(broker.connection.confluent())
     drift = ConfigResource(
         ConfigResource.Type.TOPIC,
@@ -61,7 +62,7 @@ def test_drift_behind_its_back_is_put_right(broker: Broker, topic_prefix: str) -
         (name, "config", "message.timestamp.type"),
         (name, "config", "retention.ms"),
     ]
-    spec = next(s for s in CATALOG if s.logical == BUFFER_MESSAGES)
+    spec = next(s for s in CATALOG if s.role == Role.BUFFER_MESSAGES)
     configs = _observed(broker, topic_prefix)[name][1]
     assert configs["retention.ms"] == spec.configs["retention.ms"]
     assert configs["message.timestamp.type"] == "LogAppendTime"
@@ -70,7 +71,7 @@ def test_drift_behind_its_back_is_put_right(broker: Broker, topic_prefix: str) -
 def test_cli_prints_a_table_then_nothing_to_change(broker: Broker, topic_prefix: str) -> None:
     def run() -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "streams.cli", "topics", "apply"],
+            [sys.executable, "-m", "shredline.streams.cli", "topics", "apply"],
             env=broker.env(topic_prefix),
             capture_output=True,
             text=True,

@@ -12,17 +12,18 @@ from typing import Any
 
 import pytest
 
-from keystore.errors import KeyDestroyed
-from keystore.keys import Sealed
-from processors.anonymise import metric_count
-from streams.catalog import BUFFER_MESSAGES, METRICS_USAGE, topic_name
-from streams.codec import decode
-from streams.generate import generate
-from streams.kafka.admin import apply_catalog
-from streams.keys import open_keys
-from streams.sdk import Publisher
-from streams.settings import Settings
-from tests.conftest import Broker, drain, record_count, wait_for, wait_worker_caught_up
+from shredline.keystore.errors import KeyDestroyed
+from shredline.keystore.keys import Sealed
+from shredline.processors.anonymise import metric_count
+from shredline.processors.roles import Role
+from shredline.schemas.codec import decode
+from shredline.streams.catalog import topic_name
+from shredline.streams.ingest.generate import generate
+from shredline.streams.ingest.sdk import Publisher
+from shredline.streams.kafka.admin import apply_catalog
+from shredline.streams.key_store import open_keys
+from shredline.streams.settings import Settings
+from tests.conftest import Broker, drain, read_topic, record_count, wait_for, wait_worker_caught_up
 
 pytestmark = pytest.mark.kafka
 CANARY_NAME = "Zq9canary Wilhelmina Oyelaran"
@@ -37,7 +38,7 @@ class Worker:
         self.log = log
         with open(log, "ab") as out:  # the child keeps its own copy of the descriptor
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "streams.cli", "worker"], env=env, stdout=out, stderr=subprocess.STDOUT
+                [sys.executable, "-m", "shredline.streams.cli", "worker"], env=env, stdout=out, stderr=subprocess.STDOUT
             )
 
     def stop(self) -> int:
@@ -51,7 +52,7 @@ class Worker:
 
 def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "streams.cli", *args], env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "shredline.streams.cli", *args], env=env, capture_output=True, text=True, timeout=120
     )
 
 
@@ -133,8 +134,7 @@ def all_topic_bytes(broker: Broker, prefix: str, group: str) -> bytes:
     assert any(t.endswith("buffer-view-changelog") for t in names)
     blob = bytearray()
     for name in names:
-        count = record_count(broker.connection, name)
-        for msg in drain(broker.connection, [name], count, f"{group}-{name}") if count else []:
+        for msg in read_topic(broker.connection, name, f"{group}-{name}"):
             blob += (msg.key() or b"") + (msg.value() or b"")
             for hk, hv in msg.headers() or []:
                 blob += hk.encode() + (hv or b"")
@@ -154,7 +154,7 @@ def test_canaries_never_leave_ingest_in_clear_and_counts_match(
     publish(broker, topic_prefix, events)
 
     worker = Worker(env, tmp_path / "worker.log")
-    metrics = topic_name(topic_prefix, METRICS_USAGE)
+    metrics = topic_name(topic_prefix, Role.METRICS_USAGE)
 
     def read_back() -> subprocess.CompletedProcess[str]:
         return cli(env, "buffer", "read", canary_tenant, "conv-canary", "--purpose", "canary test")
@@ -199,8 +199,8 @@ def test_termination_mid_stream_shreds_the_tenant_and_stops_new_buffer_records(
     doomed, survivor = sorted({str(e["tenant"]) for e in events})
     provision(env, {doomed, survivor})
     first, second = events[:300], events[300:]
-    metrics = topic_name(topic_prefix, METRICS_USAGE)
-    buffer = topic_name(topic_prefix, BUFFER_MESSAGES)
+    metrics = topic_name(topic_prefix, Role.METRICS_USAGE)
+    buffer = topic_name(topic_prefix, Role.BUFFER_MESSAGES)
 
     worker = Worker(env, tmp_path / "worker.log")
     try:
@@ -218,7 +218,7 @@ def test_termination_mid_stream_shreds_the_tenant_and_stops_new_buffer_records(
         assert worker.stop() == 0
 
     keys = open_keys(Settings(data_dir=tmp_path))
-    records = drain(broker.connection, [buffer], record_count(broker.connection, buffer), group_id)
+    records = read_topic(broker.connection, buffer, group_id)
     markers = [m for m in records if m.value() is None]
     assert sorted(m.partition() for m in markers) == list(range(6))  # one view purge marker per partition
     envelopes = [decode(m.value() or b"")[1] for m in records if m.value() is not None]
@@ -230,22 +230,14 @@ def test_termination_mid_stream_shreds_the_tenant_and_stops_new_buffer_records(
                 Sealed(doomed, "conversation", env_["record_id"], env_["key_id"], env_["nonce"], env_["ciphertext"]),
                 buffer,
             )
-    dropped = [
-        decode(m.value() or b"")[1]
-        for m in drain(broker.connection, [metrics], record_count(broker.connection, metrics), group_id + "m")
-    ]
+    dropped = [decode(m.value() or b"")[1] for m in read_topic(broker.connection, metrics, group_id + "m")]
     assert sum(d["kind"] == "DROPPED_TERMINATED" for d in dropped) == len(doomed_second)
     read = cli(env, "buffer", "read", doomed, "conv-x")
     assert read.returncode == 3 and "terminated" in read.stderr
     # The buffer view forgot the tenant: the newest changelog value of each of its conversations is a tombstone.
     changelog = [
         m
-        for m in drain(
-            broker.connection,
-            [f"{topic_prefix}.shredline-worker-buffer-view-changelog"],
-            record_count(broker.connection, f"{topic_prefix}.shredline-worker-buffer-view-changelog"),
-            group_id + "v",
-        )
+        for m in read_topic(broker.connection, f"{topic_prefix}.shredline-worker-buffer-view-changelog", group_id + "v")
     ]
     latest: dict[bytes, bytes | None] = {}
     for m in changelog:
@@ -263,8 +255,8 @@ def test_worker_killed_mid_stream_loses_nothing_and_shows_nothing_twice(
     events = background(3, 3000, seed=23)
     provision(env, {str(e["tenant"]) for e in events})
     publish(broker, topic_prefix, events)
-    metrics = topic_name(topic_prefix, METRICS_USAGE)
-    buffer = topic_name(topic_prefix, BUFFER_MESSAGES)
+    metrics = topic_name(topic_prefix, Role.METRICS_USAGE)
+    buffer = topic_name(topic_prefix, Role.BUFFER_MESSAGES)
 
     first = Worker(env, tmp_path / "worker.log")
     wait_for(lambda: record_count(broker.connection, metrics) >= 500, 180, "some progress")
@@ -278,10 +270,7 @@ def test_worker_killed_mid_stream_loses_nothing_and_shows_nothing_twice(
     finally:
         assert second.stop() == 0
 
-    envelopes = [
-        decode(m.value() or b"")[1]
-        for m in drain(broker.connection, [buffer], record_count(broker.connection, buffer), group_id)
-    ]
+    envelopes = [decode(m.value() or b"")[1] for m in read_topic(broker.connection, buffer, group_id)]
     keys = open_keys(Settings(data_dir=tmp_path))
     refs = {e["event_ref"] for e in envelopes}
     message_refs = {
@@ -289,10 +278,7 @@ def test_worker_killed_mid_stream_loses_nothing_and_shows_nothing_twice(
     }
     assert refs == message_refs  # nothing lost; re-sealed duplicates carry the same ref
     duplicates = len(envelopes) - len(refs)
-    facts = [
-        decode(m.value() or b"")[1]
-        for m in drain(broker.connection, [metrics], record_count(broker.connection, metrics), group_id + "m")
-    ]
+    facts = [decode(m.value() or b"")[1] for m in read_topic(broker.connection, metrics, group_id + "m")]
     tokens = {f["dedup"] for f in facts}
     assert None not in tokens and len(tokens) == expected_metrics(events)  # counted once each, by token
     print(

@@ -1,0 +1,1 @@
+"""Getting events in: the producer SDK (`sdk.Publisher`), `shredline publish`, `shredline generate`."""

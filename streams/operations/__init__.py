@@ -1,0 +1,1 @@
+"""The operator side: tenants, termination, deletion certificates, the audit trail, signing, buffer reads."""

@@ -1,0 +1,63 @@
+"""Tenant lifecycle as operators drive it: provisioning and control events on `control.tenants`,
+recorded in the audit trail. Termination, a multi-step affair, is `shredline.streams.operations.termination`."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+from shredline.keystore.keys import Keys
+from shredline.processors.roles import Role
+from shredline.schemas.codec import encode
+from shredline.streams.catalog import PURGE_HEADER, topic_name
+from shredline.streams.kafka.connection import Connection
+from shredline.streams.kafka.produce import Record, partitions_of, produce_and_wait
+from shredline.streams.operations.audit import Trail
+
+
+def announce(conn: Connection, prefix: str, kind: str, tenant: str, operator: str, **fields: Any) -> None:
+    """Publish a control event and wait until the broker has it."""
+    event = {
+        "event_id": str(uuid.uuid4()),
+        "tenant": tenant,
+        "occurred_at": dt.datetime.now(dt.UTC),
+        "kind": kind,
+        "operator": operator,
+        "generation": 1,
+        "policy_version": None,
+        "buffer_ttl_seconds": None,
+        "reason": None,
+        **fields,
+    }
+    record = Record(topic_name(prefix, Role.CONTROL_TENANTS), encode("tenant_control", event), key=tenant.encode())
+    produce_and_wait(conn, [record], f"control {kind} for {tenant}")
+
+
+def provision(
+    keys: Keys, conn: Connection, trail: Trail, tenant: str, buffer_ttl_s: int, *, reprovision: bool = False
+) -> int:
+    """A root key for the tenant (a new generation when `reprovision`ing a terminated one), audited
+    and announced; returns the generation."""
+    row = keys.provision(tenant, buffer_ttl_s, reprovision=reprovision)
+    details = {"generation": str(row.generation), "buffer_ttl_s": str(buffer_ttl_s)}
+    trail.record("tenant.provision", tenant, None, details)
+    announce(
+        conn,
+        trail.prefix,
+        "PROVISIONED",
+        tenant,
+        trail.actor,
+        generation=row.generation,
+        buffer_ttl_seconds=buffer_ttl_s,
+    )
+    return row.generation
+
+
+def purge_buffer_view(conn: Connection, prefix: str, tenant: str) -> None:
+    """A payload-less marker on every buffer partition: each partition's view drops the tenant."""
+    topic = topic_name(prefix, Role.BUFFER_MESSAGES)
+    markers = [
+        Record(topic, None, partition=p, headers=[(PURGE_HEADER, tenant.encode())]) for p in partitions_of(conn, topic)
+    ]
+    produce_and_wait(conn, markers, f"purge markers for {tenant}")

@@ -1,0 +1,267 @@
+"""Terminating a tenant: six steps, each recorded, so a crash at any point is finished by re-running.
+
+    intent → keys (fence + destroy) → announce (control.tenants + buffer-view purge) → trim
+    (processed ingest records) → verify (sampled buffer records unreadable, no key left) →
+    certificate (signed JSON + text)
+
+Progress lives in `<data_dir>/terminations/<tenant>.g<generation>.json`, rewritten atomically
+after each step; a re-run skips finished steps and never destroys anything twice (the key store
+already refuses: a terminated tenant has nothing left to destroy). Every step is audited.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import os
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, TopicPartition
+
+from shredline.keystore.errors import KeystoreError, UnknownTenant
+from shredline.keystore.keys import Keys, Sealed
+from shredline.keystore.store import TERMINATED, TenantRow, key_digest
+from shredline.processors.roles import Role
+from shredline.schemas.codec import DecodeError, decode
+from shredline.schemas.errors import ShredlineError
+from shredline.streams.catalog import MARKER_HEADER, topic_name
+from shredline.streams.kafka.connection import Connection
+from shredline.streams.kafka.produce import Record, produce_and_wait
+from shredline.streams.kafka.trim import INGEST, IngestTrimmer, app_id
+from shredline.streams.operations import certificate
+from shredline.streams.operations.audit import Trail
+from shredline.streams.operations.tenants import announce, purge_buffer_view
+from shredline.streams.settings import Settings
+
+STEPS = ("intent", "keys", "announce", "trim", "verify", "certificate")
+SAMPLE = 20  # buffer records of the tenant tried after destruction
+SAMPLE_TAIL = 500  # records read back per buffer partition to find them
+FAULT_EXIT = 86
+
+
+class TerminationError(ShredlineError):
+    pass
+
+
+@dataclass(frozen=True)
+class Outcome:
+    certificate: Path
+    already_done: bool
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def _fault_point(step: str) -> None:
+    """Fault injection for the crash tests: SHREDLINE_FAULT_AFTER=<step> dies right after it."""
+    if os.environ.get("SHREDLINE_FAULT_AFTER") == step:
+        os._exit(FAULT_EXIT)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    with open(partial, "w", encoding="utf-8") as out:
+        out.write(text)
+        out.flush()
+        os.fsync(out.fileno())
+    partial.replace(path)
+
+
+def progress_path(settings: Settings, tenant: str, generation: int) -> Path:
+    return settings.data_dir / "terminations" / f"{tenant}.g{generation}.json"
+
+
+def certificate_paths(settings: Settings, tenant: str, generation: int) -> tuple[Path, Path]:
+    folder = settings.data_dir / "certificates"
+    return folder / f"{tenant}.g{generation}.json", folder / f"{tenant}.g{generation}.txt"
+
+
+class Termination:
+    def __init__(self, settings: Settings, conn: Connection, keys: Keys, trail: Trail, say: Callable[[str], None]):
+        self.settings, self.conn, self.keys, self.trail, self.say = settings, conn, keys, trail, say
+        self.prefix = settings.topic_prefix
+
+    def tenant_row(self, tenant: str) -> TenantRow:
+        row = self.keys.store.tenant(tenant)
+        if row is None or tenant.startswith("~"):
+            raise UnknownTenant(tenant)
+        return row
+
+    def run(self, tenant: str, operator: str, reason: str) -> Outcome:
+        row = self.tenant_row(tenant)
+        path = progress_path(self.settings, tenant, row.generation)
+        state: dict[str, Any] = (
+            json.loads(path.read_text(encoding="utf-8"))
+            if path.exists()
+            else {"tenant": tenant, "generation": row.generation, "operator": operator, "reason": reason, "steps": {}}
+        )
+        cert_json, _txt = certificate_paths(self.settings, tenant, row.generation)
+        if "certificate" in state["steps"]:
+            return Outcome(cert_json, already_done=True)
+        if state["steps"]:
+            self.say(f"resuming the termination of {tenant} started by {state['operator']}")
+            self.trail.record("tenant.terminate.resume", tenant, None, {"done": ",".join(state["steps"])})
+        for number, step in enumerate(STEPS, 1):
+            if step in state["steps"]:
+                continue
+            started = time.monotonic()
+            result = getattr(self, f"_{step}")(tenant, row.generation, state)
+            state["steps"][step] = {"at": _now(), **result}
+            _write_atomic(path, json.dumps(state, indent=1, sort_keys=True))
+            took = time.monotonic() - started
+            self.say(f"  {number}/{len(STEPS)} {step}: {result.get('summary', 'done')} ({took:.1f} s)")
+            _fault_point(step)
+        return Outcome(cert_json, already_done=False)
+
+    # -- the steps; each returns what the progress file and certificate keep -------------------
+    def _intent(self, tenant: str, generation: int, state: dict[str, Any]) -> dict[str, Any]:
+        details = {"reason": state["reason"], "generation": str(generation)}
+        self.trail.record("tenant.terminate.intent", tenant, None, details)
+        return {"summary": "recorded in the audit trail"}
+
+    def _keys(self, tenant: str, generation: int, state: dict[str, Any]) -> dict[str, Any]:
+        result = self.keys.destroy_tenant(tenant, state["reason"])
+        self.trail.flush()  # the store's own record of the destruction
+        counts = dict(result.by_scope)
+        self.trail.record("tenant.terminate.keys", tenant, None, {k: str(v) for k, v in counts.items()})
+        if result.already_terminated:
+            return {"summary": "already fenced; nothing left to destroy", **counts}
+        return {"summary": f"fenced; root key and {sum(counts.values())} data keys destroyed", **counts}
+
+    def _announce(self, tenant: str, generation: int, state: dict[str, Any]) -> dict[str, Any]:
+        announce(
+            self.conn,
+            self.prefix,
+            "TERMINATED",
+            tenant,
+            state["operator"],
+            generation=max(generation, 1),
+            reason=state["reason"],
+        )
+        purge_buffer_view(self.conn, self.prefix, tenant)
+        self.trail.record("tenant.terminate.announce", tenant)
+        return {"summary": "TERMINATED on control.tenants; buffer view purge markers written"}
+
+    def _trim(self, tenant: str, generation: int, state: dict[str, Any]) -> dict[str, Any]:
+        topics = [topic_name(self.prefix, t) for t in INGEST]
+        trimmed = IngestTrimmer(self.conn, app_id(self.settings), topics).trim()
+        markers = [Record(t, None, partition=p, headers=[(MARKER_HEADER, b"1")]) for t, p in trimmed]
+        if markers:
+            produce_and_wait(self.conn, markers, "segment-roll markers")
+        self.trail.record("tenant.terminate.trim", tenant, None, {"partitions": str(len(trimmed))})
+        return {"summary": f"processed ingest records deleted in {len(trimmed)} partitions", "partitions": len(trimmed)}
+
+    def _verify(self, tenant: str, generation: int, state: dict[str, Any]) -> dict[str, Any]:
+        sampled, readable = self._try_buffer_sample(tenant)
+        counts = next((c for c in self.keys.store.counts() if c.tenant == tenant), None)
+        row = self.keys.store.tenant(tenant)
+        remaining = 0 if counts is None else counts.conversation_keys + counts.contact_keys + counts.retired_keys
+        root_left = row is not None and row.root_wrapped is not None
+        checks = {
+            "buffer_records_sampled": sampled,
+            "buffer_records_readable": readable,
+            "data_keys_remaining": remaining,
+            "root_key_remaining": root_left,
+        }
+        self.trail.record("tenant.terminate.verify", tenant, None, {k: str(v) for k, v in checks.items()})
+        if readable or remaining or root_left or row is None or row.state != TERMINATED:
+            raise TerminationError(f"terminate {tenant}: verification failed: {checks}; re-run to retry")
+        return {"summary": f"{sampled} sampled buffer records unreadable, no key left", **checks}
+
+    def _try_buffer_sample(self, tenant: str) -> tuple[int, int]:
+        """Try to open up to SAMPLE of the tenant's newest buffer records; returns (tried, opened)."""
+        sampled = readable = 0
+        consumer = Consumer(
+            self.conn.confluent(
+                **{"group.id": "shredline-verify", "enable.auto.commit": False, "fetch.wait.max.ms": 10}
+            )
+        )
+        try:
+            for logical, scope in ((Role.BUFFER_MESSAGES, "conversation"), (Role.BUFFER_CONTACTS, "contact")):
+                topic = topic_name(self.prefix, logical)
+                for partition in consumer.list_topics(topic, timeout=10).topics[topic].partitions:
+                    low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+                    if high <= low or sampled >= SAMPLE:
+                        continue
+                    start = max(low, high - SAMPLE_TAIL)
+                    consumer.assign([TopicPartition(topic, partition, start)])
+                    # consume(n) waits for n records or the timeout: ask for exactly what is there
+                    while batch := consumer.consume(high - start, 2.0):
+                        start = (batch[-1].offset() or 0) + 1
+                        for msg in batch:
+                            if msg.error() is not None or not msg.value() or sampled >= SAMPLE:
+                                continue
+                            try:
+                                _r, env = decode(msg.value() or b"", expect="sealed_envelope")
+                            except DecodeError:
+                                continue
+                            if env["tenant"] != tenant:
+                                continue
+                            sampled += 1
+                            sealed = Sealed(
+                                tenant, scope, env["record_id"], env["key_id"], env["nonce"], env["ciphertext"]
+                            )
+                            with contextlib.suppress(KeystoreError):  # destroyed, fenced: unreadable
+                                self.keys.open(sealed, topic)
+                                readable += 1
+                        if start >= high:
+                            break
+        finally:
+            consumer.close()
+        return sampled, readable
+
+    def _certificate(self, tenant: str, generation: int, state: dict[str, Any]) -> dict[str, Any]:
+        store = self.keys.store
+        destroyed = store.destroyed_keys(tenant, generation)
+        digests = sorted(key_digest(k) for k, _scope in destroyed)
+        now = state["steps"]["keys"]
+        accepted = store.acceptances().get(tenant, set())
+        policy = next((p.version for p in reversed(store.policies()) if p.version in accepted), None)
+        row = store.tenant(tenant)
+        terminated_at = row.terminated_at if row and row.terminated_at else dt.datetime.now(dt.UTC).timestamp()
+        p = self.prefix
+        body = {
+            "id": str(uuid.uuid4()),
+            "tenant": tenant,
+            "generation": generation,
+            "terminated_at": dt.datetime.fromtimestamp(terminated_at, dt.UTC).isoformat(timespec="seconds"),
+            "issued_at": _now(),
+            "operator": state["operator"],
+            "reason": state["reason"],
+            "policy_version": policy,
+            "keys_destroyed": {  # by this termination; the digests list every key the generation had
+                "root": 1,
+                "conversation": now["conversation"],
+                "contact": now["contact"],
+                "before_termination": len(destroyed) - now["conversation"] - now["contact"],
+            },
+            "key_id_digests": digests,
+            "key_id_digests_sha256": hashlib.sha256("\n".join(digests).encode()).hexdigest(),
+            "topics_affected": {
+                topic_name(p, Role.BUFFER_MESSAGES): "sealed records unreadable (keys destroyed); buffer view purged",
+                topic_name(p, Role.BUFFER_CONTACTS): "sealed records unreadable (keys destroyed)",
+                **{topic_name(p, t): "processed records deleted; late ones dropped (tenant fenced)" for t in INGEST},
+                topic_name(p, Role.CONTROL_TENANTS): "TERMINATED announced; every worker evicts the tenant",
+                topic_name(p, Role.METRICS_USAGE): "anonymous aggregates kept (no personal data)",
+                topic_name(p, Role.LOGS_EXECUTIONS): "redacted log lines kept (no personal data)",
+            },
+            "verification": {k: v for k, v in state["steps"]["verify"].items() if k not in {"at", "summary"}},
+        }
+        signer = self.trail.signer
+        document = certificate.sign(body, signer)
+        cert_json, cert_txt = certificate_paths(self.settings, tenant, generation)
+        text = json.dumps(document, indent=1, sort_keys=True) + "\n"
+        _write_atomic(cert_json, text)
+        _write_atomic(cert_txt, certificate.render_text(document["certificate"]))
+        digest = hashlib.sha256(text.encode()).hexdigest()
+        self.trail.record("tenant.terminate.certificate", tenant, None, {"id": body["id"], "sha256": digest})
+        return {"summary": f"signed certificate {cert_json}", "path": str(cert_json), "sha256": digest}

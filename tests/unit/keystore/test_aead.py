@@ -1,0 +1,86 @@
+"""Envelope properties: round trip, any flipped bit fails, nothing moves between bindings."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from shredline.keystore.aead import TenantKeys, bind, open_with, record_aad, seal_with
+from shredline.keystore.errors import InvalidCiphertext
+
+KEY = AESGCM(bytes(range(32)))
+OTHER = AESGCM(bytes(range(1, 33)))
+names = st.text(min_size=1, max_size=12)
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=2048), names, names, names, names)
+def test_round_trip(plaintext: bytes, tenant: str, key_id: str, topic: str, record_id: str) -> None:
+    aad = record_aad(tenant, key_id, topic, record_id)
+    nonce, ct = seal_with(KEY, plaintext, aad)
+    assert len(nonce) == 12 and len(ct) == len(plaintext) + 16
+    assert open_with(KEY, nonce, ct, aad) == plaintext
+
+
+@settings(max_examples=300)
+@given(st.binary(min_size=1, max_size=512), st.data())
+def test_any_flipped_bit_fails_with_the_one_opaque_error(plaintext: bytes, data: st.DataObject) -> None:
+    aad = record_aad("acme", "k1", "buffer.messages", "r1")
+    nonce, ct = seal_with(KEY, plaintext, aad)
+    blob = bytearray(nonce + ct)
+    bit = data.draw(st.integers(0, len(blob) * 8 - 1))
+    blob[bit // 8] ^= 1 << (bit % 8)
+    with pytest.raises(InvalidCiphertext) as err:
+        open_with(KEY, bytes(blob[:12]), bytes(blob[12:]), aad)
+    assert str(err.value) == "ciphertext cannot be opened"
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=256), st.sampled_from(["tenant", "key_id", "topic", "record_id", "key"]), names)
+def test_ciphertext_cannot_move_to_another_tenant_record_topic_or_key(plaintext: bytes, moved: str, other: str) -> None:
+    binding = {"tenant": "acme", "key_id": "k1", "topic": "buffer.messages", "record_id": "r1"}
+    nonce, ct = seal_with(KEY, plaintext, record_aad(**binding))
+    if moved != "key" and other == binding[moved]:
+        other += "x"
+    target = {**binding, moved: other} if moved != "key" else binding
+    with pytest.raises(InvalidCiphertext):
+        open_with(OTHER if moved == "key" else KEY, nonce, ct, record_aad(**target))
+
+
+def test_bindings_are_unambiguous() -> None:
+    assert bind("ab", "c") != bind("a", "bc")
+    assert bind("a", 1) != bind("a", "1", "")
+
+
+def test_truncated_or_short_nonce_fails_cleanly() -> None:
+    aad = record_aad("acme", "k1", "t", "r")
+    nonce, ct = seal_with(KEY, b"hello", aad)
+    for bad_nonce, bad_ct in ((nonce[:8], ct), (nonce, ct[:10]), (nonce, b"")):
+        with pytest.raises(InvalidCiphertext):
+            open_with(KEY, bad_nonce, bad_ct, aad)
+
+
+def test_golden_vector_keeps_the_format_stable() -> None:
+    """A fixed key, nonce and binding: if this changes, old buffers would no longer open."""
+    aad = record_aad("acme", "00" * 16, "buffer.messages", "ab" * 16)
+    ct = KEY.encrypt(bytes(12), b"Oi, tudo bem?", aad)
+    assert ct.hex() == GOLDEN
+    assert open_with(KEY, bytes(12), bytes.fromhex(GOLDEN), aad) == b"Oi, tudo bem?"
+
+
+def test_tenant_keys_pseudonyms_are_stable_per_root_and_unlinkable_across_roots() -> None:
+    root = os.urandom(32)
+    a, b = TenantKeys("acme", 1, root), TenantKeys("acme", 1, root)
+    assert a.pseudonym("conversation", "conv-1") == b.pseudonym("conversation", "conv-1")
+    assert a.pseudonym("conversation", "conv-1") != a.pseudonym("contact", "conv-1")
+    assert TenantKeys("acme", 1, os.urandom(32)).pseudonym("conversation", "conv-1") != a.pseudonym(
+        "conversation", "conv-1"
+    )
+    assert "acme" in repr(a) and root.hex() not in repr(a)
+
+
+GOLDEN = "41d599fec159e7d228cacc5827580efb342397e28de4d18bed6a072758"

@@ -1,0 +1,229 @@
+"""The key store contract, written once and run against every backend."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from shredline.keystore.errors import KeystoreError, TenantExists
+from shredline.keystore.sqlite_store import SqliteKeyStore
+from shredline.keystore.store import ACTIVE, TERMINATED, KeyRow, KeyStore, Policy, TenantFenced, TenantRow, key_digest
+
+NOW = 1_800_000_000.0
+
+
+def sqlite_backend(tmp_path: Path) -> KeyStore:
+    return SqliteKeyStore(tmp_path / "keys.sqlite")
+
+
+BACKENDS: dict[str, Callable[[Path], KeyStore]] = {"sqlite": sqlite_backend}
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[KeyStore]:
+    backend = BACKENDS[request.param](tmp_path)
+    yield backend
+    backend.close()
+
+
+def tenant_row(tenant: str = "acme", generation: int = 1) -> TenantRow:
+    return TenantRow(tenant, ACTIVE, generation, 1, os.urandom(12), os.urandom(48), 86_400, NOW)
+
+
+def key_row(
+    tenant: str = "acme",
+    subject: str = "s1",
+    scope: str = "conversation",
+    generation: int = 1,
+    expires: float | None = NOW + 100,
+) -> KeyRow:
+    return KeyRow(
+        uuid.uuid4().hex,
+        tenant,
+        generation,
+        scope,
+        subject,
+        0,
+        os.urandom(12),
+        os.urandom(48),
+        NOW,
+        expires if scope == "conversation" else None,
+    )
+
+
+def test_tenant_lifecycle_and_duplicate_provisioning(store: KeyStore) -> None:
+    row = tenant_row()
+    store.create_tenant(row, reprovision=False)
+    stored = store.tenant("acme")
+    assert stored is not None and stored.root_wrapped == row.root_wrapped and stored.state == ACTIVE
+    with pytest.raises(TenantExists):
+        store.create_tenant(tenant_row(), reprovision=False)
+    with pytest.raises(TenantExists):  # active tenants cannot be re-provisioned either
+        store.create_tenant(tenant_row(generation=2), reprovision=True)
+    assert [t.tenant for t in store.tenants()] == ["acme"]
+
+
+def test_acquire_returns_one_key_per_subject_and_reserves_uses(store: KeyStore) -> None:
+    store.create_tenant(tenant_row(), reprovision=False)
+    first = store.acquire(key_row(), block=10, cap=100)
+    second = store.acquire(key_row(), block=10, cap=100)
+    assert second.key_id == first.key_id and second.uses == 20 and second.wrapped == first.wrapped
+    other = store.acquire(key_row(subject="s2"), block=10, cap=100)
+    assert other.key_id != first.key_id
+
+
+def test_acquire_rotates_past_the_cap_and_keeps_the_old_version_openable(store: KeyStore) -> None:
+    store.create_tenant(tenant_row(), reprovision=False)
+    first = store.acquire(key_row(), block=4, cap=8)
+    assert store.acquire(key_row(), block=4, cap=8).key_id == first.key_id
+    rotated = store.acquire(key_row(), block=4, cap=8)
+    assert rotated.key_id != first.key_id and rotated.version == 2
+    old = store.data_key(first.key_id)
+    assert old is not None and old.state == "retired"
+    assert not store.touch(first.key_id, NOW + 500)  # retired keys no longer seal
+
+
+def test_acquire_extends_a_conversation_expiry_but_never_shortens_it(store: KeyStore) -> None:
+    store.create_tenant(tenant_row(), reprovision=False)
+    k = store.acquire(key_row(expires=NOW + 100), block=1, cap=100)
+    assert store.acquire(key_row(expires=NOW + 50), block=1, cap=100).expires_at == NOW + 100
+    assert store.acquire(key_row(expires=NOW + 300), block=1, cap=100).expires_at == NOW + 300
+    assert store.touch(k.key_id, NOW + 400)
+    assert store.touch(k.key_id, None)  # read-only check
+    assert store.expire(NOW + 350, 10) == []
+    assert store.expire(NOW + 401, 10) == [k.key_id]
+    assert store.data_key(k.key_id) is None and store.was_destroyed(k.key_id)
+    assert not store.touch(k.key_id, None) and not store.touch(k.key_id, NOW + 999)
+
+
+def test_contact_keys_never_expire(store: KeyStore) -> None:
+    store.create_tenant(tenant_row(), reprovision=False)
+    contact = store.acquire(key_row(scope="contact"), block=1, cap=10)
+    assert contact.expires_at is None
+    assert store.expire(NOW + 10**9, 10) == []
+
+
+def test_destroy_subject_removes_every_version(store: KeyStore) -> None:
+    store.create_tenant(tenant_row(), reprovision=False)
+    v1 = store.acquire(key_row(), block=2, cap=2)
+    v2 = store.acquire(key_row(), block=2, cap=2)
+    keep = store.acquire(key_row(subject="s2"), block=1, cap=2)
+    assert sorted(store.destroy_subject("acme", "conversation", "s1", "closed", NOW)) == sorted([v1.key_id, v2.key_id])
+    assert store.data_key(v1.key_id) is None and store.data_key(v2.key_id) is None
+    assert store.data_key(keep.key_id) is not None
+    assert store.destroy_subject("acme", "conversation", "s1", "closed", NOW) == []
+
+
+def test_destroy_tenant_removes_everything_and_fences_for_good(store: KeyStore) -> None:
+    store.create_tenant(tenant_row(), reprovision=False)
+    store.create_tenant(tenant_row("other"), reprovision=False)
+    ids = {store.acquire(key_row(subject=f"s{i}"), block=1, cap=9).key_id for i in range(3)}
+    ids.add(store.acquire(key_row(subject="c", scope="contact"), block=1, cap=9).key_id)
+    survivor = store.acquire(key_row("other"), block=1, cap=9)
+
+    result = store.destroy_tenant("acme", "contract ended", NOW)
+    assert set(result.key_ids) == ids and result.by_scope == {"conversation": 3, "contact": 1}
+    assert not result.already_terminated
+    gone = store.tenant("acme")
+    assert gone is not None and gone.state == TERMINATED and gone.root_wrapped is None and gone.root_nonce is None
+    assert all(store.data_key(k) is None and store.was_destroyed(k) for k in ids)
+    assert store.data_key(survivor.key_id) is not None
+
+    with pytest.raises(TenantFenced):
+        store.acquire(key_row(subject="late"), block=1, cap=9)
+    with pytest.raises(TenantExists):
+        store.create_tenant(tenant_row(generation=2), reprovision=False)
+    again = store.destroy_tenant("acme", "contract ended", NOW)
+    assert again.already_terminated and again.key_ids == ()
+
+
+def test_unknown_tenant_can_be_fenced_before_it_ever_existed(store: KeyStore) -> None:
+    store.destroy_tenant("ghost", "never provisioned", NOW)
+    with pytest.raises(TenantFenced):
+        store.acquire(key_row("ghost"), block=1, cap=9)
+
+
+def test_reprovisioning_needs_the_flag_and_a_new_generation(store: KeyStore) -> None:
+    store.create_tenant(tenant_row(), reprovision=False)
+    old = store.acquire(key_row(), block=1, cap=9)
+    store.destroy_tenant("acme", "ended", NOW)
+    store.create_tenant(tenant_row(generation=2), reprovision=True)
+    with pytest.raises(TenantFenced):  # an old-generation writer stays fenced
+        store.acquire(key_row(generation=1), block=1, cap=9)
+    new = store.acquire(key_row(generation=2), block=1, cap=9)
+    assert new.key_id != old.key_id and store.data_key(old.key_id) is None
+
+
+def test_rewrap_roots_replaces_only_active_roots(store: KeyStore) -> None:
+    store.create_tenant(tenant_row("a"), reprovision=False)
+    store.create_tenant(tenant_row("b"), reprovision=False)
+    store.destroy_tenant("b", "ended", NOW)
+    count = store.rewrap_roots(lambda row: (2, b"n" * 12, b"w" * 48))
+    assert count == 1
+    a = store.tenant("a")
+    assert a is not None and (a.master_version, a.root_wrapped) == (2, b"w" * 48)
+
+
+def test_counts_per_tenant_and_state(store: KeyStore) -> None:
+    store.create_tenant(tenant_row("a"), reprovision=False)
+    store.create_tenant(tenant_row("b"), reprovision=False)
+    store.acquire(key_row("a", "s1"), block=1, cap=1)
+    store.acquire(key_row("a", "s1"), block=1, cap=1)  # rotates: one retired, one current
+    store.acquire(key_row("a", "c1", scope="contact"), block=1, cap=9)
+    store.acquire(key_row("b", "s1"), block=1, cap=9)
+    store.destroy_tenant("b", "ended", NOW)
+    counts = {c.tenant: c for c in store.counts()}
+    a, b = counts["a"], counts["b"]
+    assert (a.state, a.conversation_keys, a.contact_keys, a.retired_keys, a.destroyed_keys) == (ACTIVE, 1, 1, 1, 0)
+    assert (b.state, b.conversation_keys, b.destroyed_keys) == (TERMINATED, 0, 1)
+
+
+def test_every_key_change_leaves_an_audit_record_in_the_same_transaction(store: KeyStore) -> None:
+    store.create_tenant(tenant_row(), reprovision=False)
+    k1 = store.acquire(key_row(subject="s1"), block=1, cap=10)
+    store.acquire(key_row(subject="s1"), block=1, cap=10)  # reuses k1: nothing created
+    k2 = store.acquire(key_row(subject="s2"), block=1, cap=10)
+    store.destroy_subject("acme", "conversation", "s1", "conversation closed", NOW)
+    store.destroy_tenant("acme", "contract ended", NOW)
+    store.destroy_tenant("acme", "contract ended", NOW)  # nothing left to destroy: no record
+    store.record("buffer.read", "acme", None, {"purpose": "support"})
+    entries = store.pending_audit(100)
+    assert [e.action for e in entries] == [
+        "key.root.create",
+        "key.create",
+        "key.create",
+        "key.destroy",
+        "key.tenant.destroy",
+        "buffer.read",
+    ]
+    assert entries[1].subject == key_digest(k1.key_id) and entries[2].subject == key_digest(k2.key_id)
+    assert entries[3].details == {"scope": "conversation", "reason": "conversation closed"}
+    assert entries[4].details["conversation_keys"] == "1"  # k2; k1 was already gone
+    flat = repr(entries)
+    assert k1.key_id not in flat and k2.key_id not in flat  # digests only
+    store.drop_audit(entries[2].id)
+    assert [e.action for e in store.pending_audit(100)] == ["key.destroy", "key.tenant.destroy", "buffer.read"]
+    assert store.destroyed_keys("acme", 1) == sorted([(k1.key_id, "conversation"), (k2.key_id, "conversation")])
+    assert len(store.store_id) == 16
+
+
+def test_policies_are_published_once_and_accepted_by_active_tenants(store: KeyStore) -> None:
+    store.create_tenant(tenant_row(), reprovision=False)
+    policy = Policy("2026-11", "ab" * 32, NOW, "alice")
+    assert store.publish_policy(policy) is True
+    assert store.publish_policy(policy) is False  # idempotent
+    with pytest.raises(KeystoreError, match="different text"):
+        store.publish_policy(Policy("2026-11", "cd" * 32, NOW, "alice"))
+    with pytest.raises(KeystoreError, match="never published"):
+        store.accept_policy("acme", "2099-01", NOW)
+    assert store.accept_policy("acme", "2026-11", NOW) is True
+    assert store.accept_policy("acme", "2026-11", NOW) is False
+    assert store.acceptances() == {"acme": {"2026-11"}}
+    assert store.policies() == [policy]
+    store.destroy_tenant("acme", "ended", NOW)
+    with pytest.raises(TenantFenced):
+        store.accept_policy("acme", "2026-11", NOW)

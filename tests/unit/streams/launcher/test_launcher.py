@@ -1,0 +1,116 @@
+"""Pure parts of the launcher: Java detection, broker properties, ports, TLS material."""
+
+from __future__ import annotations
+
+import datetime as dt
+import socket
+import stat
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+
+from shredline.streams.errors import LauncherError
+from shredline.streams.launcher import broker, jars
+from shredline.streams.launcher.broker import java_major, pick_port, server_properties
+from shredline.streams.launcher.certs import TlsFiles, ensure_tls
+
+
+@pytest.mark.parametrize(
+    ("output", "major"),
+    [
+        ('openjdk version "17.0.15" 2025-04-15', 17),
+        ('openjdk version "25" 2025-09-16', 25),
+        ('java version "1.8.0_402"', 8),
+        ("garbage", None),
+    ],
+)
+def test_java_major(output: str, major: int | None) -> None:
+    assert java_major(output) == major
+
+
+def test_missing_java_or_maven_names_the_docker_alternative(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(broker.shutil, "which", lambda _name: None)
+    with pytest.raises(LauncherError, match="docker compose up"):
+        broker.check_java()
+    monkeypatch.setattr(jars.shutil, "which", lambda _name: None)
+    with pytest.raises(LauncherError, match="docker compose up"):
+        jars.ensure_jars(tmp_path / "empty-cache", progress=lambda _m: None)
+
+
+def _props(text: str) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in text.splitlines())
+
+
+def test_properties_have_no_plaintext_listener_and_short_retention_checks(tmp_path: Path) -> None:
+    props = _props(
+        server_properties(log_dir=str(tmp_path), tls=TlsFiles.under(tmp_path), port=19093, controller_port=19094)
+    )
+    assert props["listener.security.protocol.map"] == "SSL:SSL,CONTROLLER:SSL"
+    assert "PLAINTEXT" not in props["listeners"]
+    assert props["ssl.client.auth"] == "required"
+    assert props["ssl.keystore.type"] == "PEM" and "ssl.keystore.password" not in props
+    assert props["log.retention.check.interval.ms"] == "10000"
+    assert props["log.segment.delete.delay.ms"] == "1000"
+    assert props["auto.create.topics.enable"] == "false"
+
+
+def test_pick_port_keeps_a_free_preferred_port_and_avoids_a_taken_one() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        chosen = pick_port(busy, set())
+        assert chosen != busy
+        assert pick_port(chosen, set()) == chosen
+        assert pick_port(chosen, {chosen}) != chosen
+
+
+def test_tls_material_is_pkcs8_private_and_reused(tmp_path: Path) -> None:
+    files = ensure_tls(tmp_path / "tls")
+    for key_file in (files.client_key, files.broker_keystore):
+        assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+        assert key_file.read_bytes().startswith(b"-----BEGIN PRIVATE KEY-----")
+    assert b"ENCRYPTED" not in files.client_key.read_bytes()
+    leaf = x509.load_pem_x509_certificates(files.broker_keystore.read_bytes())[0]
+    san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "localhost" in san.get_values_for_type(x509.DNSName)
+    ca = x509.load_pem_x509_certificate(files.ca.read_bytes())
+    leaf.verify_directly_issued_by(ca)
+    # The CA key is never written: only the four files clients and broker need exist.
+    assert sorted((tmp_path / "tls").iterdir()) == sorted(files.all())
+
+    before = {p: p.read_bytes() for p in files.all()}
+    assert ensure_tls(tmp_path / "tls") == files
+    assert {p: p.read_bytes() for p in files.all()} == before
+
+
+def test_tls_material_is_renewed_before_it_expires(tmp_path: Path) -> None:
+    files = ensure_tls(tmp_path / "tls")
+    old = files.ca.read_bytes()
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(days=360)
+    ensure_tls(tmp_path / "tls", now=later)
+    assert files.ca.read_bytes() != old
+
+
+def test_maven_gets_absolute_paths_even_for_a_relative_cache_dir(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Maven resolves a relative -DoutputDirectory against the pom's folder: the jars must land in our cache."""
+    seen: list[list[str]] = []
+
+    def fake_mvn(cmd: list[str], **_kw: object) -> object:
+        seen.append(cmd)
+        out = Path(next(a for a in cmd if a.startswith("-DoutputDirectory=")).split("=", 1)[1])
+        out.mkdir(parents=True)
+        (out / "kafka_2.13-4.1.1.jar").write_bytes(b"jar")
+        return type("Done", (), {"returncode": 0, "stdout": "", "stderr": ""})()
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(jars.shutil, "which", lambda _name: "/usr/bin/mvn")
+    monkeypatch.setattr(jars.subprocess, "run", fake_mvn)
+    classpath = jars.ensure_jars(Path(".shredline/cache"), progress=lambda _m: None)
+    assert classpath == [tmp_path / ".shredline/cache/kafka-4.1.1/kafka_2.13-4.1.1.jar"]
+    cmd = seen[0]
+    assert Path(cmd[cmd.index("-f") + 1]).is_absolute()
+    assert Path(next(a for a in cmd if a.startswith("-DoutputDirectory=")).split("=", 1)[1]).is_absolute()

@@ -1,0 +1,191 @@
+"""The splitter without Kafka: real keys on SQLite, outputs captured from its `send`."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shredline.keystore.errors import KeyDestroyed
+from shredline.keystore.keys import Keys, Sealed
+from shredline.keystore.master import load_keyring
+from shredline.keystore.sqlite_store import SqliteKeyStore
+from shredline.processors.validation import validate
+from shredline.schemas.codec import decode, encode
+from shredline.streams.processing.splitter import Splitter
+
+NOW = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.UTC)
+CANARY_NAME, CANARY_PHONE, CANARY_MAIL = "Zq9 Canária Souza", "+5511987650001", "zq9.canary@example.com"
+CANARY_BODY = "zq9 canary body: my card is 4111"
+
+
+def message(**extra: Any) -> dict[str, Any]:
+    event = {
+        "type": "message",
+        "event_id": "evt-zq9-canary-1",
+        "tenant": "acme",
+        "occurred_at": "2026-11-28T11:59:30Z",
+        "channel": "SMS",
+        "direction": "INBOUND",
+        "conversation_id": "conv-1",
+        "contact_phone": CANARY_PHONE,
+        "contact_name": CANARY_NAME,
+        "contact_email": CANARY_MAIL,
+        "body": CANARY_BODY,
+    }
+    event.update(extra)
+    return event
+
+
+def wire(event: dict[str, Any]) -> bytes:
+    valid = validate(event, NOW)
+    return encode(valid.record, valid.value)
+
+
+class Harness:
+    def __init__(self, tmp_path: Path) -> None:
+        self.keys = Keys(
+            SqliteKeyStore(tmp_path / "keys.sqlite"), load_keyring(None, tmp_path / "master.key", create=True)
+        )
+        self.sent: list[tuple[str, bytes | None, bytes | None]] = []
+        self.splitter = Splitter(self.keys, "t", self._send, clock=lambda: NOW)
+        self.keys.clock = NOW.timestamp
+
+    async def _send(self, topic: str, key: bytes | None, value: bytes | None) -> None:
+        self.sent.append((topic, key, value))
+
+    def handle(self, topic: str, value: bytes | None, offset: int = 0) -> str:
+        return asyncio.run(self.splitter.handle(topic, 0, offset, value))
+
+    def on(self, topic: str) -> list[tuple[bytes | None, bytes | None]]:
+        return [(k, v) for t, k, v in self.sent if t == topic]
+
+
+def test_message_is_sealed_and_counted_and_nothing_personal_leaves_in_clear(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.keys.provision("acme")
+    assert h.handle("ingest.messages", wire(message())) == "processed"
+    ((key, value),) = h.on("buffer.messages")
+    _r, env = decode(value or b"")
+    assert key == env["record_id"].encode() and env["event_ref"]
+    sealed = Sealed("acme", "conversation", env["record_id"], env["key_id"], env["nonce"], env["ciphertext"])
+    assert decode(h.keys.open(sealed, "t.buffer.messages"))[1]["body"] == CANARY_BODY
+    ((_k, metric),) = h.on("metrics.usage")
+    assert decode(metric or b"")[1]["length_bucket"] == "1-64"
+    everything = b"".join((k or b"") + (v or b"") for _t, k, v in h.sent)
+    for canary in (CANARY_NAME, CANARY_PHONE, CANARY_MAIL, CANARY_BODY, "conv-1", "evt-zq9-canary-1"):
+        assert canary.encode() not in everything
+
+
+def test_closing_message_destroys_the_conversation_key_after_sealing(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.keys.provision("acme")
+    h.handle("ingest.messages", wire(message(closes_conversation=True)))
+    assert [decode(v or b"")[1]["kind"] for _k, v in h.on("metrics.usage")] == ["MESSAGE", "CONVERSATION_CLOSED"]
+    _r, env = decode(h.on("buffer.messages")[0][1] or b"")
+    with pytest.raises(KeyDestroyed):
+        h.keys.open(
+            Sealed("acme", "conversation", env["record_id"], env["key_id"], env["nonce"], env["ciphertext"]),
+            "t.buffer.messages",
+        )
+
+
+def test_contact_delete_destroys_the_key_and_writes_a_tombstone(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.keys.provision("acme")
+    contact = {
+        "type": "contact",
+        "event_id": "c1",
+        "tenant": "acme",
+        "occurred_at": "2026-11-28T11:00:00Z",
+        "op": "UPSERT",
+        "contact_id": "contact-1",
+        "phone": CANARY_PHONE,
+        "name": CANARY_NAME,
+    }
+    h.handle("ingest.contacts", wire(contact))
+    h.handle("ingest.contacts", wire({**contact, "event_id": "c2", "op": "DELETE", "phone": None, "name": None}))
+    (k1, sealed), (k2, tombstone) = h.on("buffer.contacts")
+    assert k1 == k2 and sealed is not None and tombstone is None
+    assert h.keys.report()[0].contact_keys == 0
+
+
+def test_execution_logs_are_redacted(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.keys.provision("acme")
+    execution = {
+        "type": "execution",
+        "event_id": "x1",
+        "tenant": "acme",
+        "occurred_at": "2026-11-28T11:00:00Z",
+        "workflow_id": "order-status",
+        "execution_id": "exec-1",
+        "status": "FAILED",
+        "duration_ms": 1500,
+        "log_line": f"sent reminder to {CANARY_NAME} at (11) 98765-0001",
+        "error": f"bounce {CANARY_MAIL}",
+        "contact_name": CANARY_NAME,
+        "contact_phone": CANARY_PHONE,
+        "contact_email": CANARY_MAIL,
+    }
+    h.handle("ingest.executions", wire(execution))
+    ((_k, log),) = h.on("logs.executions")
+    record = decode(log or b"")[1]
+    assert record["message"] == "sent reminder to [NAME] at [PHONE]" and record["error"] == "bounce [EMAIL]"
+    assert record["minute"] == dt.datetime(2026, 11, 28, 11, 0, tzinfo=dt.UTC)
+    assert decode(h.on("metrics.usage")[0][1] or b"")[1]["duration_bucket"] == "1-10s"
+
+
+def test_bad_input_goes_to_dead_letters_with_ids_and_reason_only(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.keys.provision("acme")
+    assert h.handle("ingest.messages", b"\xc3\x01" + b"\x00" * 8 + CANARY_BODY.encode(), offset=7) == "dead"
+    assert h.handle("ingest.messages", CANARY_BODY.encode(), offset=8) == "dead"
+    assert h.handle("ingest.messages", None, offset=9) == "dead"
+    assert h.handle("ingest.messages", wire(message(tenant="ghost")), offset=10) == "dead"
+    bad_phone = validate(message(), NOW).value | {"contact_phone": "+1555"}
+    assert h.handle("ingest.messages", encode("message_event", bad_phone), offset=11) == "dead"
+    letters = [decode(v or b"")[1] for _k, v in h.on("deadletter.ingest")]
+    assert [(d["offset"], d["reason"]) for d in letters] == [
+        (7, "unknown schema fingerprint"),
+        (8, "not Avro single-object encoded (missing C3 01 header)"),
+        (9, "empty record"),
+        (10, "tenant: not provisioned"),
+        (11, "contact_phone: not a valid phone number"),
+    ]
+    assert letters[3]["tenant"] == "ghost" and all(d["source_topic"] == "t.ingest.messages" for d in letters)
+    assert b"zq9" not in b"".join(v or b"" for _k, v in h.on("deadletter.ingest")).lower()
+    assert h.on("buffer.messages") == []
+
+
+def test_events_of_a_terminated_tenant_are_dropped_and_counted_without_ids(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.keys.provision("acme")
+    h.keys.destroy_tenant("acme", "ended")
+    assert h.handle("ingest.messages", wire(message())) == "dropped"
+    execution = {
+        "type": "execution",
+        "event_id": "x1",
+        "tenant": "acme",
+        "occurred_at": "2026-11-28T11:00:00Z",
+        "workflow_id": "order-status",
+        "execution_id": "exec-1",
+        "status": "SUCCEEDED",
+    }
+    assert h.handle("ingest.executions", wire(execution)) == "dropped"
+    assert h.on("buffer.messages") == [] and h.on("logs.executions") == []
+    assert [decode(v or b"")[1]["kind"] for _k, v in h.on("metrics.usage")] == ["DROPPED_TERMINATED"] * 2
+
+
+def test_processing_the_same_event_twice_is_harmless(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.keys.provision("acme")
+    h.handle("ingest.messages", wire(message()))
+    h.handle("ingest.messages", wire(message()))
+    refs = {decode(v or b"")[1]["event_ref"] for _k, v in h.on("buffer.messages")}
+    assert len(refs) == 1  # same event, same ref: the buffer view shows it once
+    tokens = [decode(v or b"")[1]["dedup"] for _k, v in h.on("metrics.usage")]
+    assert len(tokens) == 2 and tokens[0] == tokens[1] and tokens[0] is not None  # the sink counts it once
