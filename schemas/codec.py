@@ -49,20 +49,37 @@ def writer_of(data: bytes, reg: Registry | None = None) -> SchemaVersion:
     return version
 
 
-def decode(data: bytes, expect: str | None = None, reg: Registry | None = None) -> tuple[str, dict[str, Any]]:
-    """Read `data` into the current version of its record; `expect` rejects other records."""
+def decode(
+    data: bytes, expect: str | None = None, reg: Registry | None = None, *, canonical: bool = False
+) -> tuple[str, dict[str, Any]]:
+    """Read `data` into the current version of its record; `expect` rejects other records.
+
+    `canonical` also requires `data` to be the one encoding of what was read (no duplicate map
+    keys, no over-long varints): for records that are hashed or signed, where two byte forms of
+    one record would let a reader see something the hash does not cover.
+    """
     reg = reg or registry()
     writer = writer_of(data, reg)
     if expect is not None and writer.record != expect:
         raise DecodeError(f"expected {expect}, got {writer.record}", writer.fingerprint)
+    if canonical:
+        written = _read_body(data, writer, writer)
+        again = io.BytesIO()
+        schemaless_writer(again, writer.parsed, written)
+        if again.getvalue() != data[HEADER_LEN:]:
+            raise DecodeError(f"{writer.label} body is not in its canonical encoding", writer.fingerprint)
+    return writer.record, _read_body(data, writer, reg.current(writer.record))
+
+
+def _read_body(data: bytes, writer: SchemaVersion, reader: SchemaVersion) -> dict[str, Any]:
     buf = io.BytesIO(data)
     buf.seek(HEADER_LEN)
     try:
-        value = schemaless_reader(buf, writer.parsed, reg.current(writer.record).parsed)
+        value = schemaless_reader(buf, writer.parsed, reader.parsed)
     except Exception:  # fastavro raises many types, some quoting the data: report none of it
         raise DecodeError(f"malformed {writer.label} body", writer.fingerprint) from None
     if buf.tell() != len(data):
         raise DecodeError(f"trailing bytes after {writer.label} body", writer.fingerprint)
     if not isinstance(value, dict):
         raise DecodeError(f"malformed {writer.label} body", writer.fingerprint)
-    return writer.record, value
+    return value

@@ -199,7 +199,7 @@ def read_trail(conn: Connection, prefix: str, last: int | None = None) -> list[d
                 if msg.error() is not None:
                     continue
                 try:
-                    out.append(decode(msg.value() or b"", expect="audit_event")[1])
+                    out.append(decode(msg.value() or b"", expect="audit_event", canonical=True)[1])
                 except DecodeError as exc:
                     out.append({"seq": None, "undecodable": str(exc)})
     finally:

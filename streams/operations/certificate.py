@@ -3,6 +3,11 @@
 Pure: no Kafka, no key store. The signed body is canonical JSON (sorted keys, no spaces), so
 any change to any field, or a different signer, fails `verify` with one opaque error, as with a
 tampered ciphertext. It names keys only by digest and holds no personal data.
+
+A certificate file has exactly one byte form, `dump(document)`. `load` accepts those bytes and
+nothing else: no duplicate keys (a first-wins reader, or a person reading the top of the file,
+would see another tenant than the signature covers), no NaN, no trailing data, no other
+spacing, key order or escaping. So what a person reads is what was signed.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
@@ -28,6 +34,65 @@ class CertificateInvalid(ShredlineError):
 
     def __init__(self) -> None:
         super().__init__("certificate does not verify: it was changed or not signed by this provider's key")
+
+
+class CertificateMalformed(ShredlineError):
+    """The file is not in the one byte form certificates are written in; the reason says how."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"certificate: {reason}")
+
+
+_SAFE_KEY = re.compile(r"[a-z_]{1,40}")
+
+
+def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            shown = f'"{key}"' if _SAFE_KEY.fullmatch(key) else "a key"
+            raise CertificateMalformed(
+                f"duplicate key {shown}: a reader could see a value the signature does not cover"
+            )
+        seen[key] = value
+    return seen
+
+
+def _no_constant(name: str) -> Any:
+    raise CertificateMalformed(f"{name} is not a JSON number")
+
+
+def dump(document: dict[str, Any]) -> bytes:
+    """The file form of a signed certificate: JSON with sorted keys, one-space indent, ASCII only
+    (other characters escaped), and one trailing newline. The only form `load` accepts."""
+    return (json.dumps(document, indent=1, sort_keys=True, ensure_ascii=True, allow_nan=False) + "\n").encode("ascii")
+
+
+def load(data: bytes) -> dict[str, Any]:
+    """Parse a certificate file's bytes, strictly; raises `CertificateMalformed` naming the fault.
+
+    Accepts exactly `dump(document)` for some document `{"certificate": {...}, "signature": str}`;
+    the signature is checked by `verify`.
+    """
+    try:
+        text = data.decode("ascii")
+    except UnicodeDecodeError:
+        raise CertificateMalformed("not ASCII: the written form escapes every other character") from None
+    try:
+        document, end = json.JSONDecoder(object_pairs_hook=_unique, parse_constant=_no_constant).raw_decode(text)
+    except ValueError as exc:
+        if isinstance(exc, CertificateMalformed):
+            raise
+        raise CertificateMalformed("not JSON") from None
+    if text[end:] != "\n":
+        raise CertificateMalformed(
+            "trailing data after the JSON document" if text[end:].strip() else "not in canonical form"
+        )
+    if not isinstance(document, dict) or set(document) != {"certificate", "signature"}:
+        raise CertificateMalformed('expected exactly the keys "certificate" and "signature"')
+    if dump(document) != data:
+        raise CertificateMalformed("not in canonical form (spacing, key order or escaping differ from what was signed)")
+    return document
 
 
 def _canonical(body: dict[str, Any]) -> bytes:

@@ -214,18 +214,14 @@ def _audit_verify(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _certificate_verify(settings: Settings, args: argparse.Namespace) -> int:
-    import json
-
-    from shredline.streams.operations.certificate import CertificateInvalid, verify
+    from shredline.streams.operations.certificate import load, verify
 
     public = _public_key(settings, args)
     try:
-        document = json.loads(args.file.read_text(encoding="utf-8"))
+        data = args.file.read_bytes()
     except OSError as exc:
         raise ShredlineError(f"certificate: cannot read {args.file} ({exc.strerror})") from None
-    except ValueError:
-        raise CertificateInvalid() from None
-    body = verify(document, public)
+    body = verify(load(data), public)
     keys = body["keys_destroyed"]
     print(
         f"certificate valid: tenant {body['tenant']} terminated {body['terminated_at']} by {body['operator']}; "

@@ -259,9 +259,9 @@ class Termination:
         signer = self.trail.signer
         document = certificate.sign(body, signer)
         cert_json, cert_txt = certificate_paths(self.settings, tenant, generation)
-        text = json.dumps(document, indent=1, sort_keys=True) + "\n"
-        _write_atomic(cert_json, text)
+        data = certificate.dump(document)
+        _write_atomic(cert_json, data.decode("ascii"))
         _write_atomic(cert_txt, certificate.render_text(document["certificate"]))
-        digest = hashlib.sha256(text.encode()).hexdigest()
+        digest = hashlib.sha256(data).hexdigest()
         self.trail.record("tenant.terminate.certificate", tenant, None, {"id": body["id"], "sha256": digest})
         return {"summary": f"signed certificate {cert_json}", "path": str(cert_json), "sha256": digest}

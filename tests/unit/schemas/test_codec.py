@@ -106,3 +106,42 @@ def test_random_bytes_after_a_real_header_only_ever_raise_decode_error(tail: byt
     data = MARKER + registry().current(record).fingerprint + tail
     with contextlib.suppress(DecodeError):
         decode(data)
+
+
+# -- canonical: one byte form for records that are hashed or signed -------------------------------
+def audit_record(seq: int = 0) -> bytes:
+    import datetime as dt
+
+    value = {
+        "seq": seq,
+        "at": dt.datetime(2026, 11, 29, tzinfo=dt.UTC),
+        "actor": "alice",
+        "action": "tenant.provision",
+        "tenant": "acme",
+        "subject": None,
+        "details": {"a": "1", "b": "2"},
+        "prev_hash": bytes(32),
+        "hash": bytes(32),
+        "signature": None,
+    }
+    return encode("audit_event", value)
+
+
+@pytest.mark.parametrize(
+    ("name", "forge"),
+    [
+        # a map with the key "a" twice: last-wins readers see {"a": "2"}, a first-wins reader "1"
+        ("duplicate map key", lambda d: d.replace(b"\x02b\x022", b"\x02a\x022")),
+        # seq 0 written as an over-long varint (0x80 0x00) instead of 0x00
+        ("over-long varint", lambda d: d[:10] + b"\x80\x00" + d[11:]),
+    ],
+)
+def test_canonical_decoding_refuses_a_second_byte_form_of_a_record(name: str, forge: object) -> None:
+    data = audit_record()
+    assert data[10] == 0  # seq 0 is the body's first byte
+    forged = forge(data)  # type: ignore[operator]
+    assert forged != data
+    decode(forged, expect="audit_event")  # the lenient reader takes it: this is what canonical closes
+    with pytest.raises(DecodeError, match="not in its canonical encoding"):
+        decode(forged, expect="audit_event", canonical=True)
+    assert decode(data, expect="audit_event", canonical=True)[1]["details"] == {"a": "1", "b": "2"}

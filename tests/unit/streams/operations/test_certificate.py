@@ -4,12 +4,24 @@ from __future__ import annotations
 
 import copy
 import json
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from shredline.streams.operations.certificate import CertificateInvalid, render_text, sign, verify
+from shredline.streams.operations.certificate import (
+    CertificateInvalid,
+    CertificateMalformed,
+    dump,
+    load,
+    render_text,
+    sign,
+    verify,
+)
+from shredline.streams.operations.signing import public_pem
 
 KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
 BODY: dict[str, Any] = {
@@ -71,3 +83,103 @@ def test_the_text_rendering_names_what_was_destroyed_and_checked() -> None:
     text = render_text(sign(BODY, KEY)["certificate"])
     assert "Tenant           acme (key generation 1)" in text
     assert "conversation keys   12" in text and "of which still readable      0" in text
+
+
+# -- one byte form: what a person or a first-wins reader sees is what was signed ---------------
+def signed_file() -> bytes:
+    return dump(sign(BODY, KEY))
+
+
+def test_the_written_form_loads_and_verifies() -> None:
+    body = verify(load(signed_file()), KEY.public_key())
+    assert body["tenant"] == "acme"
+
+
+def with_first_keys(data: bytes, inserted: str) -> bytes:
+    """The issue's case: keys inserted at the top of the signed object, as an attacker would."""
+    text = data.decode("ascii")
+    head = '"certificate": {\n'
+    assert head in text
+    return text.replace(head, head + inserted, 1).encode("ascii")
+
+
+@pytest.mark.parametrize(
+    ("forge", "reason"),
+    [
+        # the issue's case: a reader that takes the first value sees another tenant and operator
+        (
+            lambda d: with_first_keys(d, '  "tenant": "acme-victim",\n  "operator": "nobody",\n'),
+            'duplicate key "operator"',
+        ),
+        (lambda d: with_first_keys(d, '  "keys_destroyed": {},\n'), 'duplicate key "keys_destroyed"'),
+        (lambda d: d.replace(b'"root": 1', b'"root": 1, "root": 0'), 'duplicate key "root"'),
+        (lambda d: d.replace(b'"id"', b'"\\u0069d"'), "duplicate key|canonical"),
+        (lambda d: d + b'{"certificate": {}}\n', "trailing data"),
+        (lambda d: d + b"\n", "canonical"),
+        (lambda d: d.rstrip(b"\n"), "canonical"),
+        (lambda d: d.replace(b"\n", b"\r\n"), "canonical"),
+        (lambda d: b"\xef\xbb\xbf" + d, "not ASCII"),
+        (lambda d: json.dumps(json.loads(d), sort_keys=True).encode() + b"\n", "canonical"),
+        (lambda d: json.dumps(dict(reversed(json.loads(d).items())), indent=1).encode() + b"\n", "canonical"),
+        (lambda d: d.replace(b'"acme"', b'"\\u0061cme"'), "canonical"),
+        (lambda d: d.replace(b'"generation": 1', b'"generation": 1e0'), "canonical"),
+        (lambda d: d.replace(b'"generation": 1', b'"generation": NaN'), "NaN is not a JSON number"),
+        (lambda d: d.replace(b'"alice"', '"alíce"'.encode()), "not ASCII"),
+        (lambda d: d.replace(b'{\n "certificate"', b'{\n "extra": 1,\n "certificate"'), "exactly the keys"),
+        (lambda d: b"[]\n", "exactly the keys"),
+        (lambda d: b"", "not JSON"),
+        (lambda d: d[: len(d) // 2], "not JSON"),
+    ],
+)
+def test_any_other_byte_form_is_refused_with_its_reason(forge: Any, reason: str) -> None:
+    forged = forge(signed_file())
+    assert forged != signed_file()
+    with pytest.raises(CertificateMalformed, match=reason):
+        load(forged)
+
+
+def test_a_changed_value_in_the_canonical_form_still_fails_the_signature() -> None:
+    changed = signed_file().replace(b'"generation": 1', b'"generation": 1.0')
+    with pytest.raises(CertificateInvalid):
+        verify(load(changed), KEY.public_key())
+
+
+def test_a_duplicate_key_that_is_not_a_plain_name_is_not_echoed() -> None:
+    forged = with_first_keys(signed_file(), '  "<script>": 1,\n  "<script>": 2,\n')
+    with pytest.raises(CertificateMalformed, match="duplicate key a key") as caught:
+        load(forged)
+    assert "<script>" not in str(caught.value)
+
+
+def run_verify(tmp_path: Path, data: bytes) -> subprocess.CompletedProcess[str]:
+    (tmp_path / "cert.json").write_bytes(data)
+    (tmp_path / "provider.pub").write_bytes(public_pem(KEY.public_key()))
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "shredline.streams.cli",
+            "certificate",
+            "verify",
+            str(tmp_path / "cert.json"),
+            "--public-key",
+            str(tmp_path / "provider.pub"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"SHREDLINE_DATA_DIR": str(tmp_path), "PATH": ""},
+    )
+
+
+def test_the_command_refuses_the_duplicate_key_forgery_in_one_line(tmp_path: Path) -> None:
+    good = run_verify(tmp_path, signed_file())
+    assert good.returncode == 0 and "certificate valid: tenant acme " in good.stdout, good.stderr
+    forged = run_verify(
+        tmp_path, with_first_keys(signed_file(), '  "tenant": "acme-victim",\n  "operator": "nobody",\n')
+    )
+    assert forged.returncode == 1 and forged.stdout == ""
+    assert forged.stderr.splitlines() == [
+        'shredline: error: certificate: duplicate key "operator": '
+        "a reader could see a value the signature does not cover"
+    ]
