@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from shredline.keystore.aead import TenantKeys
 from shredline.keystore.errors import MasterKeyError
 from shredline.keystore.keys import Keys
 from shredline.keystore.master import load_keyring, rotate
 from shredline.keystore.residue import SALT, WINDOW, Probes, ProbesInvalid, settle
 from shredline.keystore.sqlite_store import SqliteKeyStore
 from shredline.keystore.store import CONTACT, CONVERSATION
+from tests.unit.keystore.forensics import Reader, raw_bytes, secrets_of
 
 TOPIC = "buffer.messages"
 FAST_S = 3.0  # "a few seconds": what a writer may wait on the store while a reader holds on
@@ -33,27 +33,6 @@ def open_keys(directory: Path, busy_timeout_s: float = 10.0) -> Keys:
     return Keys(store, ring, reload_master=lambda: load_keyring(None, directory / "master.key", create=False))
 
 
-def raw_bytes(directory: Path) -> bytes:
-    """Every byte of every file of the key store, as the disk has them."""
-    return b"".join(p.read_bytes() for p in sorted(directory.glob("keys.sqlite*")))
-
-
-def secrets_of(keys: Keys, tenant: str) -> list[bytes]:
-    """Wrapped and raw root, then every wrapped and raw data key of `tenant`, read from the file."""
-    row = keys.store.tenant(tenant)
-    assert row is not None and row.root_wrapped is not None
-    root = Keys._unwrap_root(keys.master, row)
-    tenant_keys = TenantKeys(tenant, row.generation, root)
-    found = [row.root_wrapped, root]
-    db = sqlite3.connect(keys.store.path)  # type: ignore[attr-defined]
-    for scope, subject, key_id, nonce, wrapped in db.execute(
-        "SELECT scope, subject, key_id, nonce, wrapped FROM data_keys WHERE tenant = ?", (tenant,)
-    ):
-        found += [wrapped, tenant_keys.unwrap(nonce, wrapped, scope=scope, subject=subject, key_id=key_id)]
-    db.close()
-    return found
-
-
 def populated(directory: Path, busy_timeout_s: float = 10.0) -> Keys:
     keys = open_keys(directory, busy_timeout_s)
     for tenant in ("acme", "beta"):
@@ -63,26 +42,6 @@ def populated(directory: Path, busy_timeout_s: float = 10.0) -> Keys:
             keys.seal(tenant, CONTACT, f"contact-{i}", "buffer.contacts", b"x")
     keys.store.checkpoint()
     return keys
-
-
-class Reader:
-    """Another process with a read transaction open on the store, as a backup tool would hold."""
-
-    def __init__(self, path: Path) -> None:
-        code = (
-            "import sqlite3, sys; db = sqlite3.connect(sys.argv[1], isolation_level=None); db.execute('BEGIN'); "
-            "db.execute('SELECT * FROM tenants').fetchall(); print('reading', flush=True); sys.stdin.read()"
-        )
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", code, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-        )
-        assert self.proc.stdout is not None and self.proc.stdout.readline().strip() == "reading"
-
-    def end(self) -> None:
-        if self.proc.poll() is None:
-            assert self.proc.stdin is not None
-            self.proc.stdin.close()
-            assert self.proc.wait(timeout=30) == 0
 
 
 @pytest.fixture
