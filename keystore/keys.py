@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import os
 import secrets
 import time
@@ -278,13 +279,13 @@ class Keys:
         wrapped as stored and unwrapped), to check later that no copy of them is left on disk; it
         must persist them before returning, and if it raises nothing is destroyed."""
 
-        def seen(root: TenantRow, rows: Sequence[KeyRow]) -> None:
-            assert witness is not None
-            witness(Probes.of(self._destroyed_secrets(root, rows), secrets.token_bytes(SALT)))
-
-        result = self.store.destroy_tenant(tenant, reason, self.clock(), seen if witness else None)
+        seen = None if witness is None else functools.partial(self._witness, witness)
+        result = self.store.destroy_tenant(tenant, reason, self.clock(), seen)
         self.evict_tenant(tenant)
         return result
+
+    def _witness(self, report: Callable[[Probes], None], root: TenantRow, rows: Sequence[KeyRow]) -> None:
+        report(Probes.of(self._destroyed_secrets(root, rows), secrets.token_bytes(SALT)))
 
     def _destroyed_secrets(self, root: TenantRow, rows: Sequence[KeyRow]) -> list[bytes]:
         """The tenant's root and data keys, wrapped as stored and unwrapped; only what unwraps."""

@@ -86,7 +86,7 @@ def write_private(path: Path, data: bytes) -> None:
         os.fsync(fh.fileno())
     try:
         old: int | None = os.open(path, os.O_WRONLY)
-    except FileNotFoundError:
+    except (FileNotFoundError, PermissionError):  # nothing to replace, or a read-only file: no overwrite
         old = None
     try:
         os.replace(tmp, path)

@@ -75,15 +75,13 @@ class Probes:
             return 0
         found = 0
         try:
-            handle = open(path, "rb")  # noqa: SIM115 - closed below; a missing file holds nothing
-        except FileNotFoundError:
+            with open(path, "rb") as handle:
+                while chunk := handle.read(_CHUNK):
+                    view = memoryview(chunk)
+                    for start in range(0, len(chunk) - WINDOW + 1, WINDOW):
+                        found += _digest(self.salt, view[start : start + WINDOW]) in self.digests
+        except FileNotFoundError:  # gone meanwhile (a -journal, a truncated WAL): holds nothing
             return 0
-        with handle:
-            while chunk := handle.read(_CHUNK):
-                view = memoryview(chunk)
-                for start in range(0, len(chunk) - WINDOW + 1, WINDOW):
-                    if _digest(self.salt, view[start : start + WINDOW]) in self.digests:
-                        found += 1
         return found
 
     def __repr__(self) -> str:

@@ -147,26 +147,25 @@ class Termination:
         result = self.keys.destroy_tenant(tenant, state["reason"], witness=lambda p: write_private(probes, p.dump()))
         self.trail.flush()  # the store's own record of the destruction
         counts = dict(result.by_scope)
-        if self.settings.master_key is not None:
-            version, master = (
-                None,
-                "master key NOT rotated: it comes from SHREDLINE_MASTER_KEY; rotate it where it is kept",
-            )
-        else:
-            rotation = rotate(self.settings.master_key_path, self.keys.rotate_master)
-            retired = ", ".join(f"v{v}" for v in rotation.retired)
-            version, master = (
-                rotation.version,
-                f"master key {retired} destroyed, roots re-wrapped under v{rotation.version}",
-            )
+        version, master = self._rotate_master()
         details = {k: str(v) for k, v in counts.items()} | {"master_version": str(version)}
         self.trail.record("tenant.terminate.keys", tenant, None, details)
-        done = (
-            "already fenced; nothing left to destroy"
-            if result.already_terminated
-            else (f"fenced; root key and {sum(counts.values())} data keys destroyed")
-        )
+        if result.already_terminated:
+            done = "already fenced; nothing left to destroy"
+        else:
+            done = f"fenced; root key and {sum(counts.values())} data keys destroyed"
         return {"summary": f"{done}; {master}", **counts, "master_version": version}
+
+    def _rotate_master(self) -> tuple[int | None, str]:
+        """Destroy the master version that wrapped the destroyed root (every root is re-wrapped under
+        a new one first), so no copy of the old wrapped root can ever be opened: docs/key-residue.md.
+        A keyring given in SHREDLINE_MASTER_KEY cannot be rotated from here; the step says so."""
+        if self.settings.master_key is not None:
+            return None, "master key NOT rotated: it comes from SHREDLINE_MASTER_KEY; rotate it where it is kept"
+        rotation = rotate(self.settings.master_key_path, self.keys.rotate_master)
+        self.trail.flush()  # the store's record of the re-wrap
+        retired = ", ".join(f"v{v}" for v in rotation.retired) or "nothing"
+        return rotation.version, f"master key {retired} destroyed, roots re-wrapped under v{rotation.version}"
 
     def _announce(self, tenant: str, generation: int, state: dict[str, Any]) -> dict[str, Any]:
         announce(
@@ -211,10 +210,11 @@ class Termination:
         if readable or remaining or root_left or row is None or row.state != TERMINATED:
             raise TerminationError(f"terminate {tenant}: verification failed: {checks}; re-run to retry")
         if residue.found:
-            where = ", ".join(sorted(residue.found))
-            cause = residue.blocker or "nothing blocks the checkpoint (a store bug: report it)"
+            where = f"bytes of the destroyed keys remain in {', '.join(sorted(residue.found))}"
+            if residue.blocker is None:
+                raise TerminationError(f"terminate {tenant}: keys: {where} with nothing in the way (a bug: report it)")
             raise TerminationError(
-                f"terminate {tenant}: keys: {cause}; bytes of the destroyed keys remain in {where}; "
+                f"terminate {tenant}: keys: {residue.blocker}; {where}; "
                 "no certificate until they are gone: re-run when it ends"
             )
         if rotated_to is not None:
