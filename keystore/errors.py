@@ -52,3 +52,13 @@ class MasterKeyError(KeystoreError):
 
 class KeyStoreUnavailable(KeystoreError):
     """The store could not be reached or stayed locked; retry later. Nothing was written."""
+
+
+class StaleMasterKey(KeystoreError):
+    """A root was wrapped under a master version older than the store's current one (the master key
+    was rotated meanwhile); reload the keyring and wrap again."""
+
+    def __init__(self, version: int | None, current: int) -> None:
+        super().__init__(f"master_key: the key store's current master version is v{current}, not v{version}")
+        self.version = version
+        self.current = current

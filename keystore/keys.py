@@ -8,18 +8,27 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import os
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from shredline.keystore.aead import DataKey, TenantKeys, bind, open_with, record_aad, seal_with
 from shredline.keystore.cache import BoundedCache
-from shredline.keystore.errors import InvalidCiphertext, KeyDestroyed, TenantExists, TenantTerminated, UnknownTenant
+from shredline.keystore.errors import (
+    InvalidCiphertext,
+    KeyDestroyed,
+    StaleMasterKey,
+    TenantExists,
+    TenantTerminated,
+    UnknownTenant,
+)
 from shredline.keystore.master import MasterKeyring
+from shredline.keystore.residue import SALT, Probes
 from shredline.keystore.store import (
     ACTIVE,
     CONVERSATION,
@@ -99,16 +108,31 @@ class Keys:
         aad = bind("tenant-root", row.tenant, row.generation, row.master_version)
         return open_with(ring.aead(row.master_version), row.root_nonce, row.root_wrapped, aad)
 
+    def _reload(self) -> bool:
+        """Re-read the keyring (another process rotated the master key); False if we cannot."""
+        if self._reload_master is None:
+            return False
+        self.master = self._reload_master()
+        return True
+
     def provision(
         self, tenant: str, buffer_ttl_s: int = DEFAULT_BUFFER_TTL_S, *, reprovision: bool = False
     ) -> TenantRow:
-        """A new random root key for `tenant`; a terminated tenant needs `reprovision` and gets a new generation."""
+        """A new random root key for `tenant`; a terminated tenant needs `reprovision` and gets a new generation.
+        If the master key was rotated since this process loaded it, the root is wrapped again under
+        the new version (never stored under one about to be destroyed)."""
         previous = self.store.tenant(tenant)
         generation = previous.generation + 1 if previous is not None else 1
         root = secrets.token_bytes(32)
-        version, nonce, wrapped = self._wrap_root(self.master, tenant, generation, root)
-        row = TenantRow(tenant, ACTIVE, generation, version, nonce, wrapped, buffer_ttl_s, self.clock())
-        self.store.create_tenant(row, reprovision=reprovision)
+        while True:
+            version, nonce, wrapped = self._wrap_root(self.master, tenant, generation, root)
+            row = TenantRow(tenant, ACTIVE, generation, version, nonce, wrapped, buffer_ttl_s, self.clock())
+            try:
+                self.store.create_tenant(row, reprovision=reprovision)
+                break
+            except StaleMasterKey as exc:
+                if not self._reload() or self.master.current < exc.current:
+                    raise
         self.evict_tenant(tenant)
         return row
 
@@ -125,8 +149,8 @@ class Keys:
         if entry is not None and entry.value.generation == row.generation:
             self._tenants.refreshed(entry)
             return entry.value
-        if row.master_version not in self.master.versions and self._reload_master is not None:
-            self.master = self._reload_master()  # another process rotated the master key
+        if row.master_version not in self.master.versions:
+            self._reload()  # another process rotated the master key
         keys = TenantKeys(tenant, row.generation, self._unwrap_root(self.master, row))
         self._ttl[tenant] = row.buffer_ttl_s
         self._tenants.put(tenant, keys, tenant)
@@ -247,11 +271,39 @@ class Keys:
             self._opening.drop(key_id)
         return ids
 
-    def destroy_tenant(self, tenant: str, reason: str) -> Destruction:
-        """Crypto-shred the tenant: its root and every data key, and fence it for good."""
-        result = self.store.destroy_tenant(tenant, reason, self.clock())
+    def destroy_tenant(
+        self, tenant: str, reason: str, *, witness: Callable[[Probes], None] | None = None
+    ) -> Destruction:
+        """Crypto-shred the tenant: its root and every data key, and fence it for good.
+        `witness` gets, inside the destroying transaction, `Probes` of every key about to go (each
+        wrapped as stored and unwrapped), to check later that no copy of them is left on disk; it
+        must persist them before returning, and if it raises nothing is destroyed."""
+
+        seen = None if witness is None else functools.partial(self._witness, witness)
+        result = self.store.destroy_tenant(tenant, reason, self.clock(), seen)
         self.evict_tenant(tenant)
         return result
+
+    def _witness(self, report: Callable[[Probes], None], root: TenantRow, rows: Sequence[KeyRow]) -> None:
+        report(Probes.of(self._destroyed_secrets(root, rows), secrets.token_bytes(SALT)))
+
+    def _destroyed_secrets(self, root: TenantRow, rows: Sequence[KeyRow]) -> list[bytes]:
+        """The tenant's root and data keys, wrapped as stored and unwrapped; only what unwraps."""
+        found: list[bytes] = []
+        if root.root_wrapped is None:
+            return [row.wrapped for row in rows]
+        if root.master_version not in self.master.versions:
+            self._reload()
+        raw_root = self._unwrap_root(self.master, root)
+        tenant_keys = TenantKeys(root.tenant, root.generation, raw_root)
+        found += [root.root_wrapped, raw_root]
+        for row in rows:
+            found.append(row.wrapped)
+            with contextlib.suppress(InvalidCiphertext):  # another generation's leftover: wrapped only
+                found.append(
+                    tenant_keys.unwrap(row.nonce, row.wrapped, scope=row.scope, subject=row.subject, key_id=row.key_id)
+                )
+        return found
 
     def expire(self, limit: int = 10_000) -> list[str]:
         """Destroy conversation keys past last activity + TTL, and de-dup day keys past their
@@ -288,14 +340,15 @@ class Keys:
         return bytes.fromhex(day_keys.pseudonym("dedup", f"{tenant}\x00{event_id}\x00{kind}"))
 
     def rotate_master(self, new_master: MasterKeyring) -> int:
-        """Re-wrap every active root under `new_master.current`; data keys and ciphertext stay as they are."""
-        old = self.master
+        """Re-wrap every active root under `new_master.current`; data keys and ciphertext stay as they
+        are. Roots are unwrapped with `new_master` (which still holds the versions being replaced)."""
 
         def rewrap(row: TenantRow) -> tuple[int, bytes, bytes]:
-            root = self._unwrap_root(old, row)
+            ring = new_master if row.master_version in new_master.versions else self.master
+            root = self._unwrap_root(ring, row)
             return self._wrap_root(new_master, row.tenant, row.generation, root)
 
-        count = self.store.rewrap_roots(rewrap)
+        count = self.store.rewrap_roots(new_master.current, rewrap)
         self.master = new_master
         return count
 

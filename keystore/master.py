@@ -2,16 +2,22 @@
 
 Keyring text format, in a file or in `SHREDLINE_MASTER_KEY`: one `v<N>:<base64 of 32 bytes>`
 per line (or comma-separated); the highest version is current. Older versions stay only
-until `shredline keys rotate-master` has re-wrapped every tenant root under the new one.
+until `rotate` (`shredline keys rotate-master`, and every tenant termination) has re-wrapped
+every tenant root under the new one; then they are destroyed: the key file is replaced and the
+replaced file's bytes overwritten. Why termination rotates: docs/key-residue.md.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
+import fcntl
 import os
 import re
 import secrets
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -67,15 +73,43 @@ def format_keyring(keys: dict[int, bytes]) -> str:
     return "".join(f"v{v}:{base64.b64encode(k).decode()}\n" for v, k in sorted(keys.items()))
 
 
-def _write_private(path: Path, text: str) -> None:
+def write_private(path: Path, data: bytes) -> None:
+    """Replace `path` atomically with `data`, mode 0600, durably (file and directory fsynced); then
+    overwrite the replaced file's bytes with zeros before letting it go. That overwrite is best
+    effort: a copy-on-write or journaling filesystem, or an SSD, may keep the old blocks."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        old: int | None = os.open(path, os.O_WRONLY)
+    except (FileNotFoundError, PermissionError):  # nothing to replace, or a read-only file: no overwrite
+        old = None
+    try:
+        os.replace(tmp, path)
+        directory = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+        if old is not None:
+            os.pwrite(old, bytes(os.fstat(old).st_size), 0)
+            os.fsync(old)
+    finally:
+        if old is not None:
+            os.close(old)
+
+
+def _read_keyring(path: Path) -> str:
+    """The key file's text; read again if it was caught while a replaced copy was being zeroed."""
+    for _ in range(5):
+        text = path.read_text(encoding="utf-8")
+        if "\x00" not in text:
+            break
+    return text
 
 
 def load_keyring(env_value: str | None, path: Path, create: bool) -> MasterKeyring:
@@ -85,24 +119,53 @@ def load_keyring(env_value: str | None, path: Path, create: bool) -> MasterKeyri
     if not path.exists():
         if not create:
             raise MasterKeyError(f"master_key: no key file at {path} and SHREDLINE_MASTER_KEY is not set")
-        _write_private(path, format_keyring({1: secrets.token_bytes(KEY_BYTES)}))
+        write_private(path, format_keyring({1: secrets.token_bytes(KEY_BYTES)}).encode())
     if path.stat().st_mode & 0o077:
         raise MasterKeyError(f"master_key: {path} is readable by others; chmod 600 it")
-    return MasterKeyring(parse_keyring(path.read_text(encoding="utf-8"), str(path)))
+    return MasterKeyring(parse_keyring(_read_keyring(path), str(path)))
 
 
 def add_version(path: Path) -> int:
     """Append a fresh version to the key file; returns it. Old versions stay until retired."""
-    keys = parse_keyring(path.read_text(encoding="utf-8"), str(path))
+    keys = parse_keyring(_read_keyring(path), str(path))
     version = max(keys) + 1
     keys[version] = secrets.token_bytes(KEY_BYTES)
-    _write_private(path, format_keyring(keys))
+    write_private(path, format_keyring(keys).encode())
     return version
 
 
 def retire_versions_below(path: Path, keep: int) -> list[int]:
     """Drop versions older than `keep` from the key file (once nothing is wrapped under them)."""
-    keys = parse_keyring(path.read_text(encoding="utf-8"), str(path))
+    keys = parse_keyring(_read_keyring(path), str(path))
     retired = sorted(v for v in keys if v < keep)
-    _write_private(path, format_keyring({v: k for v, k in keys.items() if v >= keep}))
+    write_private(path, format_keyring({v: k for v, k in keys.items() if v >= keep}).encode())
     return retired
+
+
+@dataclass(frozen=True)
+class Rotation:
+    version: int  # the new current master version
+    retired: list[int]  # the versions destroyed
+    roots: int  # tenant roots re-wrapped
+
+
+@contextlib.contextmanager
+def _rotation_lock(path: Path) -> Iterator[None]:
+    fd = os.open(path.with_name(path.name + ".lock"), os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def rotate(path: Path, rewrap: Callable[[MasterKeyring], int]) -> Rotation:
+    """Add a master version to the key file, re-wrap every tenant root under it with `rewrap`
+    (`Keys.rotate_master`, which also makes the store refuse roots wrapped under older versions),
+    then destroy every older version. One rotation at a time across processes (a lock file beside
+    the key file); a crash anywhere leaves a keyring that opens every root, and a re-run finishes."""
+    with _rotation_lock(path):
+        version = add_version(path)
+        roots = rewrap(load_keyring(None, path, create=False))
+        retired = retire_versions_below(path, version)
+    return Rotation(version, retired, roots)

@@ -4,6 +4,12 @@ WAL mode for concurrent readers; `BEGIN IMMEDIATE` so writers serialise instead 
 mid-transaction; `synchronous=FULL` because a key that is lost after its ciphertext was
 published means lost data; `secure_delete` so deleted key bytes are overwritten with zeros,
 and a WAL checkpoint (TRUNCATE) after every destruction so no old page image keeps them.
+
+The checkpoint never waits: a reader whose snapshot predates a destruction keeps the old pages
+in the main file (and the WAL cannot be truncated while anyone reads it), and waiting for it
+while holding the write lock would stop every other writer. So each attempt runs with no busy
+timeout and gives up at once, saying what blocks it; the next destruction, the janitor's expiry,
+or a termination's verification (which scans the files, `keystore/residue.py`) tries again.
 """
 
 from __future__ import annotations
@@ -19,7 +25,13 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from shredline.keystore.errors import KeystoreError, KeyStoreUnavailable, TenantExists, UnknownTenant
+from shredline.keystore.errors import (
+    KeystoreError,
+    KeyStoreUnavailable,
+    StaleMasterKey,
+    TenantExists,
+    UnknownTenant,
+)
 from shredline.keystore.store import (
     ACTIVE,
     CONTACT,
@@ -32,6 +44,7 @@ from shredline.keystore.store import (
     TenantCounts,
     TenantFenced,
     TenantRow,
+    Witness,
     key_digest,
 )
 
@@ -105,6 +118,7 @@ class SqliteKeyStore:
     def __init__(self, path: Path, busy_timeout_s: float = 10.0, actor: str = "shredline") -> None:
         self.path = path
         self.actor = actor  # who the audit records of this process's key changes name
+        self._busy_timeout_ms = int(busy_timeout_s * 1000)
         path.parent.mkdir(parents=True, exist_ok=True)
         if not path.exists():
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
@@ -149,17 +163,32 @@ class SqliteKeyStore:
             except sqlite3.OperationalError as exc:
                 raise KeyStoreUnavailable(f"key store read failed: {exc}") from None
 
-    def checkpoint(self, attempts: int = 50) -> bool:
-        """Fold the WAL into the main file and truncate it, so old page images are gone."""
-        for _ in range(attempts):
-            with self._lock:
-                busy, _log, _done = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-            if not busy:
-                return True
-            time.sleep(0.02)
-        # A reader holds an old snapshot; the next destruction or the janitor's expiry retries.
-        log.warning("key store: WAL checkpoint stayed busy; destroyed keys may linger in the WAL until the next one")
-        return False
+    def files(self) -> list[Path]:
+        candidates = [self.path, *(self.path.with_name(self.path.name + s) for s in ("-wal", "-shm", "-journal"))]
+        return [p for p in candidates if p.exists()]
+
+    def checkpoint(self) -> str | None:
+        """Fold the WAL into the main file and truncate it, so no old page image is left; one attempt
+        with no busy timeout, so the write lock is never held while waiting for a reader."""
+        with self._lock:
+            try:
+                self._db.execute("PRAGMA busy_timeout = 0")
+                busy, frames, copied = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            except sqlite3.OperationalError as exc:
+                busy, frames, copied = 1, -1, -1
+                log.debug("key store checkpoint: %s", exc)
+            finally:
+                self._db.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
+        if not busy:
+            return None
+        readers = _wal_readers(self.path)
+        who = f" (pid {', '.join(map(str, readers))})" if readers else ""
+        if frames > copied >= 0:
+            blocker = f"a reader holds a snapshot of {self.path.name} older than the last change{who}"
+        else:
+            blocker = f"another connection is reading or writing {self.path.name}{who}"
+        log.info("key store: checkpoint deferred: %s", blocker)
+        return blocker
 
     def _audit(
         self,
@@ -186,6 +215,9 @@ class SqliteKeyStore:
     # -- tenants -------------------------------------------------------------------------------
     def create_tenant(self, row: TenantRow, *, reprovision: bool) -> TenantRow:
         with self._write() as db:
+            current = self._master_version(db)
+            if current is not None and (row.master_version is None or row.master_version < current):
+                raise StaleMasterKey(row.master_version, current)
             existing = db.execute("SELECT state, generation FROM tenants WHERE tenant = ?", (row.tenant,)).fetchone()
             if existing is not None:
                 if existing[0] != TERMINATED or not reprovision:
@@ -209,6 +241,11 @@ class SqliteKeyStore:
             )
             self._audit(db, "key.root.create", row.tenant, None, {"generation": str(row.generation)})
         return row
+
+    @staticmethod
+    def _master_version(db: sqlite3.Connection) -> int | None:
+        found = db.execute("SELECT v FROM meta WHERE k = 'master_version'").fetchone()
+        return None if found is None else int(found[0])
 
     def tenant(self, tenant: str) -> TenantRow | None:
         rows = self._read(f"SELECT {_TENANT_COLUMNS} FROM tenants WHERE tenant = ?", (tenant,))
@@ -327,9 +364,19 @@ class SqliteKeyStore:
             self.checkpoint()
         return ids
 
-    def destroy_tenant(self, tenant: str, reason: str, now: float) -> Destruction:
+    def destroy_tenant(self, tenant: str, reason: str, now: float, witness: Witness | None = None) -> Destruction:
         with self._write() as db:
             row = db.execute("SELECT state, generation FROM tenants WHERE tenant = ?", (tenant,)).fetchone()
+            if witness is not None and row is not None:
+                root = self._tenant_row(
+                    db.execute(f"SELECT {_TENANT_COLUMNS} FROM tenants WHERE tenant = ?", (tenant,)).fetchone()
+                )
+                keys = [
+                    self._key_row(r)
+                    for r in db.execute(f"SELECT {_KEY_COLUMNS} FROM data_keys WHERE tenant = ?", (tenant,))
+                ]
+                if root.root_wrapped is not None or keys:
+                    witness(root, keys)
             if row is None:
                 # Fence a tenant we never saw, too: old events for it must never create keys.
                 db.execute(
@@ -372,12 +419,15 @@ class SqliteKeyStore:
             ]
             for key_id in ids:
                 self._tombstone(db, "key_id = ?", (key_id,), "expired", now)
-        if ids:
-            self.checkpoint()
+        self.checkpoint()  # also retries one that a reader deferred earlier
         return ids
 
-    def rewrap_roots(self, rewrap: Callable[[TenantRow], tuple[int, bytes, bytes]]) -> int:
+    def rewrap_roots(self, version: int, rewrap: Callable[[TenantRow], tuple[int, bytes, bytes]]) -> int:
         with self._write() as db:
+            current = self._master_version(db)
+            if current is not None and version < current:
+                raise StaleMasterKey(version, current)
+            db.execute("INSERT OR REPLACE INTO meta (k, v) VALUES ('master_version', ?)", (str(version),))
             rows = [
                 self._tenant_row(r)
                 for r in db.execute(f"SELECT {_TENANT_COLUMNS} FROM tenants WHERE state = 'active'").fetchall()
@@ -388,7 +438,9 @@ class SqliteKeyStore:
                     "UPDATE tenants SET master_version = ?, root_nonce = ?, root_wrapped = ? WHERE tenant = ?",
                     (version, nonce, wrapped, row.tenant),
                 )
-            self._audit(db, "key.master.rotate", None, None, {"roots_rewrapped": str(len(rows))})
+            self._audit(
+                db, "key.master.rotate", None, None, {"roots_rewrapped": str(len(rows)), "version": str(version)}
+            )
         self.checkpoint()
         return len(rows)
 
@@ -480,3 +532,28 @@ class SqliteKeyStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+# SQLite's WAL locks are byte-range locks on the -shm file: bytes 120-127 are the write, checkpoint
+# and recovery locks and the five read marks, which a connection holds while it reads.
+_SHM_READ_MARKS = range(123, 128)
+
+
+def _wal_readers(path: Path) -> list[int]:
+    """Other processes holding a read mark on the store's WAL (Linux /proc/locks; best effort,
+    empty where that is not available)."""
+    try:
+        shm = os.stat(path.with_name(path.name + "-shm"))
+        table = Path("/proc/locks").read_text()
+    except OSError:
+        return []
+    where = f"{os.major(shm.st_dev):02x}:{os.minor(shm.st_dev):02x}:{shm.st_ino}"
+    pids: set[int] = set()
+    for line in table.splitlines():
+        fields = line.split()
+        if len(fields) < 8 or fields[1] == "->" or fields[5] != where:
+            continue
+        start, end = int(fields[6]), (1 << 62 if fields[7] == "EOF" else int(fields[7]))
+        if start <= _SHM_READ_MARKS[-1] and end >= _SHM_READ_MARKS[0] and int(fields[4]) != os.getpid():
+            pids.add(int(fields[4]))
+    return sorted(pids)

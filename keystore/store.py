@@ -8,8 +8,9 @@ runs against every backend.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 ACTIVE = "active"
@@ -106,6 +107,9 @@ class TenantCounts:
     destroyed_keys: int
 
 
+Witness = Callable[[TenantRow, Sequence[KeyRow]], None]
+
+
 class TenantFenced(Exception):
     """Raised inside a store when a key is asked for a tenant that is not active."""
 
@@ -119,7 +123,9 @@ class KeyStore(Protocol):
     actor: str  # who this process acts as: named by the audit records of its key changes
 
     def create_tenant(self, row: TenantRow, *, reprovision: bool) -> TenantRow:
-        """Insert an active tenant; `reprovision` allows replacing a terminated one (new generation)."""
+        """Insert an active tenant; `reprovision` allows replacing a terminated one (new generation).
+        Raises `StaleMasterKey` if the root is wrapped under a master version older than the
+        current one (see `rewrap_roots`)."""
 
     def tenant(self, tenant: str) -> TenantRow | None: ...
 
@@ -142,16 +148,29 @@ class KeyStore(Protocol):
     def destroy_subject(self, tenant: str, scope: str, subject: str, reason: str, now: float) -> list[str]:
         """Destroy every version of one conversation's or contact's key; returns their ids."""
 
-    def destroy_tenant(self, tenant: str, reason: str, now: float) -> Destruction:
-        """Fence the tenant and destroy its root and every data key, in one transaction."""
+    def destroy_tenant(self, tenant: str, reason: str, now: float, witness: Witness | None = None) -> Destruction:
+        """Fence the tenant and destroy its root and every data key, in one transaction.
+        `witness`, if given, sees the rows inside that transaction just before they are
+        overwritten, and only when there is something to destroy; if it raises, nothing changes."""
 
     def expire(self, now: float, limit: int) -> list[str]:
         """Destroy up to `limit` conversation keys whose expiry has passed; returns their ids."""
 
-    def rewrap_roots(self, rewrap: Callable[[TenantRow], tuple[int, bytes, bytes]]) -> int:
-        """Replace every active root's (master_version, nonce, wrapped) in one transaction."""
+    def rewrap_roots(self, version: int, rewrap: Callable[[TenantRow], tuple[int, bytes, bytes]]) -> int:
+        """Replace every active root's (master_version, nonce, wrapped) in one transaction, and
+        record `version` as the current master version: from then on `create_tenant` refuses a
+        root wrapped under an older one (`StaleMasterKey`), so none is wrapped under a version
+        about to be destroyed. Raises `StaleMasterKey` if a newer version is already recorded."""
 
     def counts(self) -> list[TenantCounts]: ...
+
+    # -- residue: bytes of destroyed keys that the store's files may still hold ---------------
+    def files(self) -> list[Path]:
+        """Every local file that holds the store's bytes (those that exist), for residue scans."""
+
+    def checkpoint(self) -> str | None:
+        """One attempt, without waiting and without blocking anyone, to drop every old image of a
+        changed page from the store's files; None when done, else one line on what blocks it."""
 
     def destroyed_keys(self, tenant: str, generation: int) -> list[tuple[str, str]]:
         """(key_id, scope) of every data key destroyed for that generation of the tenant."""

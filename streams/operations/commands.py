@@ -44,19 +44,16 @@ def _keys_report(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _keys_rotate_master(settings: Settings, args: argparse.Namespace) -> int:
-    from shredline.keystore.master import add_version, load_keyring, retire_versions_below
+    from shredline.keystore.master import rotate
     from shredline.streams.operations.operators import Session
 
     if settings.master_key is not None:
         raise ShredlineError("master_key: rotation needs a key file; SHREDLINE_MASTER_KEY is set")
     keys = Session(settings, "keys rotate-master", online=False).keys
-    path = settings.master_key_path
-    version = add_version(path)
-    count = keys.rotate_master(load_keyring(None, path, create=False))
-    retired = retire_versions_below(path, version)
+    rotation = rotate(settings.master_key_path, keys.rotate_master)
     print(
-        f"re-wrapped {count} tenant root keys under master key v{version}; "
-        f"retired {', '.join(f'v{v}' for v in retired) or 'nothing'}"
+        f"re-wrapped {rotation.roots} tenant root keys under master key v{rotation.version}; "
+        f"retired {', '.join(f'v{v}' for v in rotation.retired) or 'nothing'}"
     )
     return 0
 

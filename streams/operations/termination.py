@@ -1,8 +1,9 @@
 """Terminating a tenant: six steps, each recorded, so a crash at any point is finished by re-running.
 
-    intent → keys (fence + destroy) → announce (control.tenants + buffer-view purge) → trim
-    (processed ingest records) → verify (sampled buffer records unreadable, no key left) →
-    certificate (signed JSON + text)
+    intent → keys (fence + destroy; rotate the master key, destroying the version that wrapped
+    the root) → announce (control.tenants + buffer-view purge) → trim (processed ingest records) →
+    verify (sampled buffer records unreadable, no key left, no byte of a destroyed key in any file
+    of the key store) → certificate (signed JSON + text)
 
 Progress lives in `<data_dir>/terminations/<tenant>.g<generation>.json`, rewritten atomically
 after each step; a re-run skips finished steps and never destroys anything twice (the key store
@@ -27,6 +28,8 @@ from confluent_kafka import Consumer, TopicPartition
 
 from shredline.keystore.errors import KeystoreError, UnknownTenant
 from shredline.keystore.keys import Keys, Sealed
+from shredline.keystore.master import load_keyring, rotate, write_private
+from shredline.keystore.residue import Probes, ProbesInvalid, settle
 from shredline.keystore.store import TERMINATED, TenantRow, key_digest
 from shredline.processors.roles import Role
 from shredline.schemas.codec import DecodeError, decode
@@ -44,6 +47,7 @@ STEPS = ("intent", "keys", "announce", "trim", "verify", "certificate")
 SAMPLE = 20  # buffer records of the tenant tried after destruction
 SAMPLE_TAIL = 500  # records read back per buffer partition to find them
 FAULT_EXIT = 86
+RESIDUE_WAIT_S = 10.0  # how long verify lets a reader of the key store finish before it gives up
 
 
 class TerminationError(ShredlineError):
@@ -80,6 +84,12 @@ def progress_path(settings: Settings, tenant: str, generation: int) -> Path:
     return settings.data_dir / "terminations" / f"{tenant}.g{generation}.json"
 
 
+def probes_path(settings: Settings, tenant: str, generation: int) -> Path:
+    """Digests of the destroyed keys (never their bytes: `keystore/residue.py`), from the keys step
+    until the termination is done."""
+    return settings.data_dir / "terminations" / f"{tenant}.g{generation}.probes"
+
+
 def certificate_paths(settings: Settings, tenant: str, generation: int) -> tuple[Path, Path]:
     folder = settings.data_dir / "certificates"
     return folder / f"{tenant}.g{generation}.json", folder / f"{tenant}.g{generation}.txt"
@@ -105,7 +115,9 @@ class Termination:
             else {"tenant": tenant, "generation": row.generation, "operator": operator, "reason": reason, "steps": {}}
         )
         cert_json, _txt = certificate_paths(self.settings, tenant, row.generation)
+        probes = probes_path(self.settings, tenant, row.generation)
         if "certificate" in state["steps"]:
+            probes.unlink(missing_ok=True)
             return Outcome(cert_json, already_done=True)
         if state["steps"]:
             self.say(f"resuming the termination of {tenant} started by {state['operator']}")
@@ -120,6 +132,7 @@ class Termination:
             took = time.monotonic() - started
             self.say(f"  {number}/{len(STEPS)} {step}: {result.get('summary', 'done')} ({took:.1f} s)")
             _fault_point(step)
+        probes.unlink(missing_ok=True)
         return Outcome(cert_json, already_done=False)
 
     # -- the steps; each returns what the progress file and certificate keep -------------------
@@ -129,13 +142,30 @@ class Termination:
         return {"summary": "recorded in the audit trail"}
 
     def _keys(self, tenant: str, generation: int, state: dict[str, Any]) -> dict[str, Any]:
-        result = self.keys.destroy_tenant(tenant, state["reason"])
+        probes = probes_path(self.settings, tenant, generation)
+        # The probes are on disk before the destruction commits, so verify can always check it.
+        result = self.keys.destroy_tenant(tenant, state["reason"], witness=lambda p: write_private(probes, p.dump()))
         self.trail.flush()  # the store's own record of the destruction
         counts = dict(result.by_scope)
-        self.trail.record("tenant.terminate.keys", tenant, None, {k: str(v) for k, v in counts.items()})
+        version, master = self._rotate_master()
+        details = {k: str(v) for k, v in counts.items()} | {"master_version": str(version)}
+        self.trail.record("tenant.terminate.keys", tenant, None, details)
         if result.already_terminated:
-            return {"summary": "already fenced; nothing left to destroy", **counts}
-        return {"summary": f"fenced; root key and {sum(counts.values())} data keys destroyed", **counts}
+            done = "already fenced; nothing left to destroy"
+        else:
+            done = f"fenced; root key and {sum(counts.values())} data keys destroyed"
+        return {"summary": f"{done}; {master}", **counts, "master_version": version}
+
+    def _rotate_master(self) -> tuple[int | None, str]:
+        """Destroy the master version that wrapped the destroyed root (every root is re-wrapped under
+        a new one first), so no copy of the old wrapped root can ever be opened: docs/key-residue.md.
+        A keyring given in SHREDLINE_MASTER_KEY cannot be rotated from here; the step says so."""
+        if self.settings.master_key is not None:
+            return None, "master key NOT rotated: it comes from SHREDLINE_MASTER_KEY; rotate it where it is kept"
+        rotation = rotate(self.settings.master_key_path, self.keys.rotate_master)
+        self.trail.flush()  # the store's record of the re-wrap
+        retired = ", ".join(f"v{v}" for v in rotation.retired) or "nothing"
+        return rotation.version, f"master key {retired} destroyed, roots re-wrapped under v{rotation.version}"
 
     def _announce(self, tenant: str, generation: int, state: dict[str, Any]) -> dict[str, Any]:
         announce(
@@ -166,16 +196,44 @@ class Termination:
         row = self.keys.store.tenant(tenant)
         remaining = 0 if counts is None else counts.conversation_keys + counts.contact_keys + counts.retired_keys
         root_left = row is not None and row.root_wrapped is not None
+        residue = settle(self.keys.store, self._probes(tenant, generation), RESIDUE_WAIT_S)
+        rotated_to = state["steps"]["keys"].get("master_version")
         checks = {
             "buffer_records_sampled": sampled,
             "buffer_records_readable": readable,
             "data_keys_remaining": remaining,
             "root_key_remaining": root_left,
+            "key_store_residue": residue.windows,
+            "master_key_rotated": rotated_to is not None,
         }
         self.trail.record("tenant.terminate.verify", tenant, None, {k: str(v) for k, v in checks.items()})
         if readable or remaining or root_left or row is None or row.state != TERMINATED:
             raise TerminationError(f"terminate {tenant}: verification failed: {checks}; re-run to retry")
-        return {"summary": f"{sampled} sampled buffer records unreadable, no key left", **checks}
+        if residue.found:
+            where = f"bytes of the destroyed keys remain in {', '.join(sorted(residue.found))}"
+            if residue.blocker is None:
+                raise TerminationError(f"terminate {tenant}: keys: {where} with nothing in the way (a bug: report it)")
+            raise TerminationError(
+                f"terminate {tenant}: keys: {residue.blocker}; {where}; "
+                "no certificate until they are gone: re-run when it ends"
+            )
+        if rotated_to is not None:
+            path = self.settings.master_key_path
+            if older := [v for v in load_keyring(None, path, create=False).versions if v < rotated_to]:
+                raise TerminationError(
+                    f"terminate {tenant}: keys: master key versions {older} are back in {path} after the rotation"
+                )
+        return {"summary": f"{sampled} sampled buffer records unreadable, no key or key residue left", **checks}
+
+    def _probes(self, tenant: str, generation: int) -> Probes:
+        path = probes_path(self.settings, tenant, generation)
+        try:
+            return Probes.load(path.read_bytes())
+        except (OSError, ProbesInvalid):
+            raise TerminationError(
+                f"terminate {tenant}: verify: {path} (written by the keys step) is missing or damaged; "
+                "the key store cannot be checked for residue"
+            ) from None
 
     def _try_buffer_sample(self, tenant: str) -> tuple[int, int]:
         """Try to open up to SAMPLE of the tenant's newest buffer records; returns (tried, opened)."""

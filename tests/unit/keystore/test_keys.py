@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from shredline.keystore.aead import TenantKeys
 from shredline.keystore.errors import (
     InvalidCiphertext,
     KeyDestroyed,
@@ -28,6 +27,7 @@ from shredline.keystore.keys import Keys, Sealed
 from shredline.keystore.master import MasterKeyring, add_version, load_keyring, parse_keyring, retire_versions_below
 from shredline.keystore.sqlite_store import SqliteKeyStore
 from shredline.keystore.store import CONTACT, CONVERSATION
+from tests.unit.keystore.forensics import raw_bytes, secrets_of
 
 TOPIC = "buffer.messages"
 
@@ -282,26 +282,6 @@ def test_two_processes_creating_the_same_conversation_key_get_one_key(tmp_path: 
     assert make_keys(tmp_path).report()[0].destroyed_keys == 5
 
 
-def _raw_bytes(directory: Path) -> bytes:
-    return b"".join(p.read_bytes() for p in sorted(directory.glob("keys.sqlite*")))
-
-
-def _secrets_of(keys: Keys, tenant: str) -> list[bytes]:
-    """Wrapped root, raw root, and every wrapped and raw data key of `tenant`, as stored."""
-    row = keys.store.tenant(tenant)
-    assert row is not None and row.root_wrapped is not None
-    root = Keys._unwrap_root(keys.master, row)
-    tenant_keys = TenantKeys(tenant, row.generation, root)
-    db = sqlite3.connect(keys.store.path)  # type: ignore[attr-defined]
-    found = [row.root_wrapped, root]
-    for scope, subject, key_id, nonce, wrapped in db.execute(
-        "SELECT scope, subject, key_id, nonce, wrapped FROM data_keys WHERE tenant = ?", (tenant,)
-    ):
-        found += [wrapped, tenant_keys.unwrap(nonce, wrapped, scope=scope, subject=subject, key_id=key_id)]
-    db.close()
-    return found
-
-
 def test_forensics_no_byte_of_a_destroyed_key_remains_in_any_store_file(tmp_path: Path) -> None:
     keys = make_keys(tmp_path)
     for tenant in ("acme", "beta"):
@@ -310,9 +290,9 @@ def test_forensics_no_byte_of_a_destroyed_key_remains_in_any_store_file(tmp_path
             keys.seal(tenant, CONVERSATION, f"conv-{i}", TOPIC, b"x")
         for i in range(50):
             keys.seal(tenant, CONTACT, f"contact-{i}", "buffer.contacts", b"x")
-    acme, beta = _secrets_of(keys, "acme"), _secrets_of(keys, "beta")
+    acme, beta = secrets_of(keys, "acme"), secrets_of(keys, "beta")
     assert len(acme) == 2 + 2 * 250
-    raw = _raw_bytes(tmp_path)
+    raw = raw_bytes(tmp_path)
     assert all(s in raw for s in acme[2::2])  # positive control: the scan finds wrapped keys that exist
 
     # One conversation first, then the whole tenant.
@@ -325,10 +305,10 @@ def test_forensics_no_byte_of_a_destroyed_key_remains_in_any_store_file(tmp_path
         .fetchone()
     )
     keys.destroy_subject("acme", CONVERSATION, "conv-7", "closed")
-    assert conv_row[0] not in _raw_bytes(tmp_path)
+    assert conv_row[0] not in raw_bytes(tmp_path)
 
     keys.destroy_tenant("acme", "contract ended")
-    raw = _raw_bytes(tmp_path)
+    raw = raw_bytes(tmp_path)
     leaked = [s for s in acme if s in raw]
     assert leaked == [], f"{len(leaked)} secrets of a destroyed tenant still on disk"
     assert all(s in raw for s in beta[::2]) and beta[0] in raw  # the other tenant is untouched

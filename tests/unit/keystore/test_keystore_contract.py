@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
 
-from shredline.keystore.errors import KeystoreError, TenantExists
+from shredline.keystore.errors import KeystoreError, StaleMasterKey, TenantExists
 from shredline.keystore.sqlite_store import SqliteKeyStore
 from shredline.keystore.store import ACTIVE, TERMINATED, KeyRow, KeyStore, Policy, TenantFenced, TenantRow, key_digest
 
@@ -162,10 +162,50 @@ def test_rewrap_roots_replaces_only_active_roots(store: KeyStore) -> None:
     store.create_tenant(tenant_row("a"), reprovision=False)
     store.create_tenant(tenant_row("b"), reprovision=False)
     store.destroy_tenant("b", "ended", NOW)
-    count = store.rewrap_roots(lambda row: (2, b"n" * 12, b"w" * 48))
+    count = store.rewrap_roots(2, lambda row: (2, b"n" * 12, b"w" * 48))
     assert count == 1
     a = store.tenant("a")
     assert a is not None and (a.master_version, a.root_wrapped) == (2, b"w" * 48)
+
+
+def test_after_a_rotation_no_root_is_stored_under_an_older_master_version(store: KeyStore) -> None:
+    """A process that loaded the keyring before a rotation must not store a root under a version
+    that is about to be destroyed; nor may a slower rotation go back to an older version."""
+    store.create_tenant(tenant_row("a"), reprovision=False)  # under v1, before any rotation: fine
+    store.rewrap_roots(2, lambda row: (2, b"n" * 12, b"w" * 48))
+    with pytest.raises(StaleMasterKey) as stale:
+        store.create_tenant(tenant_row("late"), reprovision=False)
+    assert (stale.value.version, stale.value.current) == (1, 2) and store.tenant("late") is None
+    store.create_tenant(TenantRow("late", ACTIVE, 1, 2, os.urandom(12), os.urandom(48), 86_400, NOW), reprovision=False)
+    with pytest.raises(StaleMasterKey):
+        store.rewrap_roots(1, lambda row: (1, b"n" * 12, b"w" * 48))
+    assert {t.master_version for t in store.tenants()} == {2}
+
+
+def test_the_witness_sees_what_a_tenant_destruction_overwrites_and_can_stop_it(store: KeyStore) -> None:
+    row = tenant_row()
+    store.create_tenant(row, reprovision=False)
+    key = store.acquire(key_row(), block=1, cap=9)
+    seen: list[tuple[bytes | None, list[bytes]]] = []
+
+    def refuse(root: TenantRow, keys: Sequence[KeyRow]) -> None:
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        store.destroy_tenant("acme", "ended", NOW, refuse)
+    assert store.data_key(key.key_id) is not None and store.tenant("acme").state == ACTIVE  # type: ignore[union-attr]
+    store.destroy_tenant(
+        "acme", "ended", NOW, lambda root, keys: seen.append((root.root_wrapped, [k.wrapped for k in keys]))
+    )
+    assert seen == [(row.root_wrapped, [key.wrapped])]
+    store.destroy_tenant("acme", "ended", NOW, lambda root, keys: seen.append((None, [])))  # nothing left to see
+    assert len(seen) == 1
+
+
+def test_an_idle_store_checkpoints_and_names_its_files(store: KeyStore) -> None:
+    store.create_tenant(tenant_row(), reprovision=False)
+    assert store.checkpoint() is None
+    assert store.files() and all(p.exists() for p in store.files())
 
 
 def test_counts_per_tenant_and_state(store: KeyStore) -> None:

@@ -1,0 +1,168 @@
+"""Residue of destroyed keys on a real SQLite store, with real processes: a reader holding an old
+snapshot, a writer that must not wait on it, the scan that tells, and master-key rotation racing
+a provisioning process."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from shredline.keystore.errors import MasterKeyError
+from shredline.keystore.keys import Keys
+from shredline.keystore.master import load_keyring, rotate
+from shredline.keystore.residue import SALT, WINDOW, Probes, ProbesInvalid, settle
+from shredline.keystore.sqlite_store import SqliteKeyStore
+from shredline.keystore.store import CONTACT, CONVERSATION
+from tests.unit.keystore.forensics import Reader, raw_bytes, secrets_of
+
+TOPIC = "buffer.messages"
+FAST_S = 3.0  # "a few seconds": what a writer may wait on the store while a reader holds on
+
+
+def open_keys(directory: Path, busy_timeout_s: float = 10.0) -> Keys:
+    ring = load_keyring(None, directory / "master.key", create=True)
+    store = SqliteKeyStore(directory / "keys.sqlite", busy_timeout_s=busy_timeout_s)
+    return Keys(store, ring, reload_master=lambda: load_keyring(None, directory / "master.key", create=False))
+
+
+def populated(directory: Path, busy_timeout_s: float = 10.0) -> Keys:
+    keys = open_keys(directory, busy_timeout_s)
+    for tenant in ("acme", "beta"):
+        keys.provision(tenant)
+        for i in range(40):
+            keys.seal(tenant, CONVERSATION, f"conv-{i}", TOPIC, b"x")
+            keys.seal(tenant, CONTACT, f"contact-{i}", "buffer.contacts", b"x")
+    keys.store.checkpoint()
+    return keys
+
+
+@pytest.fixture
+def reader(tmp_path: Path) -> Iterator[list[Reader]]:
+    held: list[Reader] = []
+    yield held
+    for r in held:
+        r.end()
+
+
+def write_from_another_process(directory: Path, tenant: str) -> tuple[int, float]:
+    """Provision `tenant` from a new process with the CLI's 10 s busy timeout; (exit code, seconds)."""
+    code = (
+        "import sys; from pathlib import Path; from shredline.keystore.keys import Keys;"
+        "from shredline.keystore.sqlite_store import SqliteKeyStore;"
+        "from shredline.keystore.master import load_keyring;"
+        "d = Path(sys.argv[1]); Keys(SqliteKeyStore(d / 'keys.sqlite'), "
+        "load_keyring(None, d / 'master.key', create=False)).provision(sys.argv[2])"
+    )
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", code, str(directory), tenant], capture_output=True, timeout=120)
+    return done.returncode, time.monotonic() - started
+
+
+def test_probes_find_every_copy_at_any_offset_and_hold_no_byte_of_it(tmp_path: Path) -> None:
+    secrets = [os.urandom(48) for _ in range(20)] + [os.urandom(32) for _ in range(20)]
+    probes = Probes.of(secrets, os.urandom(SALT))
+    dump = probes.dump()
+    for secret in secrets:  # nothing of a secret in what is written to disk, not even 8 bytes
+        assert not any(secret[i : i + 8] in dump for i in range(len(secret) - 7))
+    again = Probes.load(dump)
+    assert again.digests == probes.digests and again.secrets == 40 and "digests=" in repr(again)
+    with pytest.raises(ProbesInvalid):
+        Probes.load(b"junk" + dump)
+    for offset in range(2 * WINDOW):  # a copy anywhere is found; random bytes around it are not
+        for secret in (secrets[0], secrets[-1]):
+            data = os.urandom(1000 + offset) + secret + os.urandom(1000)
+            path = tmp_path / "file"
+            path.write_bytes(data)
+            assert probes.count_in(path) >= 1
+            path.write_bytes(os.urandom(len(data)))
+            assert probes.count_in(path) == 0
+    with pytest.raises(ValueError):
+        Probes.of([os.urandom(31)], os.urandom(SALT))  # too short to be found at every offset
+
+
+def test_a_reader_holding_a_snapshot_keeps_destroyed_keys_on_disk_but_blocks_no_writer(
+    tmp_path: Path, reader: list[Reader]
+) -> None:
+    keys = populated(tmp_path)
+    acme, beta = secrets_of(keys, "acme"), secrets_of(keys, "beta")
+    reader.append(Reader(tmp_path / "keys.sqlite"))
+    seen: list[Probes] = []
+    done = threading.Event()
+
+    def destroy() -> None:
+        keys.destroy_tenant("acme", "contract ended", witness=seen.append)
+        done.set()
+
+    # Before: the checkpoint waited on the reader while holding the write lock, 50 times over.
+    threading.Thread(target=destroy, daemon=True).start()
+    assert done.wait(FAST_S), "the destruction waited on a reader"
+    code, took = write_from_another_process(tmp_path, "gamma")
+    assert code == 0 and took < FAST_S + 2, f"another process's write took {took:.1f} s (exit {code})"
+
+    # The reader's snapshot still needs the old pages: the destroyed keys are on disk, and the scan says so.
+    raw = raw_bytes(tmp_path)
+    assert acme[0] in raw  # positive control for the scan below: the wrapped root is still there
+    residue = settle(keys.store, seen[0], wait_s=0.3)
+    assert residue.found.get("keys.sqlite", 0) > 0
+    assert residue.blocker is not None and f"pid {reader[0].proc.pid}" in residue.blocker
+    assert seen[0].secrets == len(acme)  # every wrapped and raw key of the tenant was probed
+
+    reader[0].end()
+    residue = settle(keys.store, seen[0], wait_s=5)
+    assert residue.found == {} and residue.blocker is None
+    raw = raw_bytes(tmp_path)
+    assert [s for s in acme if s in raw] == []
+    assert all(s in raw for s in beta[::2])  # the other tenant's wrapped keys are all still there
+
+
+def test_the_worker_timeout_store_closes_a_conversation_at_once_and_the_janitor_clears_the_residue(
+    tmp_path: Path, reader: list[Reader]
+) -> None:
+    keys = populated(tmp_path, busy_timeout_s=0.5)  # the worker's setting
+    subject = keys.pseudonym("acme", CONVERSATION, "conv-7")
+    db = sqlite3.connect(tmp_path / "keys.sqlite")
+    (wrapped,) = db.execute("SELECT wrapped FROM data_keys WHERE subject = ?", (subject,)).fetchone()
+    db.close()
+    reader.append(Reader(tmp_path / "keys.sqlite"))
+    started = time.monotonic()
+    assert len(keys.destroy_subject("acme", CONVERSATION, "conv-7", "closed")) == 1
+    assert time.monotonic() - started < 0.5, "closing a conversation waited on a reader"
+    assert wrapped in raw_bytes(tmp_path)  # held by the reader's snapshot
+    reader[0].end()
+    keys.expire()  # the janitor's tick retries the checkpoint even with nothing to expire
+    assert wrapped not in raw_bytes(tmp_path)
+
+
+def test_a_process_that_provisions_across_a_rotation_wraps_under_the_new_version(tmp_path: Path) -> None:
+    rotator = populated(tmp_path)
+    late = open_keys(tmp_path)  # loaded the keyring (v1 only) before the rotation
+    sealed = rotator.seal("acme", CONVERSATION, "conv-1", TOPIC, b"kept")
+    os.link(tmp_path / "master.key", tmp_path / "master.key.before")  # the old file's inode, to look at
+    rotation = rotate(tmp_path / "master.key", rotator.rotate_master)
+    assert (rotation.version, rotation.retired, rotation.roots) == (2, [1], 2)
+    assert set((tmp_path / "master.key.before").read_bytes()) == {0}  # the replaced key file was zeroed
+    assert oct((tmp_path / "master.key").stat().st_mode & 0o777) == "0o600"
+
+    row = late.provision("late")  # before: stored under v1, destroyed a moment ago: lost
+    assert row.master_version == 2
+    fresh = open_keys(tmp_path)
+    assert fresh.master.versions == [2]
+    assert fresh.tenant_keys("late").generation == 1 and fresh.open(sealed, TOPIC) == b"kept"
+
+
+def test_an_old_wrapped_root_is_useless_once_its_master_version_is_destroyed(tmp_path: Path) -> None:
+    keys = populated(tmp_path)
+    copied = keys.store.tenant("acme")  # what a copy of the file or a stray disk block would hold
+    assert copied is not None
+    keys.destroy_tenant("acme", "ended")
+    rotate(tmp_path / "master.key", keys.rotate_master)
+    with pytest.raises(MasterKeyError, match="version 1 is not in the keyring"):
+        Keys._unwrap_root(load_keyring(None, tmp_path / "master.key", create=False), copied)
