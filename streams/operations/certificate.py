@@ -66,6 +66,7 @@ def render_text(body: dict[str, Any]) -> str:
         f"Operator         {body['operator']}",
         f"Reason           {body['reason']}",
         f"Policy version   {body['policy_version'] or '(none accepted)'}",
+        f"Audit trail      reached seq {body['audit_head']['seq']}, record SHA-256 {body['audit_head']['hash']}",
         "",
         "Keys destroyed by the termination (crypto-shredded; key bytes overwritten, never shown):",
         f"  root key            {keys['root']}",

@@ -31,6 +31,7 @@ BODY: dict[str, Any] = {
         "data_keys_remaining": 0,
         "root_key_remaining": False,
     },
+    "audit_head": {"seq": 41, "hash": "ab" * 32},
 }
 
 
@@ -71,3 +72,4 @@ def test_the_text_rendering_names_what_was_destroyed_and_checked() -> None:
     text = render_text(sign(BODY, KEY)["certificate"])
     assert "Tenant           acme (key generation 1)" in text
     assert "conversation keys   12" in text and "of which still readable      0" in text
+    assert f"Audit trail      reached seq 41, record SHA-256 {'ab' * 32}" in text
