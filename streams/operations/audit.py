@@ -199,8 +199,10 @@ def verify(
         if (link := unlinked(record, previous)) is not None:
             findings.append(Finding(offset, link))
         if str(record["action"]).startswith(ALARM):
-            why = record["details"].get("reason", "")
-            findings.append(Finding(offset, f"alarm {record['action']} at seq {record['seq']}: {why}"))
+            details = record["details"]
+            where = f" (offset {details['offset']})" if "offset" in details else ""
+            reason = f"alarm {record['action']} at seq {record['seq']}: {details.get('reason', '')}{where}"
+            findings.append(Finding(offset, reason))
         previous = head_of(record)
         chained.setdefault(previous.seq, previous.hash)
     for name, anchor in (anchors or {}).items():
@@ -267,15 +269,18 @@ def read_positioned(conn: Connection, prefix: str, last: int | None = None) -> l
     start = low if last is None else max(low, high - last)
     if high <= start:
         return []
-    consumer.assign([TopicPartition(topic, 0, start)])
+    partition = TopicPartition(topic, 0, start)
+    consumer.assign([partition])
     out: list[Positioned] = []
     deadline = time.monotonic() + 60
     try:
-        while not out or out[-1][0] < high - 1:
+        # Up to the end by the consumer's position, not the last record's offset: a transaction's
+        # control record (anyone may write one) takes an offset and is never delivered.
+        while (position := consumer.position([partition])[0].offset) < high:
             if time.monotonic() > deadline:
                 raise KafkaOperationError(f"audit: read {len(out)} records of {topic}, not up to offset {high}")
             # consume(n) waits until n records or the timeout: never ask for more than remain
-            remaining = high - (out[-1][0] + 1 if out else start)
+            remaining = high - (position if position >= start else start)
             for msg in consumer.consume(min(1000, remaining), 1.0):
                 offset = msg.offset()
                 if msg.error() is not None or offset is None or offset >= high:
@@ -392,11 +397,15 @@ def relay(conn: Connection, prefix: str, store: KeyStore, store_path: Path, sign
                 raise AssertionError("a relay with pending entries always has a head")
             store.drop_audit(entries[-1].id, new_head)
             if tail.alarm is not None:
+                action, details = tail.alarm
+                where = f" (offset {details['offset']})" if "offset" in details else ""
                 log.error(
-                    "audit alarm: %s: %s; not chained on; alarm %s recorded at seq %d (run `shredline audit verify`)",
+                    "audit alarm on %s: %s%s; the relay did not chain on it and recorded %s at seq %d; "
+                    "see `shredline audit verify`",
                     topic,
-                    tail.alarm[1]["reason"],
-                    tail.alarm[0],
+                    details["reason"],
+                    where,
+                    action,
                     records[0]["seq"],
                 )
             total += len(records)

@@ -221,8 +221,8 @@ def _audit_verify(settings: Settings, args: argparse.Namespace) -> int:
         print(f"({verdict.summary})")
         return 1
     reached = " and ".join(f"{name} (seq {head.seq})" for name, head in anchors.items())
-    against = f"; {reached} on it" if anchors else ""
-    cut = "" if anchor is not None else "; no key store here, so a cut tail shows only against --certificate heads"
+    against = f"; reaches {reached}" if anchors else ""
+    cut = "" if anchor is not None else "; no key store anchor here, so a cut tail shows only against --certificate"
     print(f"audit trail intact: {verdict.summary}{against}{cut}")
     return 0
 

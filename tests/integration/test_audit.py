@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from shredline.keystore.store import AuditHead
@@ -100,7 +100,7 @@ def test_a_forged_record_is_named_and_the_relay_never_chains_on_it(site: Site) -
     assert broken.returncode == 1 and broken.stdout.startswith(f"audit trail {named}"), broken.stdout
 
     provisioned = site.ok("tenant", "provision", "gamma")  # the next ordinary command still works...
-    assert "audit alarm" in provisioned.stderr and "not chained on" in provisioned.stderr
+    assert "audit alarm" in provisioned.stderr and "the relay did not chain on it" in provisioned.stderr
     trail = site.trail()
     raised = trail[offset + 1]  # ...and the relay put an alarm, not gamma's records, after the forgery
     assert raised["action"] == TAIL_NOT_OURS and raised["details"]["offset"] == str(offset)
@@ -115,6 +115,21 @@ def test_a_forged_record_is_named_and_the_relay_never_chains_on_it(site: Site) -
 
     site.ok("tenant", "provision", "delta")  # the forgery lies before the head now: no second alarm
     assert [r["action"] for r in site.trail()].count(TAIL_NOT_OURS) == 1
+
+
+def test_a_transaction_written_to_the_topic_neither_stalls_nor_fools_the_relay(site: Site) -> None:
+    """A committed transaction leaves a control record that takes an offset and is never delivered:
+    reading up to the last delivered offset would wait for it forever, and every command with it."""
+    site.ok("tenant", "provision", "alpha")
+    producer = Producer(site.broker.connection.confluent(**{"transactional.id": f"mallory-{site.prefix}"}))
+    producer.init_transactions(30)
+    producer.begin_transaction()
+    producer.produce(site.topic, b"not an audit record", partition=0)
+    producer.commit_transaction(30)
+    after = site.ok("tenant", "provision", "beta")
+    assert "audit alarm" in after.stderr and "not an audit record" in after.stderr
+    verdict = site.cli("audit", "verify")
+    assert verdict.returncode == 1 and "not an audit record" in verdict.stdout.splitlines()[0]
 
 
 def audit_values(site: Site) -> list[bytes]:
@@ -164,7 +179,7 @@ def test_a_cut_tail_is_detected_by_the_anchor_and_by_any_certificate(site: Site,
     whole = site.ok("audit", "verify", "--certificate", str(certificate))
     anchor = site.anchor()
     assert anchor is not None and anchor == head_of(trail[-1])
-    assert f"certificate alpha.g1.json (seq {head['seq']}) and the key store's anchor (seq {anchor.seq}) on it" in (
+    assert f"reaches certificate alpha.g1.json (seq {head['seq']}) and the key store's anchor (seq {anchor.seq})" in (
         whole.stdout
     )
 
@@ -180,7 +195,7 @@ def test_a_cut_tail_is_detected_by_the_anchor_and_by_any_certificate(site: Site,
     auditor = {**site.env, "SHREDLINE_DATA_DIR": str(tmp_path / "auditor")}
     public = str(site.data_dir / PUBLIC_KEY_FILE)
     blind = cli(auditor, "audit", "verify", "--public-key", public)
-    assert blind.returncode == 0 and "no key store here, so a cut tail shows only against --certificate" in (
+    assert blind.returncode == 0 and "no key store anchor here, so a cut tail shows only against --certificate" in (
         blind.stdout
     )
     told = cli(auditor, "audit", "verify", "--public-key", public, "--certificate", str(certificate))
