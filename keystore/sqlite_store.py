@@ -38,6 +38,7 @@ from shredline.keystore.store import (
     CONVERSATION,
     TERMINATED,
     AuditEntry,
+    AuditHead,
     Destruction,
     KeyRow,
     Policy,
@@ -95,6 +96,9 @@ CREATE TABLE IF NOT EXISTS audit_outbox (
     tenant TEXT,
     subject TEXT,
     details TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit_head (
+    one INTEGER PRIMARY KEY CHECK (one = 1), seq INTEGER NOT NULL, hash BLOB NOT NULL, anchored_at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS policies (
     version TEXT PRIMARY KEY, sha256 TEXT NOT NULL, published_at REAL NOT NULL, operator TEXT NOT NULL
@@ -485,9 +489,22 @@ class SqliteKeyStore:
             for i, at, actor, action, tenant, subject, d in rows
         ]
 
-    def drop_audit(self, up_to: int) -> None:
+    def drop_audit(self, up_to: int, head: AuditHead) -> None:
         with self._write() as db:
+            anchored = db.execute("SELECT seq FROM audit_head").fetchone()
+            if anchored is not None and head.seq <= anchored[0]:
+                raise KeystoreError(f"audit head seq {head.seq} is not past the anchored seq {anchored[0]}")
             db.execute("DELETE FROM audit_outbox WHERE id <= ?", (up_to,))
+            db.execute(
+                "INSERT INTO audit_head (one, seq, hash, anchored_at) VALUES (1, ?, ?, ?) "
+                "ON CONFLICT (one) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, "
+                "anchored_at = excluded.anchored_at",
+                (head.seq, head.hash, time.time()),
+            )
+
+    def audit_head(self) -> AuditHead | None:
+        rows = self._read("SELECT seq, hash FROM audit_head")
+        return AuditHead(*rows[0]) if rows else None  # type: ignore[arg-type]
 
     # -- policies ------------------------------------------------------------------------------
     def publish_policy(self, policy: Policy) -> bool:

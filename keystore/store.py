@@ -42,6 +42,15 @@ class AuditEntry:
 
 
 @dataclass(frozen=True)
+class AuditHead:
+    """The last record relayed onto audit.events, as the store anchors it: its `seq` and its
+    32-byte SHA-256 `hash`. Kept outside the topic, so a cut tail or a rewritten head shows."""
+
+    seq: int
+    hash: bytes
+
+
+@dataclass(frozen=True)
 class Policy:
     version: str
     sha256: str
@@ -187,8 +196,13 @@ class KeyStore(Protocol):
 
     def pending_audit(self, limit: int) -> list[AuditEntry]: ...
 
-    def drop_audit(self, up_to: int) -> None:
-        """Forget outbox entries up to and including id `up_to` (they are on audit.events)."""
+    def drop_audit(self, up_to: int, head: AuditHead) -> None:
+        """Forget outbox entries up to and including id `up_to` (they are on audit.events) and
+        anchor `head`, the chain's new last record, in one transaction. Raises `KeystoreError`
+        unless `head.seq` is past the anchored one (a head only moves forward)."""
+
+    def audit_head(self) -> AuditHead | None:
+        """The anchored head of the audit chain; None before the first relay."""
 
     # -- policies ------------------------------------------------------------------------------
     def publish_policy(self, policy: Policy) -> bool:

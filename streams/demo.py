@@ -36,7 +36,7 @@ from shredline.streams.kafka.admin import apply_catalog, record_counts
 from shredline.streams.kafka.connection import client_environment
 from shredline.streams.key_store import open_keys
 from shredline.streams.launcher.broker import connect_or_launch
-from shredline.streams.operations.audit import Trail, read_trail, verify
+from shredline.streams.operations.audit import Trail, read_positioned, verify
 from shredline.streams.operations.buffer_read import Deleted, latest_view_value, read_conversation
 from shredline.streams.operations.signing import provider_key
 from shredline.streams.operations.tenants import provision
@@ -174,9 +174,12 @@ def run_demo(base: Settings, progress: Progress) -> int:
         )
     )
     trail.flush()  # the worker's last key records, if it stopped before relaying them
-    verdict = verify(read_trail(conn, prefix), provider_key(keys).public_key())
-    state = "intact" if verdict.ok else f"BROKEN at record {verdict.bad_seq}: {verdict.reason}"
-    print(f"9. audit trail {state}: {verdict.records} hash-chained records, {verdict.checkpoints} signed checkpoints")
+    anchor = keys.store.audit_head()
+    verdict = verify(
+        read_positioned(conn, prefix), provider_key(keys).public_key(), {"the key store": anchor} if anchor else {}
+    )
+    state = "intact" if verdict.ok else f"BROKEN: {verdict.findings[0].reason}"
+    print(f"9. audit trail {state}: {verdict.summary}")
     progress("the broker keeps running; stop it with `shredline kafka down`")
     return 0 if verdict.ok else 1
 

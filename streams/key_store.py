@@ -5,6 +5,7 @@ from __future__ import annotations
 from shredline.keystore.keys import Keys
 from shredline.keystore.master import load_keyring
 from shredline.keystore.sqlite_store import SqliteKeyStore
+from shredline.keystore.store import AuditHead
 from shredline.streams.settings import Settings
 
 
@@ -23,3 +24,15 @@ def open_keys(settings: Settings, actor: str = "shredline", busy_timeout_s: floa
         staleness_s=settings.key_cache_staleness_s,
         reload_master=lambda: load_keyring(env_value, settings.master_key_path, create=False),
     )
+
+
+def audit_anchor(settings: Settings) -> AuditHead | None:
+    """The audit chain head anchored in this host's key store; None when there is no key store
+    here (an auditor's machine) or it never relayed. Needs no master key: the head is not secret."""
+    if not settings.key_store_path.exists():
+        return None
+    store = SqliteKeyStore(settings.key_store_path)
+    try:
+        return store.audit_head()
+    finally:
+        store.close()

@@ -1,11 +1,20 @@
-"""The audit trail on `audit.events`: hash-chained, checkpoint-signed, never personal data.
+"""The audit trail on `audit.events`: hash-chained, every record signed, head anchored, never personal data.
 
 Records start in the key store's outbox, written in the same transaction as the change they
 describe (`KeyStore.record` and every key change), and `relay` moves them onto the topic. Relays
 are serialised by a lock file beside the key store, so one chain grows in one order however many
-processes (worker, CLI) share the store. Each record carries `seq` (equal to its offset), the
-SHA-256 of the previous record and its own hash; the last record of every relay is a checkpoint
-signed with the provider's Ed25519 key. `verify` walks the chain and names the first bad record.
+processes (worker, CLI) share the store. Each record carries `seq` (its place in the chain, from
+0), the SHA-256 of the previous record, its own hash and the provider's Ed25519 signature over
+that hash. The store anchors the chain's head (seq, hash) in the transaction that drops the
+relayed entries, so a cut tail shows (`verify` with `anchors`); certificates carry the head too.
+
+The relay extends only a tail it can prove is its own: the anchored head, then signed records
+chained from it (a relay that died after sending). It never chains on anything else after the
+head (a record someone else wrote, a replayed one) nor past a head that is missing from the
+topic: it appends a signed alarm record chained from the last record it can prove, then the
+outbox entries after it, and logs an error. It keeps going rather than refusing, since refusing
+would let anyone who can write to the topic stop every audited action; the foreign record stays
+on the topic, where `verify` names it, and so does the alarm.
 """
 
 from __future__ import annotations
@@ -15,8 +24,9 @@ import datetime as dt
 import fcntl
 import hashlib
 import json
+import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +36,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from shredline.keystore.keys import Keys
-from shredline.keystore.store import AuditEntry, KeyStore
+from shredline.keystore.store import AuditEntry, AuditHead, KeyStore
 from shredline.processors.roles import Role
 from shredline.schemas.codec import DecodeError, decode, encode
 from shredline.schemas.errors import ShredlineError
@@ -37,9 +47,13 @@ from shredline.streams.kafka.produce import Record, produce_and_wait
 from shredline.streams.operations.signing import export_public_key, provider_key
 from shredline.streams.settings import Settings
 
+log = logging.getLogger("shredline.audit")
 GENESIS = bytes(32)
 RELAY_BATCH = 2000
-DUPLICATE_WINDOW = 1000  # records read back to skip outbox entries a crashed relay already sent
+TAIL_WINDOW = RELAY_BATCH + 2  # the head, a dead relay's batch and its alarm: where the head must be
+ALARM = "audit.alarm."
+TAIL_NOT_OURS = ALARM + "tail-not-ours"  # records after the head that the provider did not write
+HEAD_MISSING = ALARM + "head-missing"  # the anchored head is not on the topic: the trail was cut
 _TRANSIENT = {
     KafkaError.UNKNOWN_TOPIC_OR_PART,
     KafkaError.NOT_LEADER_FOR_PARTITION,
@@ -47,6 +61,7 @@ _TRANSIENT = {
     KafkaError._TRANSPORT,
     KafkaError._TIMED_OUT,
 }
+Positioned = tuple[int, dict[str, Any]]  # (offset on audit.events, decoded record)
 
 
 class AuditError(ShredlineError):
@@ -61,79 +76,145 @@ def record_hash(record: dict[str, Any]) -> bytes:
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).digest()
 
 
+def head_of(record: dict[str, Any]) -> AuditHead:
+    return AuditHead(record["seq"], record["hash"])
+
+
 def outbox_marker(store_id: str, entry_id: int) -> str:
     return f"{store_id}:{entry_id}"
 
 
+def _link(previous: AuditHead | None, fields: dict[str, Any], signer: Ed25519PrivateKey) -> dict[str, Any]:
+    """A signed record with `fields` (at, actor, action, tenant, subject, details) after `previous`."""
+    record: dict[str, Any] = {
+        "seq": 0 if previous is None else previous.seq + 1,
+        **fields,
+        "prev_hash": GENESIS if previous is None else previous.hash,
+        "signature": None,
+    }
+    record["hash"] = record_hash(record)
+    record["signature"] = signer.sign(record["hash"])
+    return record
+
+
 def chain(
-    last: dict[str, Any] | None, entries: Sequence[AuditEntry], store_id: str, signer: Ed25519PrivateKey
+    last: AuditHead | None, entries: Sequence[AuditEntry], store_id: str, signer: Ed25519PrivateKey
 ) -> list[dict[str, Any]]:
-    """The records that continue the chain after `last`; the final one is a signed checkpoint."""
+    """The signed records that continue the chain after `last` (None: from the genesis)."""
     records: list[dict[str, Any]] = []
     for entry in entries:
-        previous = records[-1] if records else last
-        record: dict[str, Any] = {
-            "seq": 0 if previous is None else previous["seq"] + 1,
+        fields = {
             "at": dt.datetime.fromtimestamp(entry.at, dt.UTC),
             "actor": entry.actor,
             "action": entry.action,
             "tenant": entry.tenant,
             "subject": entry.subject,
             "details": {**entry.details, "outbox": outbox_marker(store_id, entry.id)},
-            "prev_hash": GENESIS if previous is None else previous["hash"],
-            "signature": None,
         }
-        record["hash"] = record_hash(record)
-        records.append(record)
-    if records:
-        records[-1]["signature"] = signer.sign(records[-1]["hash"])
+        records.append(_link(head_of(records[-1]) if records else last, fields, signer))
     return records
+
+
+def alarm(
+    last: AuditHead | None, action: str, details: dict[str, str], actor: str, signer: Ed25519PrivateKey
+) -> dict[str, Any]:
+    """The signed alarm record the relay appends, after `last`, instead of chaining on a bad tail."""
+    fields = {
+        "at": dt.datetime.now(dt.UTC),
+        "actor": actor,
+        "action": action,
+        "tenant": None,
+        "subject": None,
+        "details": details,
+    }
+    return _link(last, fields, signer)
+
+
+# -- verification ----------------------------------------------------------------------------------
+def not_the_providers(record: dict[str, Any], public_key: Ed25519PublicKey) -> str | None:
+    """Why `record` is not one the provider wrote as it stands; None when it is."""
+    if "undecodable" in record:
+        return f"not an audit record ({record['undecodable']})"
+    claim = f"the record claiming seq {record['seq']}"
+    if record_hash(record) != record["hash"]:
+        return f"{claim}: hash does not match the record's content: it was changed"
+    if record["signature"] is None:
+        return f"{claim} is not signed: the provider did not write it"
+    try:
+        public_key.verify(record["signature"], record["hash"])
+    except (InvalidSignature, ValueError):
+        return f"{claim}: signature is not the provider's"
+    return None
+
+
+def unlinked(record: dict[str, Any], previous: AuditHead | None) -> str | None:
+    """Why a provider's record does not follow `previous` in the chain; None when it does."""
+    expected = 0 if previous is None else previous.seq + 1
+    if record["seq"] != expected:
+        return f"seq {record['seq']} where {expected} was due: a record was removed, inserted or moved"
+    if record["prev_hash"] != (GENESIS if previous is None else previous.hash):
+        return f"seq {record['seq']}: prev_hash does not match the record before it: a record was removed or moved"
+    return None
+
+
+@dataclass(frozen=True)
+class Finding:
+    offset: int | None  # where on audit.events; None for a missing anchored head
+    reason: str  # one line, never record content beyond seq numbers and actions
 
 
 @dataclass(frozen=True)
 class Verdict:
-    records: int
-    checkpoints: int
-    unsigned_tail: int  # records after the last checkpoint: intact as a chain, not yet signed
-    bad_seq: int | None = None  # the first bad record's position in the topic (its offset)
-    reason: str | None = None
+    records: int  # records read from the topic
+    chained: int  # of which the provider's chain: signed, unchanged, hash-linked
+    head: AuditHead | None  # the chain's last record
+    findings: tuple[Finding, ...]  # records not the provider's, breaks, alarms, anchors not reached
 
     @property
     def ok(self) -> bool:
-        return self.reason is None
+        return not self.findings
+
+    @property
+    def summary(self) -> str:
+        head = "empty" if self.head is None else f"head seq {self.head.seq}"
+        return f"{self.records} records, {self.chained} signed by the provider and chained; {head}"
 
 
-def _problem(record: dict[str, Any], previous: dict[str, Any] | None, public_key: Ed25519PublicKey) -> str | None:
-    if "undecodable" in record:
-        return f"not an audit record ({record['undecodable']})"
-    expected_seq = 0 if previous is None else previous["seq"] + 1
-    if record["seq"] != expected_seq:
-        return f"seq {record['seq']} where {expected_seq} was due: a record was removed, inserted or moved"
-    if record["prev_hash"] != (GENESIS if previous is None else previous["hash"]):
-        return "prev_hash does not match the record before it: a record was removed, inserted or moved"
-    if record_hash(record) != record["hash"]:
-        return "hash does not match the record's content: it was changed"
-    if record["signature"] is not None:
-        try:
-            public_key.verify(record["signature"], record["hash"])
-        except InvalidSignature:
-            return "checkpoint signature is not the provider's"
-    return None
-
-
-def verify(records: Sequence[dict[str, Any]], public_key: Ed25519PublicKey) -> Verdict:
-    """Walk the chain in topic order; stop at the first record that breaks it."""
-    checkpoints, since_checkpoint = 0, 0
-    previous: dict[str, Any] | None = None
-    for position, record in enumerate(records):
-        reason = _problem(record, previous, public_key)
+def verify(
+    records: Sequence[Positioned], public_key: Ed25519PublicKey, anchors: Mapping[str, AuditHead] | None = None
+) -> Verdict:
+    """Walk `records` ((offset, record) in topic order). Records the provider did not write are
+    findings and are left out of the chain; a provider's record that does not follow the one
+    before is a finding (the walk re-syncs on it); every alarm record is a finding; and each of
+    `anchors` (name -> head: the key store's anchor, a certificate's head) must be on the chain,
+    else the trail was cut or rewritten after it. Findings come in topic order, anchors last."""
+    findings: list[Finding] = []
+    previous: AuditHead | None = None
+    chained: dict[int, bytes] = {}
+    for offset, record in records:
+        reason = not_the_providers(record, public_key)
         if reason is not None:
-            return Verdict(position, checkpoints, since_checkpoint, position, reason)
-        since_checkpoint += 1
-        if record["signature"] is not None:
-            checkpoints, since_checkpoint = checkpoints + 1, 0
-        previous = record
-    return Verdict(len(records), checkpoints, since_checkpoint)
+            findings.append(Finding(offset, reason))
+            continue
+        if (link := unlinked(record, previous)) is not None:
+            findings.append(Finding(offset, link))
+        if str(record["action"]).startswith(ALARM):
+            details = record["details"]
+            where = f" (offset {details['offset']})" if "offset" in details else ""
+            reason = f"alarm {record['action']} at seq {record['seq']}: {details.get('reason', '')}{where}"
+            findings.append(Finding(offset, reason))
+        previous = head_of(record)
+        chained.setdefault(previous.seq, previous.hash)
+    for name, anchor in (anchors or {}).items():
+        if chained.get(anchor.seq) == anchor.hash:
+            continue
+        if anchor.seq in chained:
+            reason = f"{name} holds another record at seq {anchor.seq}: the trail was rewritten"
+        else:
+            end = "nothing" if previous is None else f"seq {previous.seq}"
+            reason = f"{name} says the trail reached seq {anchor.seq}, but the chain on the topic ends at {end}: cut"
+        findings.append(Finding(None, reason))
+    return Verdict(len(records), len(chained), previous, tuple(findings))
 
 
 # -- Kafka and the lock ----------------------------------------------------------------------------
@@ -178,33 +259,44 @@ def close_reader() -> None:
     _readers.clear()
 
 
-def read_trail(conn: Connection, prefix: str, last: int | None = None) -> list[dict[str, Any]]:
-    """Records of the trail in topic order: all of them, or the `last` few. A record that cannot be
-    decoded as an audit event is returned as {"seq": None, ...} so `verify` flags it."""
+def read_positioned(conn: Connection, prefix: str, last: int | None = None) -> list[Positioned]:
+    """(offset, record) of the trail in topic order, up to its end as of the call: all of them, or
+    the `last` few. A record that cannot be decoded as an audit event comes as
+    {"seq": None, "undecodable": reason} so `verify` names it. Raises KafkaOperationError."""
     topic = topic_name(prefix, Role.AUDIT_EVENTS)
     consumer = _reader(conn)
     low, high = _watermarks(consumer, topic)
     start = low if last is None else max(low, high - last)
     if high <= start:
         return []
-    consumer.assign([TopicPartition(topic, 0, start)])
-    out: list[dict[str, Any]] = []
+    partition = TopicPartition(topic, 0, start)
+    consumer.assign([partition])
+    out: list[Positioned] = []
     deadline = time.monotonic() + 60
     try:
-        while len(out) < high - start:
+        # Up to the end by the consumer's position, not the last record's offset: a transaction's
+        # control record (anyone may write one) takes an offset and is never delivered.
+        while (position := consumer.position([partition])[0].offset) < high:
             if time.monotonic() > deadline:
-                raise KafkaOperationError(f"audit: read {len(out)} of {high - start} records of {topic}")
+                raise KafkaOperationError(f"audit: read {len(out)} records of {topic}, not up to offset {high}")
             # consume(n) waits until n records or the timeout: never ask for more than remain
-            for msg in consumer.consume(min(1000, high - start - len(out)), 1.0):
-                if msg.error() is not None:
+            remaining = high - (position if position >= start else start)
+            for msg in consumer.consume(min(1000, remaining), 1.0):
+                offset = msg.offset()
+                if msg.error() is not None or offset is None or offset >= high:
                     continue
                 try:
-                    out.append(decode(msg.value() or b"", expect="audit_event", canonical=True)[1])
+                    out.append((offset, decode(msg.value() or b"", expect="audit_event", canonical=True)[1]))
                 except DecodeError as exc:
-                    out.append({"seq": None, "undecodable": str(exc)})
+                    out.append((offset, {"seq": None, "undecodable": exc.reason}))
     finally:
         consumer.unassign()
     return out
+
+
+def read_trail(conn: Connection, prefix: str, last: int | None = None) -> list[dict[str, Any]]:
+    """The records of `read_positioned`, without their offsets."""
+    return [record for _offset, record in read_positioned(conn, prefix, last)]
 
 
 @contextlib.contextmanager
@@ -217,38 +309,105 @@ def relay_lock(store_path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-_settled: set[str] = set()  # stores whose last relay in this process finished: nothing of theirs is in doubt
+@dataclass(frozen=True)
+class Tail:
+    """What follows the anchored head on the topic, as far as the relay can prove it its own."""
+
+    last: AuditHead | None  # the last record provably the provider's: where the chain goes on
+    ours: list[dict[str, Any]]  # signed records chained from the head (sent by a relay that died)
+    alarm: tuple[str, dict[str, str]] | None = None  # (action, details) when something else is there
+
+
+def own_tail(conn: Connection, prefix: str, head: AuditHead | None, public_key: Ed25519PublicKey) -> Tail:
+    """Read the topic after `head` (the store's anchor; None: the store never relayed, so the whole
+    topic must be its own from the genesis) and tell the relay where it may chain on."""
+    if head is None:
+        records = read_positioned(conn, prefix)
+        start = 0
+    else:
+        records = read_positioned(conn, prefix, last=1)
+        found = _find(records, head, public_key)
+        if found is None:
+            records = read_positioned(conn, prefix, last=TAIL_WINDOW)
+            found = _find(records, head, public_key)
+        if found is None:  # more than a window after it, or gone: look everywhere before concluding
+            records = read_positioned(conn, prefix)
+            found = _find(records, head, public_key)
+        if found is None:
+            reason = f"the anchored head seq {head.seq} is not on the topic: the trail was cut or rewritten"
+            return Tail(head, [], (HEAD_MISSING, {"head_seq": str(head.seq), "reason": reason}))
+        start = found + 1
+    last, ours = head, list[dict[str, Any]]()
+    first_bad: tuple[int, str] | None = None
+    for offset, record in records[start:]:  # as `verify` walks: skip what is not ours, keep what is
+        problem = not_the_providers(record, public_key) or unlinked(record, last)
+        if problem is None:
+            ours.append(record)
+            last = head_of(record)
+        elif first_bad is None:
+            first_bad = offset, problem
+    if first_bad is None:
+        return Tail(last, ours)
+    offset, problem = first_bad
+    return Tail(last, ours, (TAIL_NOT_OURS, {"offset": str(offset), "reason": problem}))
+
+
+def _find(records: Sequence[Positioned], head: AuditHead, public_key: Ed25519PublicKey) -> int | None:
+    """Index of the first record that is the anchored head, unchanged and signed."""
+    return next(
+        (
+            i
+            for i, (_o, r) in enumerate(records)
+            if r.get("seq") == head.seq and r.get("hash") == head.hash and not_the_providers(r, public_key) is None
+        ),
+        None,
+    )
 
 
 def relay(conn: Connection, prefix: str, store: KeyStore, store_path: Path, signer: Ed25519PrivateKey) -> int:
-    """Move the store's pending audit records onto audit.events; returns how many were appended.
-    Safe to crash anywhere: entries are dropped from the outbox only once the broker has them. Only
-    a relay that died between sending and dropping leaves entries in doubt, so the first relay of a
-    process (and the one after a failure) reads back the last DUPLICATE_WINDOW records and skips
-    entries already there, recognised by their outbox marker; later ones read just the last record."""
+    """Move the store's pending audit records onto audit.events; returns how many records were
+    appended (alarms included). Safe to crash anywhere: entries are dropped from the outbox, and
+    the head anchored, only once the broker has them; a relay that died between the two left its
+    records after the anchored head, where the next one recognises them by their outbox marker
+    and sends nothing twice. Raises KafkaOperationError or KeyStoreUnavailable (nothing dropped)."""
     total = 0
     with relay_lock(store_path):
         while entries := store.pending_audit(RELAY_BATCH):
-            settled = store.store_id in _settled
-            _settled.discard(store.store_id)
-            tail = read_trail(conn, prefix, last=1 if settled else DUPLICATE_WINDOW)
-            if tail and tail[-1].get("seq") is None:  # junk at the end: chain on from the last real record
-                tail = read_trail(conn, prefix, last=DUPLICATE_WINDOW)
+            head = store.audit_head()
+            tail = own_tail(conn, prefix, head, signer.public_key())
             mine = f"{store.store_id}:"
             sent = {
                 int(m.split(":", 1)[1])
-                for r in tail
+                for r in tail.ours
                 if (m := (r.get("details") or {}).get("outbox", "")).startswith(mine)
             }
+            records: list[dict[str, Any]] = []
+            if tail.alarm is not None:
+                action, details = tail.alarm
+                records.append(alarm(tail.last, action, details, store.actor, signer))
             fresh = [e for e in entries if e.id not in sent]
-            last = next((r for r in reversed(tail) if r.get("seq") is not None), None)
-            records = chain(last, fresh, store.store_id, signer)
+            records += chain(head_of(records[-1]) if records else tail.last, fresh, store.store_id, signer)
             topic = topic_name(prefix, Role.AUDIT_EVENTS)
-            produce_and_wait(
-                conn, [Record(topic, encode("audit_event", r), partition=0) for r in records], "audit records"
-            )
-            store.drop_audit(entries[-1].id)
-            _settled.add(store.store_id)
+            if records:
+                produce_and_wait(
+                    conn, [Record(topic, encode("audit_event", r), partition=0) for r in records], "audit records"
+                )
+            new_head = head_of(records[-1]) if records else tail.last
+            if new_head is None:
+                raise AssertionError("a relay with pending entries always has a head")
+            store.drop_audit(entries[-1].id, new_head)
+            if tail.alarm is not None:
+                action, details = tail.alarm
+                where = f" (offset {details['offset']})" if "offset" in details else ""
+                log.error(
+                    "audit alarm on %s: %s%s; the relay did not chain on it and recorded %s at seq %d; "
+                    "see `shredline audit verify`",
+                    topic,
+                    details["reason"],
+                    where,
+                    action,
+                    records[0]["seq"],
+                )
             total += len(records)
     return total
 
@@ -282,3 +441,11 @@ class Trail:
     def flush(self) -> int:
         signer = self.signer  # before the lock: first use creates the key (itself an audited change)
         return relay(self.conn, self.prefix, self.keys.store, self.settings.key_store_path, signer)
+
+    def head(self) -> AuditHead:
+        """The chain's head once everything recorded so far is on the topic (what certificates carry)."""
+        self.flush()
+        head = self.keys.store.audit_head()
+        if head is None:
+            raise AuditError("audit: nothing was ever relayed, so the trail has no head")
+        return head

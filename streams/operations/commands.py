@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from shredline.schemas.errors import ShredlineError
 from shredline.streams.console import Commands, duration_s, print_table, progress
@@ -16,6 +16,8 @@ from shredline.streams.settings import Settings
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    from shredline.keystore.store import AuditHead
 
 
 def _keys_report(settings: Settings, args: argparse.Namespace) -> int:
@@ -196,29 +198,56 @@ def _policy_publish(settings: Settings, args: argparse.Namespace) -> int:
 
 def _audit_verify(settings: Settings, args: argparse.Namespace) -> int:
     from shredline.streams.kafka.connection import resolve_connection
-    from shredline.streams.operations.audit import read_trail, verify
+    from shredline.streams.key_store import audit_anchor
+    from shredline.streams.operations.audit import read_positioned, verify
 
     public = _public_key(settings, args)
-    records = read_trail(resolve_connection(settings), settings.topic_prefix)
-    verdict = verify(records, public)
+    anchors: dict[str, AuditHead] = {}
+    for path in args.certificate:
+        anchors[f"certificate {path.name}"] = _certificate_head(path, public)
+    anchor = audit_anchor(settings)  # read before the topic, which only grows after it
+    if anchor is not None:
+        anchors["the key store's anchor"] = anchor
+    verdict = verify(read_positioned(resolve_connection(settings), settings.topic_prefix), public, anchors)
     if not verdict.ok:
-        print(f"audit trail BROKEN at record {verdict.bad_seq}: {verdict.reason}")
-        print(f"({verdict.bad_seq} records before it verified, {verdict.checkpoints} signed checkpoints)")
+        for n, finding in enumerate(verdict.findings[:10]):
+            where = "" if finding.offset is None else f" at offset {finding.offset}"
+            print(f"{'audit trail BROKEN' if n == 0 else '  also'}{where}: {finding.reason}")
+        if len(verdict.findings) > 10:
+            print(f"  and {len(verdict.findings) - 10} more")
+        print(f"({verdict.summary})")
         return 1
-    tail = f"; the last {verdict.unsigned_tail} await their checkpoint" if verdict.unsigned_tail else ""
-    print(f"audit trail intact: {verdict.records} records, {verdict.checkpoints} signed checkpoints{tail}")
+    reached = " and ".join(f"{name} (seq {head.seq})" for name, head in anchors.items())
+    against = f"; reaches {reached}" if anchors else ""
+    cut = "" if anchor is not None else "; no key store anchor here, so a cut tail shows only against --certificate"
+    print(f"audit trail intact: {verdict.summary}{against}{cut}")
     return 0
 
 
-def _certificate_verify(settings: Settings, args: argparse.Namespace) -> int:
+def _read_certificate(path: Path, public: Ed25519PublicKey) -> dict[str, Any]:
+    """A certificate file's body, once it is in its one byte form and its signature verifies."""
     from shredline.streams.operations.certificate import load, verify
 
-    public = _public_key(settings, args)
     try:
-        data = args.file.read_bytes()
+        data = path.read_bytes()
     except OSError as exc:
-        raise ShredlineError(f"certificate: cannot read {args.file} ({exc.strerror})") from None
-    body = verify(load(data), public)
+        raise ShredlineError(f"certificate: cannot read {path} ({exc.strerror})") from None
+    return verify(load(data), public)
+
+
+def _certificate_head(path: Path, public: Ed25519PublicKey) -> AuditHead:
+    """The audit head a certificate carries, once its signature verifies."""
+    from shredline.keystore.store import AuditHead
+
+    body = _read_certificate(path, public)
+    try:
+        return AuditHead(int(body["audit_head"]["seq"]), bytes.fromhex(body["audit_head"]["hash"]))
+    except (KeyError, TypeError, ValueError):
+        raise ShredlineError(f"certificate {path.name}: carries no audit head (issued before they had one)") from None
+
+
+def _certificate_verify(settings: Settings, args: argparse.Namespace) -> int:
+    body = _read_certificate(args.file, _public_key(settings, args))
     keys = body["keys_destroyed"]
     print(
         f"certificate valid: tenant {body['tenant']} terminated {body['terminated_at']} by {body['operator']}; "
@@ -303,7 +332,17 @@ def register(sub: Commands) -> None:
 
     audit = sub.add_parser("audit", help="the tamper-evident audit trail")
     audit_sub = audit.add_subparsers(dest="action", required=True, metavar="ACTION")
-    averify = audit_sub.add_parser("verify", help="walk the chain and name the first bad record")
+    averify = audit_sub.add_parser(
+        "verify", help="walk the chain; name every record the provider did not write, every gap, a cut tail"
+    )
+    averify.add_argument(
+        "--certificate",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a deletion certificate whose audit head must be on the chain (repeatable)",
+    )
     _public_key_option(averify)
     averify.set_defaults(run=_audit_verify)
 

@@ -1,4 +1,4 @@
-"""The provider's Ed25519 signing key: audit checkpoints and deletion certificates.
+"""The provider's Ed25519 signing key: audit records and deletion certificates.
 
 Derived from the root of the reserved pseudo-tenant `~service-provider-signing`, so it is
 created on first use, wrapped by the master key and rotated with it like every root, and never

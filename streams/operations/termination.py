@@ -287,6 +287,7 @@ class Termination:
         row = store.tenant(tenant)
         terminated_at = row.terminated_at if row and row.terminated_at else dt.datetime.now(dt.UTC).timestamp()
         p = self.prefix
+        head = self.trail.head()  # every step's record is on the chain before the certificate names its head
         body = {
             "id": str(uuid.uuid4()),
             "tenant": tenant,
@@ -313,6 +314,7 @@ class Termination:
                 topic_name(p, Role.LOGS_EXECUTIONS): "redacted log lines kept (no personal data)",
             },
             "verification": {k: v for k, v in state["steps"]["verify"].items() if k not in {"at", "summary"}},
+            "audit_head": {"seq": head.seq, "hash": head.hash.hex()},  # the trail reached at least this far
         }
         signer = self.trail.signer
         document = certificate.sign(body, signer)

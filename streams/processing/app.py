@@ -87,7 +87,7 @@ def faust_app(settings: Settings, conn: Connection, name: str) -> faust.App:
     )
 
 
-def build_app(settings: Settings, conn: Connection, keys: Keys) -> faust.App:
+def build_app(settings: Settings, conn: Connection, keys: Keys, trail: Trail) -> faust.App:
     prefix = settings.topic_prefix
     app = faust_app(settings, conn, app_id(settings))
     topics = {
@@ -198,8 +198,6 @@ def build_app(settings: Settings, conn: Connection, keys: Keys) -> faust.App:
             splitter.counts,
         )
 
-    trail = Trail(conn, keys, settings)
-
     @app.timer(interval=AUDIT_EVERY_S)
     async def relay_audit() -> None:
         """Key creations and destructions reach audit.events within seconds; a failed relay
@@ -226,10 +224,12 @@ def build_app(settings: Settings, conn: Connection, keys: Keys) -> faust.App:
 
 
 def run_worker(settings: Settings, conn: Connection, keys: Keys, loglevel: str = "info") -> None:
-    """Run until SIGTERM/SIGINT; Faust's worker commits and closes cleanly on either. A watchdog
-    thread exits the process with STALLED when the app's heartbeat timer stops running (see
-    `shredline.streams.processing.supervise`, which restarts it)."""
-    app = build_app(settings, conn, keys)
+    """Run until SIGTERM/SIGINT; Faust's worker commits and closes cleanly on either, then the
+    audit outbox is relayed once more, so every key change of this run is on audit.events when
+    the process exits. A watchdog thread exits the process with STALLED when the app's heartbeat
+    timer stops running (see `shredline.streams.processing.supervise`, which restarts it)."""
+    trail = Trail(conn, keys, settings)
+    app = build_app(settings, conn, keys, trail)
     beat = {"at": time.monotonic()}
 
     @app.timer(interval=HEARTBEAT_S)
@@ -247,7 +247,21 @@ def run_worker(settings: Settings, conn: Connection, keys: Keys, loglevel: str =
 
     threading.Thread(target=watchdog, name="watchdog", daemon=True).start()
     worker = faust.Worker(app, loglevel=loglevel, quiet=True)
-    worker.execute_from_commandline()
+    try:
+        worker.execute_from_commandline()  # exits through SystemExit once every agent has stopped
+    finally:
+        relay_before_exit(trail)
+
+
+def relay_before_exit(trail: Trail) -> None:
+    """The last relay, after the agents stopped (no key changes can follow it). A failure leaves
+    the records in the key store's outbox, where the next relay of any process finds them."""
+    try:
+        sent = trail.flush()
+    except Exception as exc:
+        log.warning("audit: the last relay failed (%s); the records stay in the outbox", type(exc).__name__)
+        return
+    log.info("audit: %d records appended before exit", sent)
 
 
 def view_entry_envelopes(raw: bytes) -> list[bytes]:

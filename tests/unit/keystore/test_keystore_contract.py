@@ -11,7 +11,17 @@ import pytest
 
 from shredline.keystore.errors import KeystoreError, StaleMasterKey, TenantExists
 from shredline.keystore.sqlite_store import SqliteKeyStore
-from shredline.keystore.store import ACTIVE, TERMINATED, KeyRow, KeyStore, Policy, TenantFenced, TenantRow, key_digest
+from shredline.keystore.store import (
+    ACTIVE,
+    TERMINATED,
+    AuditHead,
+    KeyRow,
+    KeyStore,
+    Policy,
+    TenantFenced,
+    TenantRow,
+    key_digest,
+)
 
 NOW = 1_800_000_000.0
 
@@ -245,10 +255,27 @@ def test_every_key_change_leaves_an_audit_record_in_the_same_transaction(store: 
     assert entries[4].details["conversation_keys"] == "1"  # k2; k1 was already gone
     flat = repr(entries)
     assert k1.key_id not in flat and k2.key_id not in flat  # digests only
-    store.drop_audit(entries[2].id)
+    store.drop_audit(entries[2].id, AuditHead(2, bytes(32)))
     assert [e.action for e in store.pending_audit(100)] == ["key.destroy", "key.tenant.destroy", "buffer.read"]
     assert store.destroyed_keys("acme", 1) == sorted([(k1.key_id, "conversation"), (k2.key_id, "conversation")])
     assert len(store.store_id) == 16
+
+
+def test_the_audit_head_is_anchored_with_the_drop_and_only_moves_forward(store: KeyStore) -> None:
+    assert store.audit_head() is None
+    first = store.record("operator.command")
+    store.drop_audit(first, AuditHead(0, b"\x01" * 32))
+    assert store.audit_head() == AuditHead(0, b"\x01" * 32)
+    second = store.record("operator.command")
+    with pytest.raises(KeystoreError, match="not past the anchored seq 0"):
+        store.drop_audit(second, AuditHead(0, b"\x02" * 32))
+    assert [e.id for e in store.pending_audit(10)] == [second]  # the refused drop dropped nothing
+    store.drop_audit(second, AuditHead(7, b"\x03" * 32))
+    assert store.audit_head() == AuditHead(7, b"\x03" * 32) and store.pending_audit(10) == []
+    if isinstance(store, SqliteKeyStore):  # durable: another process opening the file sees it
+        again = SqliteKeyStore(store.path)
+        assert again.audit_head() == AuditHead(7, b"\x03" * 32)
+        again.close()
 
 
 def test_policies_are_published_once_and_accepted_by_active_tenants(store: KeyStore) -> None:

@@ -42,7 +42,10 @@ BODY: dict[str, Any] = {
         "buffer_records_readable": 0,
         "data_keys_remaining": 0,
         "root_key_remaining": False,
+        "key_store_residue": 0,
+        "master_key_rotated": True,
     },
+    "audit_head": {"seq": 41, "hash": "ab" * 32},
 }
 
 
@@ -83,6 +86,8 @@ def test_the_text_rendering_names_what_was_destroyed_and_checked() -> None:
     text = render_text(sign(BODY, KEY)["certificate"])
     assert "Tenant           acme (key generation 1)" in text
     assert "conversation keys   12" in text and "of which still readable      0" in text
+    assert "key bytes left in its files  0" in text and "master key rotated           yes" in text
+    assert f"Audit trail      reached seq 41, record SHA-256 {'ab' * 32}" in text
 
 
 # -- one byte form: what a person or a first-wins reader sees is what was signed ---------------
