@@ -6,7 +6,7 @@ US SSN, which has none, the SSA's assignment rules) hold, so random numbers are 
 | label | document | check (stdnum module) |
 |---|---|---|
 | ``[CPF]`` | Brazilian taxpayer id, ``123.456.789-09`` or 11 digits | two mod-11 digits (`stdnum.br.cpf`) |
-| ``[DNI]`` | Spanish national id, 8 digits + letter | mod-23 letter (`stdnum.es.dni`) |
+| ``[DNI]`` | Spanish national id, 8 digits (dots allowed) + letter | mod-23 letter (`stdnum.es.dni`) |
 | ``[NIE]`` | Spanish foreigner id, X/Y/Z + 7 digits + letter | mod-23 letter (`stdnum.es.nie`) |
 | ``[CURP]`` | Mexican population id, 18 characters | check digit, date and state (`stdnum.mx.curp`) |
 | ``[SSN]`` | US Social Security number, ``123-45-6789`` (9 digits after "SSN") | SSA rules (`stdnum.us.ssn`) |
@@ -79,8 +79,8 @@ _FINDERS: list[tuple[str, re.Pattern[str], Callable[[str, str], bool]]] = [
     ),
     (
         DNI,
-        re.compile(r"(?<![A-Za-z0-9.-])\d{8}[ -]?[A-Z](?![A-Za-z0-9])", re.IGNORECASE),
-        lambda raw, _r: dni.is_valid(raw.upper()),
+        re.compile(r"(?<![A-Za-z0-9.-])\d{2}\.?\d{3}\.?\d{3}[ -]?[A-Z](?![A-Za-z0-9])", re.IGNORECASE),
+        lambda raw, _r: dni.is_valid(raw.upper().replace(".", "")),
     ),
     (
         SSN,

@@ -35,6 +35,12 @@ GREETINGS = (
 _AFTER_GREETING = re.compile(
     rf"(?:^|[^A-Za-z0-9])(?:{GREETINGS}|{'|'.join(sorted(TITLES))})\.?[\s,:;!-]{{0,3}}$", re.IGNORECASE
 )
+# "Rua Conceicao", "Calle Pena": a street or place named after someone is not the contact.
+_AFTER_PLACE_WORD = re.compile(
+    r"(?:^|[^A-Za-z0-9])(?:rua|r|avenida|av|travessa|alameda|praca|largo|rodovia|estrada|bairro|calle|c|plaza|"
+    r"paseo|camino|colonia|col|street|st|avenue|ave|road|rd|boulevard|blvd|lane|square)\.?\s{1,3}$",
+    re.IGNORECASE,
+)
 _GAP = re.compile(rf"(?:[\s,.+_/-]|\b(?:{'|'.join(sorted(PARTICLES))})\b){{1,12}}", re.IGNORECASE)
 _BOUNDARY_L, _BOUNDARY_R = r"(?<![A-Za-z0-9])", r"(?![A-Za-z0-9])"
 
@@ -70,9 +76,12 @@ class NameMatcher:
 
 def _single_is_name(text: str, start: int, end: int) -> bool:
     word = text[start:end]
+    before = text[max(0, start - 24) : start]
+    if _AFTER_PLACE_WORD.search(before):
+        return False
     if word[0].isupper():
         return True
-    return bool(_AFTER_GREETING.search(text[max(0, start - 24) : start]))
+    return bool(_AFTER_GREETING.search(before))
 
 
 @functools.lru_cache(maxsize=4096)

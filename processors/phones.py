@@ -81,7 +81,7 @@ _ID_BEFORE = re.compile(
     r"nf|nfe|build|version|versao|release|id|ids|ref|referencia|reference|tracking|rastreio|guia|codigo|code|job|"
     r"batch|run|tx|txn|transaction|transacao|transaccion|sku|cep|zip|postal|cp|serial|lote|item|case|caso|issue|"
     r"incident|po|cupom|cupon|coupon|boleto|account|conta|cuenta|folio|expediente|eur|usd|brl|mxn|gbp|total|valor|"
-    r"amount|importe|monto|price|preco|precio)\b|#|\bn\.o\b|\bno\.|\bnro\b|\bnum\.|r\$|\$|EUR|£)[\s:=#.-]*$",
+    r"amount|importe|monto|price|preco|precio|cpf|cnpj|rg|dni|nie|nif|ssn|curp|rfc|documento|doc)\b|#|\bn\.o\b|\bno\.|\bnro\b|\bnum\.|r\$|\$|EUR|£)[\s:=#.-]*$",
     re.IGNORECASE,
 )
 _UNIT_AFTER = re.compile(
@@ -95,20 +95,38 @@ _NOT_A_PHONE_SHAPE = re.compile(
     r"|\d{1,3}(?:\.\d{1,3}){3}"  # IPv4 address
     r"|\d{1,3}(?:[.,]\d{3})+(?:[.,]\d{1,2})?"  # amount with thousands separators
     r"|\d+[.,]\d{1,2}"  # decimal
+    r"|\d{3}\.\d{3}\.\d{3}-\d{2}"  # CPF-shaped (right check digits or not)
     r"|\d+(?:\.\d+){2,})$"  # version
 )
 _NUMBER_CONTINUES = re.compile(r"^[.,:/]\d")
 # A phone-ish word nearby: a number in the national format without an area code is kept otherwise.
 _PHONE_CUE = re.compile(
-    r"\b(?:tel|tels|telefone|telefono|fone|phone|mobile|cel|celular|movil|whats|whatsapp|wa|zap|sms|ligar|liga|"
-    r"llamar|call|called|calling|ring|numero|number|contato|contacto|contact)\b",
+    r"\b(?:tel|tels|telf|tlf|tfno|telefone|telefono|fone|phone|mobile|cel|celular|movil|fixo|fijo|landline|whats|"
+    r"whatsapp|wa|zap|pix|sms|ligar|liga|llamar|call|called|calling|ring|numero|number|contato|contacto|contact)\b",
     re.IGNORECASE,
 )
+# Where the operation's contacts live: a number next to a phone word, written without a country
+# code, is also tried in these regions when the contact's own region does not know it.
+MARKETS = ("BR", "MX", "ES", "US", "AR", "CO", "PT")
 # Legacy forms the numbering plans no longer know, found by pattern and then checked.
 _LEGACY = re.compile(
     r"(?<![\w+])(?:\+\s?52|00\s?52)[\s.-]?1[\s.-]?((?:\d[\s.-]?){9}\d)(?!\d)"  # +52 1 and ten digits
     r"|(?<![\w+])04[45][\s.-]?((?:\d[\s.-]?){9}\d)(?!\d)"  # Mexico's old national mobile prefixes
 )
+
+
+_EXTENSION = re.compile(r"[\s,;]*(?:ext|extension|ramal|x|anexo)\.?\s*\d{1,6}$", re.IGNORECASE)
+
+
+def _trim(match: phonenumbers.PhoneNumberMatch) -> tuple[int, int]:
+    """The number itself: not an unmatched opening bracket before it, nor an extension after it."""
+    start, end, raw = match.start, match.end, match.raw_string
+    if raw.startswith("(") and ")" not in raw:
+        start += 1  # "(2015550123)": the bracket is punctuation around the number
+    extension = _EXTENSION.search(raw)
+    if extension:
+        end -= len(extension.group())
+    return start, end
 
 
 def _not_a_phone(text: str, start: int, end: int) -> bool:
@@ -128,20 +146,30 @@ def find(text: str, region: str) -> Iterator[tuple[int, int]]:
     numbers next to a phone word. Dates, times, amounts, ids after an id word (order, ticket,
     build, invoice, #...), durations, IP addresses, versions and postal codes are not."""
     for match in phonenumbers.PhoneNumberMatcher(text, region, leniency=phonenumbers.Leniency.POSSIBLE):
-        start, end = match.start, match.end
-        if match.raw_string.startswith("(") and ")" not in match.raw_string:
-            start += 1  # "(2015550123)": the bracket is punctuation around the number
+        start, end = _trim(match)
         if _not_a_phone(text, start, end):
             continue
         number = match.number
         valid = _valid(number) or _legacy_fix(f"{number.country_code}{number.national_number}") is not None
         if valid or _PHONE_CUE.search(text[max(0, start - 30) : start]):
             yield start, end
+    if _PHONE_CUE.search(text):
+        for other in MARKETS:
+            if other != region:
+                yield from _cued_in(text, other)
     for legacy in _LEGACY.finditer(text):
         digits = re.sub(r"\D", "", legacy.group(1) or legacy.group(2))
         before = text[max(0, legacy.start() - 24) : legacy.start()]
         if canonical_e164(f"+52{digits}") and not _ID_BEFORE.search(before):
             yield legacy.span()
+
+
+def _cued_in(text: str, region: str) -> Iterator[tuple[int, int]]:
+    """Numbers valid in `region` that follow a phone word (the contact's region did not know them)."""
+    for match in phonenumbers.PhoneNumberMatcher(text, region, leniency=phonenumbers.Leniency.VALID):
+        start, end = _trim(match)
+        if _PHONE_CUE.search(text[max(0, start - 30) : start]) and not _not_a_phone(text, start, end):
+            yield start, end
 
 
 _SEP = r"[\s.()\-/]{0,3}"

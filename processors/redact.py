@@ -44,10 +44,14 @@ LABELS = (
 )
 DEFAULT_REGION = phones.DEFAULT_REGION
 # dot-atom local part (RFC 5322) without the characters that delimit it in logs (= ? / & ! # ...),
-# then a dotted LDH domain (RFC 1035) with a letter TLD or an IDNA A-label (xn--).
+# then a dotted LDH domain (RFC 1035) with a letter TLD or an IDNA A-label (xn--). "[at]", "(at)",
+# " at " in brackets and "(dot)" are the usual ways people hide an address from scrapers.
+_AT = r"(?:@|\s?[\[(]\s?at\s?[\])]\s?)"
+_DOT = r"(?:\.|\s?[\[(]\s?dot\s?[\])]\s?)"
 _EMAIL = re.compile(
-    r"(?<![A-Za-z0-9._'+-])[A-Za-z0-9_+-][A-Za-z0-9._'+-]*@"
-    r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\.)+(?:[A-Za-z]{2,63}|xn--[A-Za-z0-9-]{1,59})(?![A-Za-z0-9-])"
+    rf"(?<![A-Za-z0-9._'+-])[A-Za-z0-9_+-][A-Za-z0-9._'+-]*{_AT}"
+    rf"(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?{_DOT})+(?:[A-Za-z]{{2,63}}|xn--[A-Za-z0-9-]{{1,59}})(?![A-Za-z0-9-])",
+    re.IGNORECASE,
 )
 
 Span = tuple[int, int, str]  # start, end in the original text, placeholder
