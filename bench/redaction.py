@@ -11,6 +11,7 @@ median over rounds of the mean microseconds per line.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
 import statistics
 import time
@@ -35,10 +36,8 @@ def old_redact(text: str, *, name: str | None = None, phone: str | None = None, 
             text = re.sub(rf"(?<!\w){re.escape(part)}(?!\w)", "[NAME]", text, flags=re.IGNORECASE)
     region = "US"
     if phone:
-        try:
+        with contextlib.suppress(phonenumbers.NumberParseException):
             region = phonenumbers.region_code_for_number(phonenumbers.parse(phone, None)) or "US"
-        except phonenumbers.NumberParseException:
-            pass
     matches = list(phonenumbers.PhoneNumberMatcher(text, region, leniency=phonenumbers.Leniency.POSSIBLE))
     for match in reversed(matches):
         text = text[: match.start] + "[PHONE]" + text[match.end :]
@@ -79,7 +78,11 @@ def main() -> int:
     print(f"{len(lines)} lines: before issue 15 {old:.1f} us/line, now {new:.1f} us/line ({new / old:.2f}x)")
     save(
         "redaction",
-        [Figure(f"redaction of {len(lines)} log lines", round(new, 1), "redaction before issue 15", round(old, 1), "us")],
+        [
+            Figure(
+                f"redaction of {len(lines)} log lines", round(new, 1), "redaction before issue 15", round(old, 1), "us"
+            )
+        ],
         lines=len(lines),
     )
     return 0
