@@ -142,9 +142,10 @@ def _not_a_phone(text: str, start: int, end: int) -> bool:
 
 def find(text: str, region: str) -> Iterator[tuple[int, int]]:
     """Spans of `text` (ASCII digits) that are phone numbers: valid in the plan of their country
-    (numbers without a country code are read in `region`), or in a legacy form above, or possible
-    numbers next to a phone word. Dates, times, amounts, ids after an id word (order, ticket,
-    build, invoice, #...), durations, IP addresses, versions and postal codes are not."""
+    (numbers without a country code are read in `region`), or in a legacy form above, or next to
+    a phone word (then possible numbers too, and valid ones in any of `MARKETS`). Dates, times,
+    amounts, ids after an id word (order, ticket, build, invoice, #...), durations, IP addresses,
+    versions and postal codes are not."""
     for match in phonenumbers.PhoneNumberMatcher(text, region, leniency=phonenumbers.Leniency.POSSIBLE):
         start, end = _trim(match)
         if _not_a_phone(text, start, end):
