@@ -5,6 +5,10 @@ transaction, so after a crash at any point the file holds either the whole batch
 offsets or neither; the sink resumes from the stored offsets. Facts carry no identifier; the
 only per-event data is the de-dup token, kept in `dedup_tokens` for DEDUP_KEEP_DAYS and then
 purged (the keys behind the tokens are shredded after 3 days anyway).
+
+Days are UTC days whatever the host's time zone: DuckDB takes its `TimeZone` setting from the
+host, so every connection here (the warehouse's and each analyst snapshot's) sets it to UTC,
+and every TIMESTAMPTZ-to-date cast names UTC explicitly as well.
 """
 
 from __future__ import annotations
@@ -97,11 +101,18 @@ def httpfs_extension() -> Path:
     return found[-1]
 
 
+def _utc_connection() -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection whose dates and displayed times are UTC, not the host's."""
+    db = duckdb.connect()
+    db.execute("SET TimeZone = 'UTC'")
+    return db
+
+
 class Warehouse:
     def __init__(self, path: Path, key: bytes) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = duckdb.connect()
+        self.db = _utc_connection()
         self.db.execute(f"LOAD '{httpfs_extension()}'")
         try:
             # The key is hex of 32 derived bytes; DuckDB takes it only inline, so it never goes to a log.
@@ -122,7 +133,7 @@ class Warehouse:
     def analyst_snapshot(self, k: int, since: dt.date | None = None) -> duckdb.DuckDBPyConnection:
         """A separate in-memory database holding only the suppressed views, materialised: an
         analyst's SQL runs there and can neither see the raw tables nor change the warehouse."""
-        snapshot = duckdb.connect()
+        snapshot = _utc_connection()
         for name in VIEWS:
             table = self.db.execute(view_sql(name, k, since)).to_arrow_table()
             snapshot.register(f"_{name}", table)
@@ -167,7 +178,8 @@ class Warehouse:
                     WHERE token IS NULL OR (nth = 1 AND token NOT IN (SELECT token FROM w.dedup_tokens))
                     """).to_arrow_table()
                 self.db.execute("""
-                    INSERT INTO w.dedup_tokens SELECT DISTINCT token, CAST(min(minute) AS DATE) FROM batch_facts
+                    INSERT INTO w.dedup_tokens
+                    SELECT DISTINCT token, CAST(timezone('UTC', min(minute)) AS DATE) FROM batch_facts
                     WHERE token IS NOT NULL AND token NOT IN (SELECT token FROM w.dedup_tokens) GROUP BY token""")
                 self.db.unregister("batch_facts")
                 self.db.register("fresh_facts", fresh)
@@ -200,12 +212,12 @@ class Warehouse:
         return Loaded(inserted, len(facts) - inserted, len(logs))
 
     def _add_daily(self, facts: str) -> None:
-        """Fold minute facts into the daily aggregates; NULL matches NULL in the key."""
+        """Fold minute facts into the daily aggregates (UTC days); NULL matches NULL in the key."""
         on = " AND ".join(f"d.{c} IS NOT DISTINCT FROM s.{c}" for c in DAILY_KEY)
         self.db.execute(f"""
             MERGE INTO w.usage_daily d
-            USING (SELECT {", ".join(DAILY_KEY[:1])}, CAST(minute AS DATE) AS day, {", ".join(DAILY_KEY[2:])},
-                          count(*) AS n FROM {facts} GROUP BY ALL) s
+            USING (SELECT {", ".join(DAILY_KEY[:1])}, CAST(timezone('UTC', minute) AS DATE) AS day,
+                          {", ".join(DAILY_KEY[2:])}, count(*) AS n FROM {facts} GROUP BY ALL) s
             ON {on}
             WHEN MATCHED THEN UPDATE SET n = d.n + s.n
             WHEN NOT MATCHED THEN INSERT BY NAME""")

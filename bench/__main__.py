@@ -29,6 +29,7 @@ BENCHES: dict[str, tuple[list[str], list[str]]] = {
     "views": ([], ["--rows", "1000000"]),
     "ingest_window": ([], []),
     "memory": ([], ["--events", "20000", "100000"]),
+    "redaction": ([], ["--rounds", "2"]),
 }
 
 

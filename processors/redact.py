@@ -1,51 +1,112 @@
-"""Redaction of free text (execution log lines and errors) before it is kept.
+"""Redaction of free text (execution log lines and errors) before it is kept, forever.
 
-Order matters: first the event's own known contact values (full name and its longer parts,
-phone in any formatting, e-mail), then any phone number `phonenumbers` finds (in the contact's
-region, so numbers written without a country code are found too), then any e-mail address.
-Each is replaced by a typed placeholder so the log stays useful: `[NAME]`, `[PHONE]`, `[EMAIL]`.
+`redact(text, name=, phone=, email=)` returns the text with every personal value replaced by a
+typed placeholder, so the log stays useful: ``[NAME]``, ``[PHONE]``, ``[EMAIL]``, and the
+identifiers of `processors.identifiers` (``[CPF]``, ``[DNI]``, ``[NIE]``, ``[CURP]``,
+``[SSN]``, ``[CARD]``, ``[IBAN]``).
+
+Everything is searched in one decoded, ASCII-folded view of the line (`processors.textview`:
+percent-encoding, JSON escapes, HTML entities, accents, NFD, typographic apostrophes), and the
+spans found there replace the *original* characters, escapes included. Finders, strongest first
+(where two overlap the stronger wins, then the longer):
+
+1. any e-mail address (internationalised ones too: RFC 6531 local parts and IDN domains fold to
+   ASCII in the view, so the whole address goes, not just its ASCII tail);
+2. the event's own contact phone, however written (`processors.phones.known_pattern`);
+3. identifiers confirmed by their check digits (`processors.identifiers`);
+4. the contact's name, by the context rules of `processors.names`;
+5. any other phone number (`processors.phones.find`: valid in its country's plan, or legacy,
+   and not a date, amount, id, duration, address or version).
+
+Compiled patterns are cached per contact name and phone; a line without special characters is
+searched as it is (no view is built).
 """
 
 from __future__ import annotations
 
 import re
 
-import phonenumbers
+from shredline.processors import identifiers, names, phones
+from shredline.processors.textview import TextView
 
 NAME, PHONE, EMAIL = "[NAME]", "[PHONE]", "[EMAIL]"
-DEFAULT_REGION = "US"
-_EMAIL = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
-_MIN_NAME_PART = 3
-_NAME_TITLES = {"dr", "dra", "sr", "sra", "mr", "mrs", "ms", "miss", "prof", "srta", "don", "doña"}
+LABELS = (
+    NAME,
+    PHONE,
+    EMAIL,
+    identifiers.CPF,
+    identifiers.DNI,
+    identifiers.NIE,
+    identifiers.CURP,
+    identifiers.SSN,
+    identifiers.CARD,
+    identifiers.IBAN,
+)
+DEFAULT_REGION = phones.DEFAULT_REGION
+# dot-atom local part (RFC 5322) without the characters that delimit it in logs (= ? / & ! # ...),
+# then a dotted LDH domain (RFC 1035) with a letter TLD or an IDNA A-label (xn--). "[at]", "(at)",
+# " at " in brackets and "(dot)" are the usual ways people hide an address from scrapers.
+_AT = r"(?:@|\s?[\[(]\s?at\s?[\])]\s?)"
+_DOT = r"(?:\.|\s?[\[(]\s?dot\s?[\])]\s?)"
+_EMAIL = re.compile(
+    rf"(?<![A-Za-z0-9._'+-])[A-Za-z0-9_+-][A-Za-z0-9._'+-]*{_AT}"
+    rf"(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?{_DOT})+(?:[A-Za-z]{{2,63}}|xn--[A-Za-z0-9-]{{1,59}})(?![A-Za-z0-9-])",
+    re.IGNORECASE,
+)
+
+Span = tuple[int, int, str]  # start, end in the original text, placeholder
 
 
-def _name_parts(name: str) -> list[str]:
-    """The full name, then its parts long enough not to be ordinary words, longest first."""
-    parts = [p.strip(".,") for p in name.split()]
-    keep = [p for p in parts if len(p) >= _MIN_NAME_PART and p.lower().strip(".") not in _NAME_TITLES]
-    return sorted({name, *keep}, key=len, reverse=True)
-
-
-def _region_of(phone: str | None) -> str:
+def find(text: str, *, name: str | None = None, phone: str | None = None) -> list[Span]:
+    """The spans `redact` replaces, in the original text's positions, sorted, non-overlapping."""
+    view = TextView.of(text)
+    folded = view.text
+    found: list[tuple[int, int, int, str]] = []  # rank, start, end, label (view positions)
+    found += [(0, *m.span(), EMAIL) for m in _EMAIL.finditer(folded)]
     if phone:
-        try:
-            return phonenumbers.region_code_for_number(phonenumbers.parse(phone, None)) or DEFAULT_REGION
-        except phonenumbers.NumberParseException:
-            pass
-    return DEFAULT_REGION
+        pattern = phones.known_pattern(phone)
+        if pattern is not None:
+            for m in pattern.finditer(folded):
+                start = m.start() + (m.group().startswith("(") and ")" not in m.group())
+                found.append((1, start, m.end(), PHONE))
+    region = phones.region_of(phone)
+    if any(c.isdigit() for c in folded):
+        found += [(2, s, e, label) for s, e, label in identifiers.find(folded, region)]
+        found += [(4, s, e, PHONE) for s, e in phones.find(folded, region)]
+    if name:
+        found += [(3, s, e, NAME) for s, e in names.matcher(name).find(folded)]
+    taken: list[tuple[int, int, str]] = []
+    for _rank, start, end, label in sorted(found, key=lambda f: (f[0], f[1] - f[2])):
+        overlaps = [t for t in taken if start < t[1] and end > t[0]]
+        if not overlaps:
+            taken.append((start, end, label))
+        elif all(t[2] == label for t in overlaps):  # two finders saw one phone: the union
+            for t in overlaps:
+                taken.remove(t)
+            taken.append((min(start, *(t[0] for t in overlaps)), max(end, *(t[1] for t in overlaps)), label))
+    spans: list[Span] = []
+    for start, end, label in sorted((*view.span(s, e), label) for s, e, label in taken):
+        if spans and start < spans[-1][1]:  # two finds inside one escape sequence: one placeholder
+            spans[-1] = (spans[-1][0], max(end, spans[-1][1]), spans[-1][2])
+        else:
+            spans.append((start, end, label))
+    return spans
 
 
 def redact(text: str, *, name: str | None = None, phone: str | None = None, email: str | None = None) -> str:
-    if email:
-        text = re.sub(re.escape(email), EMAIL, text, flags=re.IGNORECASE)
-    if name:
-        for part in _name_parts(name):
-            text = re.sub(rf"(?<!\w){re.escape(part)}(?!\w)", NAME, text, flags=re.IGNORECASE)
-    region = _region_of(phone)
-    matches = list(phonenumbers.PhoneNumberMatcher(text, region, leniency=phonenumbers.Leniency.POSSIBLE))
-    for match in reversed(matches):
-        start = match.start
-        if match.raw_string.startswith("(") and ")" not in match.raw_string:
-            start += 1  # "(2015550123)": the bracket is punctuation around the number, keep it
-        text = text[:start] + PHONE + text[match.end :]
-    return _EMAIL.sub(EMAIL, text)
+    """`text` with personal data replaced by placeholders.
+
+    `name`, `phone` (E.164) and `email` are the event's own contact values: the name and phone
+    are looked for however they are written; the phone's country is the region for numbers
+    written without a country code (US when unknown). Any e-mail address is redacted, so
+    `email` needs no special search; it is accepted for symmetry with the event's fields.
+    """
+    del email  # every address is found by pattern, the contact's own included
+    out: list[str] = []
+    at = 0
+    for start, end, label in find(text, name=name, phone=phone):
+        out.append(text[at:start])
+        out.append(label)
+        at = end
+    out.append(text[at:])
+    return "".join(out)

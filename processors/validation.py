@@ -9,6 +9,13 @@ Bounds (also in each field's `doc` in `schemas/`): ids 1-128 of ``A-Z a-z 0-9 . 
 tenants 2-63 of ``a-z 0-9 -``; slugs 1-64 of ``a-z 0-9 . _ -``; body 4096 characters; log
 and error text 8192; names 256; e-mails 254 (RFC 5321); at most 50 contact attributes with
 keys of 1-64 and values of at most 1024 characters; times from 2020 to 5 minutes ahead.
+
+Identifiers are ASCII: phone numbers are NFKC-normalised (full-width digits become 0-9) and
+then must be ASCII, or are rejected ("not ASCII"); ids, tenants and slugs allow ASCII only.
+Phones are returned in their canonical E.164 form (`processors.phones.canonical_e164`: the
+legacy Brazilian and Mexican mobile forms WhatsApp sends are rewritten), so one person is one
+contact. E-mail addresses follow RFC 5321/6531 (`email-validator`: internationalised local
+parts and IDNA domains are accepted) and are returned normalised (NFC, domain lower-cased).
 """
 
 from __future__ import annotations
@@ -17,12 +24,14 @@ import datetime as dt
 import hashlib
 import re
 import secrets
+import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import phonenumbers
+import email_validator
 
+from shredline.processors.phones import canonical_e164
 from shredline.processors.roles import Role
 from shredline.schemas.errors import ShredlineError
 
@@ -42,13 +51,18 @@ _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 _TENANT = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 _ATTRIBUTE_KEY = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
-_E164 = re.compile(r"^\+[1-9]\d{1,14}$")
+_E164 = re.compile(r"^\+[1-9][0-9]{1,14}$")
 _SAFE_FIELD_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
-# RFC 5322 "dot-atom" local part and an LDH domain with at least one dot; no quoted forms.
-_EMAIL = re.compile(
-    r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
-    r"@([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$"
-)
+
+
+class TooLargeNumber:
+    """Stands in for a JSON number no field can hold (more than 20 digits, or not finite), so a
+    parser can pass it on and validation names the field it was given for."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "TooLargeNumber()"
 
 
 @dataclass(frozen=True)
@@ -167,42 +181,43 @@ def _enum(*symbols: str) -> Check:
     return check
 
 
-def _is_valid_number(e164: str) -> bool:
-    try:
-        return bool(phonenumbers.is_valid_number(phonenumbers.parse(e164, None)))
-    except phonenumbers.NumberParseException:
-        return False
-
-
 # Checking a number against its country's plan costs ~100 us and the same contact writes many
 # events, so verdicts are cached. The cache is keyed by a keyed digest (the key lives and dies
-# with the process), so it never holds a phone number itself.
+# with the process), so it never holds a phone number itself: a verdict says whether the
+# number is valid as written (True), needs its canonical form computed again (False: a legacy
+# form, rare), or is invalid (None).
 _PHONE_CACHE_KEY = secrets.token_bytes(16)
-_phone_verdicts: dict[bytes, bool] = {}
+_phone_verdicts: dict[bytes, bool | None] = {}
 _PHONE_CACHE_MAX = 65_536
 
 
 def _phone(value: Any, _now: dt.datetime) -> str:
-    text = _string(value, 32)
+    text = unicodedata.normalize("NFKC", _string(value, 32))
+    if not text.isascii():
+        raise _Bad("not ASCII (digits must be 0-9)")
     if not _E164.fullmatch(text):
         raise _Bad("not E.164 (+ then 2-15 digits, no spaces)")
     digest = hashlib.blake2b(text.encode(), key=_PHONE_CACHE_KEY, digest_size=16).digest()
-    verdict = _phone_verdicts.get(digest)
-    if verdict is None:
+    if digest in _phone_verdicts:
+        verdict = _phone_verdicts[digest]
+        canonical = text if verdict else canonical_e164(text) if verdict is False else None
+    else:
+        canonical = canonical_e164(text)
         if len(_phone_verdicts) >= _PHONE_CACHE_MAX:
             _phone_verdicts.clear()
-        verdict = _phone_verdicts[digest] = _is_valid_number(text)
-    if not verdict:
+        _phone_verdicts[digest] = None if canonical is None else canonical == text
+    if canonical is None:
         raise _Bad("not a valid phone number")
-    return text
+    return canonical
 
 
 def _email(value: Any, _now: dt.datetime) -> str:
     text = _string(value, MAX_EMAIL)
-    local, _, _domain = text.partition("@")
-    if len(local) > 64 or not _EMAIL.fullmatch(text):
-        raise _Bad("not a valid e-mail address")
-    return text
+    try:
+        address = email_validator.validate_email(text, check_deliverability=False)
+    except email_validator.EmailNotValidError:
+        raise _Bad("not a valid e-mail address") from None
+    return str(address.normalized)
 
 
 def _bool(value: Any, _now: dt.datetime) -> bool:
@@ -307,7 +322,7 @@ TYPES: dict[str, _Type] = {
 }
 
 
-def _field_label(name: Any) -> str:
+def field_label(name: Any) -> str:
     """Names an unknown field only when the name cannot itself be personal data."""
     return name if isinstance(name, str) and _SAFE_FIELD_NAME.fullmatch(name) else "(an unknown field)"
 
@@ -325,6 +340,9 @@ def validate(obj: object, now: dt.datetime) -> ValidEvent:
     value: dict[str, Any] = {}
     for field in spec.fields:
         raw = obj.get(field.name)
+        if isinstance(raw, TooLargeNumber):
+            errors.append(FieldError(field.name, "number too large"))
+            continue
         if raw is None:
             if field.required:
                 errors.append(FieldError(field.name, "required"))
@@ -335,7 +353,7 @@ def validate(obj: object, now: dt.datetime) -> ValidEvent:
         except _Bad as bad:
             errors.append(FieldError(field.name, str(bad)))
     known = {f.name for f in spec.fields} | {"type"}
-    errors.extend(FieldError(_field_label(k), "unknown field") for k in obj if k not in known)
+    errors.extend(FieldError(field_label(k), "unknown field") for k in obj if k not in known)
 
     if not errors and kind == "contact" and value["op"] == "UPSERT" and value["phone"] is None:
         errors.append(FieldError("phone", "required for UPSERT"))

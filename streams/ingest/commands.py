@@ -26,7 +26,7 @@ def _generate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _publish(settings: Settings, args: argparse.Namespace) -> int:
-    from shredline.streams.ingest.publish import publish_lines
+    from shredline.streams.ingest.publish import publish_lines, read_lines
     from shredline.streams.ingest.sdk import Publisher
 
     try:
@@ -34,7 +34,7 @@ def _publish(settings: Settings, args: argparse.Namespace) -> int:
     except OSError as exc:
         raise ShredlineError(f"file: cannot open {args.file} ({exc.strerror})") from None
     with source, Publisher.from_settings(settings) as publisher:
-        summary = publish_lines(source, publisher, reject=progress, progress=progress)
+        summary = publish_lines(read_lines(source), publisher, reject=progress, progress=progress)
     print(
         f"published {summary.published}, rejected {summary.rejected} in {summary.seconds:.1f}s "
         f"({summary.rate:.0f} events/s)"

@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +18,7 @@ from shredline.streams.ingest.generate import generate
 from shredline.streams.ingest.sdk import DeliveryError, Publisher
 from shredline.streams.kafka.admin import apply_catalog
 from tests.conftest import Broker, drain
+from tests.unit.streams.ingest.hostile import CANARY, hostile_lines
 
 pytestmark = pytest.mark.kafka
 INGEST = (Role.INGEST_MESSAGES, Role.INGEST_CONTACTS, Role.INGEST_EXECUTIONS)
@@ -65,6 +67,35 @@ def test_cli_publishes_valid_lines_and_rejects_invalid_ones_without_echoing_them
         anchor = event.get("conversation_id") or event.get("contact_id") or event.get("execution_id")
         assert key == f"{event['tenant']}:{anchor}".encode()
         assert record == f"{event['type']}_event"
+
+
+def test_cli_on_a_file_of_hostile_json_publishes_exactly_the_valid_lines(
+    broker: Broker, topic_prefix: str, group_id: str, tmp_path: Path
+) -> None:
+    apply_catalog(broker.connection, topic_prefix, 1)
+    valid = {**next(e for e in _events(20) if e["type"] == "message"), "event_id": "hostile"}
+    cases = hostile_lines(valid)
+    path = tmp_path / "hostile.jsonl"
+    path.write_bytes(b"".join(line + b"\r\n" if n % 2 else line + b"\n" for n, (line, _why) in enumerate(cases)))
+    result = subprocess.run(
+        [sys.executable, "-m", "shredline.streams.cli", "publish", str(path)],
+        env=broker.env(topic_prefix),
+        capture_output=True,
+        timeout=120,
+    )
+    stdout, stderr = result.stdout.decode(), result.stderr.decode()
+    valid_lines = [line for line, why in cases if why is None]
+    assert result.returncode == 1, stderr
+    assert stdout.startswith(f"published {len(valid_lines)}, rejected {len(cases) - len(valid_lines)} in "), stdout
+    rejections = [r for r in stderr.splitlines() if r.startswith("line ")]
+    expected = [f"line {n}: {why}" for n, (_line, why) in enumerate(cases, start=1) if why is not None]
+    assert len(rejections) == len(expected), stderr
+    for got, want in zip(rejections, expected, strict=True):
+        assert got.startswith(want), (got, want)
+    assert CANARY not in stdout + stderr and "internal error" not in stderr
+    records = drain(broker.connection, [topic_name(topic_prefix, Role.INGEST_MESSAGES)], len(valid_lines), group_id)
+    published = sorted(decode(m.value())[1]["event_id"] for m in records)
+    assert published == sorted(json.loads(line.removeprefix(b"\xef\xbb\xbf"))["event_id"] for line in valid_lines)
 
 
 def test_sdk_publishes_and_flushes_on_exit(broker: Broker, topic_prefix: str, group_id: str) -> None:

@@ -47,9 +47,9 @@ def cells(snapshot: Any, tenant: str) -> dict[str, Any]:
     return dict(rows)
 
 
-def test_small_cells_and_the_cell_that_would_reveal_them_are_suppressed(snapshot: Any) -> None:
-    # SMS (3) is below k; the total (43) minus WhatsApp (40) would reveal it, so WhatsApp goes too.
-    assert cells(snapshot, "acme") == {"SMS": None, "WHATSAPP": None, "ALL": 43}
+def test_small_cells_are_suppressed_and_totals_count_only_shown_cells(snapshot: Any) -> None:
+    # SMS (3) is below k; the total counts only WhatsApp (40), so total minus WhatsApp gives nothing.
+    assert cells(snapshot, "acme") == {"SMS": None, "WHATSAPP": 40, "ALL": 40}
     assert cells(snapshot, "tiny") == {"WHATSAPP": None, "ALL": None}
 
 
@@ -89,42 +89,50 @@ def test_formats(snapshot: Any) -> None:
     cols, rows = run_query(
         snapshot, "SELECT channel, messages FROM messages_daily WHERE tenant = 'acme' ORDER BY channel"
     )
-    assert render(cols, rows, "csv").splitlines() == ["channel,messages", "ALL,43", "SMS,", "WHATSAPP,"]
-    assert json.loads(render(cols, rows, "json"))[0] == {"channel": "ALL", "messages": 43}
+    assert render(cols, rows, "csv").splitlines() == ["channel,messages", "ALL,40", "SMS,", "WHATSAPP,40"]
+    assert json.loads(render(cols, rows, "json"))[0] == {"channel": "ALL", "messages": 40}
     table = render(cols, rows, "table").splitlines()
     assert table[0].split() == ["channel", "messages"] and "(suppressed)" in table[3] and table[-1] == "(3 rows)"
 
 
+def execution(i: int, status: str = "SUCCEEDED", feature: str | None = None, **more: Any) -> dict[str, Any]:
+    return {
+        **message("WHATSAPP", i),
+        "kind": "EXECUTION",
+        "workflow_id": "order-status",
+        "feature_id": feature,
+        "status": status,
+        **more,
+    }
+
+
+def log(i: int, status: str = "SUCCEEDED", step: str = "respond", **more: Any) -> dict[str, Any]:
+    return {
+        "tenant": "acme",
+        "minute": DAY,
+        "workflow_id": "order-status",
+        "step": step,
+        "feature_id": None,
+        "status": status,
+        "duration_ms": 100 * (i + 1),
+        "message": f"sent [NAME] #{i}",
+        "error": None,
+        **more,
+    }
+
+
 def test_feature_usage_and_log_search_hide_small_groups(tmp_path: Path) -> None:
     w = Warehouse(tmp_path / "c.duckdb", KEY)
-    facts = [
-        {
-            **message("WHATSAPP", i),
-            "kind": "EXECUTION",
-            "feature_id": "calendar" if i < 6 else "payments",
-            "status": "SUCCEEDED",
-        }
-        for i in range(8)
-    ]
-    logs = [
-        {
-            "tenant": "acme",
-            "minute": DAY,
-            "workflow_id": "order-status",
-            "step": "respond" if i < 5 else "notify",
-            "feature_id": None,
-            "status": "SUCCEEDED",
-            "duration_ms": 100 + i,
-            "message": f"sent [NAME] #{i}",
-            "error": None,
-        }
-        for i in range(7)
-    ]
+    facts = [execution(i, feature="calendar" if i < 6 else "payments") for i in range(8)]
+    facts += [execution(i) for i in range(7)] + [execution(i, "FAILED") for i in range(3)]
+    logs = [log(i, step="respond" if i < 5 else "notify") for i in range(7)]
+    logs += [log(i % 3, "FAILED") for i in range(6)]  # replayed twice: 6 lines of 3 facts
     w.load(facts, logs, {("m", 0): 8})
     snap = w.analyst_snapshot(5)
     assert dict(run_query(snap, "SELECT feature_id, uses FROM feature_usage")[1]) == {"calendar": 6, "payments": None}
-    _cols, rows = run_query(snap, "SELECT step, count(*) FROM log_search GROUP BY step")
-    assert dict(rows) == {"respond": 5}  # the two 'notify' lines would stand alone
+    _cols, rows = run_query(snap, "SELECT status, step, count(*) FROM log_search GROUP BY ALL ORDER BY ALL")
+    # the 7 succeeded lines form one cell (shown with its 7 facts); the failed lines' fact cell (3) is hidden
+    assert rows == [("SUCCEEDED", "notify", 2), ("SUCCEEDED", "respond", 5)]
 
 
 def test_terminated_tenants_keep_their_aggregates_and_show_as_terminated(tmp_path: Path) -> None:
@@ -154,27 +162,16 @@ def test_conversations_started_and_closed_per_day_and_the_since_cut(tmp_path: Pa
 
 def test_workflows_view_gives_success_rate_and_latency_across_tenants(tmp_path: Path) -> None:
     w = Warehouse(tmp_path / "f.duckdb", KEY)
+    counts = {("acme", "SUCCEEDED"): 6, ("acme", "FAILED"): 5, ("beta", "SUCCEEDED"): 5, ("beta", "FAILED"): 2}
     facts = [
         {**message("SMS", i, tenant=t), "kind": "EXECUTION", "workflow_id": "faq", "status": s}
-        for t in ("acme", "beta")
-        for i, s in enumerate(["SUCCEEDED"] * 3 + ["FAILED"])
+        for (t, s), n in counts.items()
+        for i in range(n)
     ]
-    logs = [
-        {
-            "tenant": "acme",
-            "minute": DAY,
-            "workflow_id": "faq",
-            "step": "respond",
-            "feature_id": None,
-            "status": "SUCCEEDED",
-            "duration_ms": ms,
-            "message": "ok",
-            "error": None,
-        }
-        for ms in (100, 200, 300, 400, 500)
-    ]
+    logs = [{**log(i), "workflow_id": "faq", "duration_ms": 100 * (i + 1)} for i in range(6)]
     w.load(facts, logs, {("m", 0): len(facts)})
     rows = run_query(w.analyst_snapshot(5), "SELECT * FROM workflows")[1]
-    assert rows == [("faq", 8, 0.75, 300.0, 480.0)]  # each tenant alone (4) would be suppressed
-    per_tenant = run_query(w.analyst_snapshot(5), "SELECT executions FROM executions_by_workflow")[1]
-    assert per_tenant == [(None,), (None,)]
+    # beta's 2 failures are suppressed, so they count nowhere: 16 executions, 11 succeeded
+    assert rows == [("faq", 16, 0.688, 350.0, 575.0)]
+    sql = "SELECT tenant, executions, success_rate FROM executions_by_workflow ORDER BY tenant"
+    assert run_query(w.analyst_snapshot(5), sql)[1] == [("acme", 11, 0.545), ("beta", 5, 1.0)]

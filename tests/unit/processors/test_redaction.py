@@ -1,6 +1,7 @@
-"""Redaction quality on a labelled set built from the generator's own templates.
+"""Redaction: the cases of issue 15 with their right values, and, as a floor only, a labelled
+set built from the generator's own templates (the hand-written set is test_redaction_labelled.py).
 
-Each log line is the generator's template filled with a contact's real values (the input) and
+Each generated log line is the generator's template filled with a contact's real values (the input) and
 with the placeholders (the label), so every mention is known: recall counts mentions replaced
 by the right placeholder, precision counts placeholders that stand where a mention was.
 """
@@ -11,6 +12,8 @@ import datetime as dt
 import random
 import re
 from collections import Counter
+
+import pytest
 
 from shredline.processors.redact import EMAIL, NAME, PHONE, redact
 from shredline.streams.ingest.generate import ERRORS, LOGS, _as_people_write_it, _Tenant
@@ -96,3 +99,49 @@ def test_no_known_value_survives_redaction() -> None:
 def test_unknown_people_in_text_are_caught_by_pattern() -> None:
     got = redact("forwarded to maria.lopez@example.org and +34 612 34 56 78, cc (201) 555-0123", phone="+12015550100")
     assert got == "forwarded to [EMAIL] and [PHONE], cc [PHONE]"
+
+
+ISSUE_15 = [
+    # 1. internationalised e-mail
+    ("Cliente pediu retorno em joão.teste@exemplo.com.br", {}, "Cliente pediu retorno em [EMAIL]"),
+    ("cc ana.fake@exámple-test.com please", {}, "cc [EMAIL] please"),
+    # 2. name variants: no accents, NFD, typographic apostrophe
+    ("Jose Conceicao confirmou", {"name": "José Conceição"}, "[NAME] confirmou"),
+    ("Jose\u0301 Conceic\u0327a\u0303o confirmou", {"name": "José Conceição"}, "[NAME] confirmou"),
+    ("ligou O\u2019Brien-Teste", {"name": "Sean O'Brien-Teste"}, "ligou [NAME]"),
+    # 3. encoded values
+    (
+        "GET /crm?email=ana.teste%40example.com 200",
+        {"email": "ana.teste@example.com"},
+        "GET /crm?email=[EMAIL] 200",
+    ),
+    ("q=Jos%C3%A9+Concei%C3%A7%C3%A3o", {"name": "José Conceição"}, "q=[NAME]"),
+    ('{"n":"Jos\\u00e9 Concei\\u00e7\\u00e3o"}', {"name": "José Conceição"}, '{"n":"[NAME]"}'),
+    ("<b>Jos&eacute; Concei&ccedil;&atilde;o</b>", {"name": "José Conceição"}, "<b>[NAME]</b>"),
+    # 4. short and common-word names
+    ("Li replied: ok, Bo will call back", {"name": "Bo Li"}, "[NAME] replied: ok, [NAME] will call back"),
+    ("the agent will retry; status rosa=ok", {"name": "Will Rosa"}, "the agent will retry; status rosa=ok"),
+    # 5. not phone numbers, with a Brazilian contact
+    ("Invoice 2026-11-28 total R$ 1.234,56 paid", {"phone": "+5511987654321"}, None),
+    ("Order #123456789 shipped", {"phone": "+5511987654321"}, None),
+    ("Build 20261128.3", {"phone": "+5511987654321"}, None),
+    ("took 1500 ms, CEP 01310-100, at 10:30:15", {"phone": "+5511987654321"}, None),
+    # 6. phones in older or national formats
+    ("mx lead +52 1 55 8765 4321 via whatsapp", {"phone": "+5511987654321"}, "mx lead [PHONE] via whatsapp"),
+    ("whatsapp antigo (31) 8765-4321", {"phone": "+5531987654321"}, "whatsapp antigo [PHONE]"),
+    # 7. identifiers people type into chats, by their check digits
+    ("CPF 123.456.789-09 ok", {}, "CPF [CPF] ok"),
+    ("CPF 123.456.789-08 ok", {}, None),
+    ("DNI 12345678Z, NIE X1234567L, SSN 536-90-4399", {}, "DNI [DNI], NIE [NIE], SSN [SSN]"),
+    ("card 4111 1111 1111 1111, IBAN ES91 2100 0418 4502 0005 1332", {}, "card [CARD], IBAN [IBAN]"),
+    ("card 4111 1111 1111 1112, IBAN ES91 2100 0418 4502 0005 1333", {}, None),
+]
+
+
+@pytest.mark.parametrize(("text", "known", "expected"), ISSUE_15)
+def test_issue_15_cases_get_their_right_value(text: str, known: dict[str, str], expected: str | None) -> None:
+    assert redact(text, **known) == (text if expected is None else expected)
+
+
+def test_placeholders_replace_the_escaped_original_and_nothing_after_it() -> None:
+    assert redact("a%20Jos%C3%A9%20Concei%C3%A7%C3%A3o%20b", name="José Conceição") == "a%20[NAME]%20b"

@@ -186,3 +186,62 @@ def test_validator_never_crashes_and_never_echoes_input(event: dict[str, Any], k
         assert all(CANARY not in str(e) for e in invalid.errors)
     else:
         encode(valid.record, valid.value)  # anything accepted must also encode
+
+
+@pytest.mark.parametrize(
+    ("sent", "canonical"),
+    [
+        ("+553187654321", "+5531987654321"),  # issue 15: Brazilian WhatsApp id without the ninth digit
+        ("+5215512345678", "+525512345678"),  # issue 15: Mexican WhatsApp id with the old mobile 1
+        ("+552199876543", "+5521999876543"),
+        ("+556196543210", "+5561996543210"),
+        ("+5218112345678", "+528112345678"),
+        ("+5213312345678", "+523312345678"),
+        ("+5531987654321", "+5531987654321"),  # already canonical
+        ("+551133334444", "+551133334444"),  # a Brazilian landline: 8 digits, kept
+        ("+525512345678", "+525512345678"),
+        ("+34612345678", "+34612345678"),
+        ("+\uff15\uff1511987654321", "+5511987654321"),  # full-width digits: NFKC gives ASCII
+    ],
+)
+def test_whatsapp_phone_forms_are_accepted_and_made_canonical(sent: str, canonical: str) -> None:
+    assert validate(message(contact_phone=sent), NOW).value["contact_phone"] == canonical
+    assert validate(contact(phone=sent), NOW).value["phone"] == canonical
+
+
+@pytest.mark.parametrize(
+    ("phone", "reason"),
+    [
+        ("+5511987654\u0663\u0662\u0661", "not ASCII (digits must be 0-9)"),  # issue 15: Arabic-Indic digits
+        ("+55119876543\u0968\u0967", "not ASCII (digits must be 0-9)"),  # Devanagari
+        ("+55\u06f1\u06f1987654321", "not ASCII (digits must be 0-9)"),  # Persian
+        ("+5511987654321\u200b", "not ASCII (digits must be 0-9)"),  # zero-width space
+        ("+552112345678", "not a valid phone number"),  # 8 digits starting 1: no mobile, no landline
+        ("+52155123456", "not a valid phone number"),  # too short after the 1
+    ],
+)
+def test_phones_must_be_ascii_and_valid(phone: str, reason: str) -> None:
+    assert errors_of(message(contact_phone=phone)) == [f"contact_phone: {reason}"]
+
+
+@pytest.mark.parametrize(
+    ("email", "normalised"),
+    [
+        ("joão.teste@exemplo.com.br", "joão.teste@exemplo.com.br"),  # issue 15
+        ("ana.fake@exámple-test.com", "ana.fake@exámple-test.com"),  # issue 15
+        ("Ana.Souza@EXAMPLE.com", "Ana.Souza@example.com"),
+        ("jose\u0301@example.com", "josé@example.com"),  # NFD local part: NFC
+        ("maria+vip@exemplo.com.br", "maria+vip@exemplo.com.br"),
+        ("lucía@correo.es", "lucía@correo.es"),
+        ("o'brien@example.org", "o'brien@example.org"),
+    ],
+)
+def test_internationalised_emails_are_accepted_and_normalised(email: str, normalised: str) -> None:
+    assert validate(execution(contact_email=email), NOW).value["contact_email"] == normalised
+
+
+@pytest.mark.parametrize(
+    "email", ["ana@", "@example.com", "ana@@example.com", "ana@example", "ana souza@example.com", "ana@exa mple.com"]
+)
+def test_invalid_emails_are_rejected(email: str) -> None:
+    assert errors_of(message(contact_email=email)) == ["contact_email: not a valid e-mail address"]

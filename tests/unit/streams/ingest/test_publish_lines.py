@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 from typing import Any
 
 from shredline.processors.validation import ValidEvent, validate
-from shredline.streams.ingest.publish import publish_lines
+from shredline.streams.ingest.publish import MAX_LINE_BYTES, publish_lines, read_lines
+from tests.unit.streams.ingest.hostile import CANARY, hostile_lines
 
 NOW = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.UTC)
 GOOD = {
@@ -82,3 +84,38 @@ def test_progress_is_reported_on_long_runs() -> None:
         clock=lambda: float(next(ticks)),
     )
     assert progress and progress[0].startswith("... ") and "published" in progress[0]
+
+
+def test_every_hostile_line_is_published_or_rejected_in_one_line_and_the_next_lines_go_on() -> None:
+    valid = {
+        "type": "message",
+        "event_id": "h",
+        "tenant": "acme",
+        "occurred_at": "2026-11-28T10:00:00Z",
+        "channel": "WHATSAPP",
+        "direction": "INBOUND",
+        "conversation_id": "conv-1",
+        "contact_phone": "+5511987654321",
+        "body": "oi",
+    }
+    cases = hostile_lines(valid)
+    sink, rejected = MemorySink(), []
+    lines = [line + b"\n" for line, _expected in cases]
+    summary = publish_lines(read_lines(io.BytesIO(b"".join(lines))), sink, rejected.append, lambda _m: None)
+    expected_published = [n for n, (_l, why) in enumerate(cases, start=1) if why is None]
+    assert [int(e.value["event_id"].split("-")[1]) for e in sink.events] == [
+        int(json.loads(cases[n - 1][0].removeprefix(b"\xef\xbb\xbf"))["event_id"].split("-")[1])
+        for n in expected_published
+    ]
+    assert (summary.published, summary.rejected) == (len(expected_published), len(cases) - len(expected_published))
+    expected = [f"line {n}: {why}" for n, (_l, why) in enumerate(cases, start=1) if why is not None]
+    assert len(rejected) == len(expected)
+    for got, want in zip(rejected, expected, strict=True):
+        assert got.startswith(want), (got, want)
+    assert not any(CANARY in r or "1111" in r for r in rejected)
+
+
+def test_overlong_lines_are_read_with_bounded_memory_and_cut_at_their_end() -> None:
+    stream = io.BytesIO(b"x" * (5 * MAX_LINE_BYTES) + b"\n" + _line(GOOD))
+    lines = list(read_lines(stream))
+    assert len(lines) == 2 and len(lines[0]) == MAX_LINE_BYTES + 3 and json.loads(lines[1])["event_id"] == "e1"

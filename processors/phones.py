@@ -1,0 +1,203 @@
+"""Phone numbers as WhatsApp and SMS really carry them: one canonical E.164 form per person.
+
+`canonical_e164` is the validation rule; `find` and `known_patterns` are what redaction uses.
+The numbering plans are `phonenumbers`' (Google's libphonenumber metadata). On top of them,
+two legacy forms that WhatsApp still sends, and that the current plans call invalid, are
+rewritten to today's form, so one person is one contact whichever form arrives:
+
+- **Brazil** (+55): mobile numbers got a ninth digit (a leading 9) in 2012-2016 (Anatel); many
+  WhatsApp ids still lack it. +55, a 2-digit area code, then 8 digits starting 6-9 becomes
+  +55, the area code, 9, the 8 digits (``+553187654321`` → ``+5531987654321``), if that is a
+  valid mobile number.
+- **Mexico** (+52): until 2019 (IFT) mobiles were dialled from abroad as +52 1 and ten digits;
+  WhatsApp ids still carry the 1 (``+5215512345678`` → ``+525512345678``). In text, the old
+  national mobile prefixes 044/045 before ten digits are read the same way.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Iterator
+
+import phonenumbers
+from phonenumbers import PhoneNumber, PhoneNumberFormat
+
+DEFAULT_REGION = "US"
+_BR_OLD_MOBILE = re.compile(r"^55(\d\d)([6-9]\d{7})$")
+_MX_OLD_MOBILE = re.compile(r"^521(\d{10})$")
+
+
+def _valid(number: PhoneNumber) -> bool:
+    return bool(phonenumbers.is_valid_number(number))
+
+
+def _e164(number: PhoneNumber) -> str:
+    return str(phonenumbers.format_number(number, PhoneNumberFormat.E164))
+
+
+def _legacy_fix(digits: str) -> str | None:
+    """Today's E.164 for a legacy Brazilian or Mexican mobile (country code + digits), or None."""
+    if br := _BR_OLD_MOBILE.match(digits):
+        candidate = f"+55{br[1]}9{br[2]}"
+    elif mx := _MX_OLD_MOBILE.match(digits):
+        candidate = f"+52{mx[1]}"
+    else:
+        return None
+    try:
+        fixed = phonenumbers.parse(candidate, None)
+    except phonenumbers.NumberParseException:
+        return None
+    return _e164(fixed) if _valid(fixed) else None
+
+
+def canonical_e164(text: str) -> str | None:
+    """`+` and 2-15 ASCII digits → the canonical valid E.164 form, or None if not a valid number.
+
+    Valid means valid in its country's current numbering plan, after the legacy rewrites above.
+    """
+    try:
+        number = phonenumbers.parse(text, None)
+    except phonenumbers.NumberParseException:
+        return None
+    if _valid(number):
+        return _e164(number)
+    return _legacy_fix(f"{number.country_code}{number.national_number}")
+
+
+def region_of(phone: str | None) -> str:
+    """The ISO 3166 region of an E.164 number (for numbers written without a country code)."""
+    if phone:
+        try:
+            return phonenumbers.region_code_for_number(phonenumbers.parse(phone, None)) or DEFAULT_REGION
+        except phonenumbers.NumberParseException:
+            pass
+    return DEFAULT_REGION
+
+
+# Words that say the number next to them is an id, an amount or a measure, not a phone.
+_ID_BEFORE = re.compile(
+    r"(?:\b(?:order|orders|pedido|pedidos|orden|ordem|ticket|tickets|chamado|protocolo|invoice|fatura|factura|nota|"
+    r"nf|nfe|build|version|versao|release|id|ids|ref|referencia|reference|tracking|rastreio|guia|codigo|code|job|"
+    r"batch|run|tx|txn|transaction|transacao|transaccion|sku|cep|zip|postal|cp|serial|lote|item|case|caso|issue|"
+    r"incident|po|cupom|cupon|coupon|boleto|account|conta|cuenta|folio|expediente|eur|usd|brl|mxn|gbp|total|valor|"
+    r"amount|importe|monto|price|preco|precio|cpf|cnpj|rg|dni|nie|nif|ssn|curp|rfc|documento|doc)\b|#|\bn\.o\b|\bno\.|\bnro\b|\bnum\.|r\$|\$|EUR|£)[\s:=#.-]*$",
+    re.IGNORECASE,
+)
+_UNIT_AFTER = re.compile(
+    r"^\s*(?:ms|s|sec|secs|seconds|segundos|min|mins|minutes|minutos|h|hs|hrs|hours|horas|kb|mb|gb|tb|bytes|"
+    r"%|tokens|reais|pesos|euros|dolares|dollars|usd|brl|mxn|eur|x)\b",
+    re.IGNORECASE,
+)
+_NOT_A_PHONE_SHAPE = re.compile(
+    r"^(?:\d{4}[-/.]\d{1,2}[-/.]\d{1,2}"  # ISO date
+    r"|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4}"  # day-month-year
+    r"|\d{1,3}(?:\.\d{1,3}){3}"  # IPv4 address
+    r"|\d{1,3}(?:[.,]\d{3})+(?:[.,]\d{1,2})?"  # amount with thousands separators
+    r"|\d+[.,]\d{1,2}"  # decimal
+    r"|\d{3}\.\d{3}\.\d{3}-\d{2}"  # CPF-shaped (right check digits or not)
+    r"|\d+(?:\.\d+){2,})$"  # version
+)
+_NUMBER_CONTINUES = re.compile(r"^[.,:/]\d")
+# A phone-ish word nearby: a number in the national format without an area code is kept otherwise.
+_PHONE_CUE = re.compile(
+    r"\b(?:tel|tels|telf|tlf|tfno|telefone|telefono|fone|phone|mobile|cel|celular|movil|fixo|fijo|landline|whats|"
+    r"whatsapp|wa|zap|pix|sms|ligar|liga|llamar|call|called|calling|ring|numero|number|contato|contacto|contact)\b",
+    re.IGNORECASE,
+)
+# Where the operation's contacts live: a number next to a phone word, written without a country
+# code, is also tried in these regions when the contact's own region does not know it.
+MARKETS = ("BR", "MX", "ES", "US", "AR", "CO", "PT")
+# Legacy forms the numbering plans no longer know, found by pattern and then checked.
+_LEGACY = re.compile(
+    r"(?<![\w+])(?:\+\s?52|00\s?52)[\s.-]?1[\s.-]?((?:\d[\s.-]?){9}\d)(?!\d)"  # +52 1 and ten digits
+    r"|(?<![\w+])04[45][\s.-]?((?:\d[\s.-]?){9}\d)(?!\d)"  # Mexico's old national mobile prefixes
+)
+
+
+_EXTENSION = re.compile(r"[\s,;]*(?:ext|extension|ramal|x|anexo)\.?\s*\d{1,6}$", re.IGNORECASE)
+
+
+def _trim(match: phonenumbers.PhoneNumberMatch) -> tuple[int, int]:
+    """The number itself: not an unmatched opening bracket before it, nor an extension after it."""
+    start, end, raw = match.start, match.end, match.raw_string
+    if raw.startswith("(") and ")" not in raw:
+        start += 1  # "(2015550123)": the bracket is punctuation around the number
+    extension = _EXTENSION.search(raw)
+    if extension:
+        end -= len(extension.group())
+    return start, end
+
+
+def _not_a_phone(text: str, start: int, end: int) -> bool:
+    raw = text[start:end]
+    return bool(
+        _NOT_A_PHONE_SHAPE.match(raw)
+        or _ID_BEFORE.search(text[max(0, start - 24) : start])
+        or _UNIT_AFTER.match(text[end : end + 12])
+        or _NUMBER_CONTINUES.match(text[end : end + 2])
+        or (start > 0 and text[start - 1] in ".,:/" and start > 1 and text[start - 2].isdigit())
+    )
+
+
+def find(text: str, region: str) -> Iterator[tuple[int, int]]:
+    """Spans of `text` (ASCII digits) that are phone numbers: valid in the plan of their country
+    (numbers without a country code are read in `region`), or in a legacy form above, or next to
+    a phone word (then possible numbers too, and valid ones in any of `MARKETS`). Dates, times,
+    amounts, ids after an id word (order, ticket, build, invoice, #...), durations, IP addresses,
+    versions and postal codes are not."""
+    for match in phonenumbers.PhoneNumberMatcher(text, region, leniency=phonenumbers.Leniency.POSSIBLE):
+        start, end = _trim(match)
+        if _not_a_phone(text, start, end):
+            continue
+        number = match.number
+        valid = _valid(number) or _legacy_fix(f"{number.country_code}{number.national_number}") is not None
+        if valid or _PHONE_CUE.search(text[max(0, start - 30) : start]):
+            yield start, end
+    if _PHONE_CUE.search(text):
+        for other in MARKETS:
+            if other != region:
+                yield from _cued_in(text, other)
+    for legacy in _LEGACY.finditer(text):
+        digits = re.sub(r"\D", "", legacy.group(1) or legacy.group(2))
+        before = text[max(0, legacy.start() - 24) : legacy.start()]
+        if canonical_e164(f"+52{digits}") and not _ID_BEFORE.search(before):
+            yield legacy.span()
+
+
+def _cued_in(text: str, region: str) -> Iterator[tuple[int, int]]:
+    """Numbers valid in `region` that follow a phone word (the contact's region did not know them)."""
+    for match in phonenumbers.PhoneNumberMatcher(text, region, leniency=phonenumbers.Leniency.VALID):
+        start, end = _trim(match)
+        if _PHONE_CUE.search(text[max(0, start - 30) : start]) and not _not_a_phone(text, start, end):
+            yield start, end
+
+
+_SEP = r"[\s.()\-/]{0,3}"
+
+
+def _flexible(digits: str) -> str:
+    return _SEP.join(digits)
+
+
+@functools.lru_cache(maxsize=4096)
+def known_pattern(phone: str) -> re.Pattern[str] | None:
+    """A pattern for one known E.164 number however it is written: with or without the country
+    code (``+``, ``00``), with a national trunk prefix, any spacing or punctuation between digits,
+    the legacy form of a Brazilian or Mexican mobile, or only its last 8 digits."""
+    try:
+        number = phonenumbers.parse(phone, None)
+    except phonenumbers.NumberParseException:
+        return None
+    cc, nsn = str(number.country_code), str(number.national_number)
+    forms = {nsn}
+    if cc == "55" and len(nsn) == 11 and nsn[2] == "9":
+        forms.add(nsn[:2] + nsn[3:])  # without the ninth digit
+    if cc == "52" and len(nsn) == 10:
+        forms.add("1" + nsn)
+    alternatives = [rf"(?:(?:\+|00){_SEP})?{_flexible(cc)}{_SEP}{_flexible(f)}" for f in sorted(forms)]
+    alternatives += [rf"(?:0{_SEP}(?:\d\d{_SEP})?)?{_flexible(f)}" for f in sorted(forms)]
+    if len(nsn) > 8:
+        alternatives.append(_flexible(nsn[-8:]))
+    alternatives.sort(key=len, reverse=True)
+    return re.compile(rf"(?<![\d+])\(?(?:{'|'.join(alternatives)})(?!\d)")
