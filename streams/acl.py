@@ -218,6 +218,24 @@ def plan(desired: frozenset[Binding], observed: Iterable[Binding]) -> AclPlan:
     return AclPlan(tuple(sorted(desired - have)), tuple(sorted(have - desired)))
 
 
+def describe_role(role: AccessRole) -> str:
+    """What the table lets `role` do, in one line (names without the environment prefix; a `*`
+    ends a prefixed name), e.g. "write topics `ingest.messages`, ...; describe group `...`". The
+    README's table of roles is this text (a test keeps them equal)."""
+    if role is AccessRole.ADMIN:
+        return "super user of the broker: creates topics (`topics apply`) and ACLs (`acl apply`)"
+    parts: dict[tuple[str, tuple[Op, ...]], list[str]] = {}
+    for g in GRANTS:
+        if g.role is role:
+            name = f"`{g.name}{'*' if g.pattern is Pattern.PREFIXED else ''}`"
+            parts.setdefault((g.resource.value.lower(), g.ops), []).append(name)
+    return "; ".join(
+        f"{'/'.join(op.value.lower() for op in ops)} {kind}{'s' if len(names) > 1 or '*' in names[0] else ''} "
+        + ", ".join(names)
+        for (kind, ops), names in parts.items()
+    )
+
+
 def role_of(principal: str, principals: Mapping[AccessRole, tuple[str, ...]]) -> AccessRole | None:
     return next((role for role, names in principals.items() if principal in names), None)
 

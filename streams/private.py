@@ -21,9 +21,11 @@ def _secrets(settings: Settings) -> Iterator[tuple[str, Path]]:
     store = settings.key_store_path
     for suffix in ("", "-wal", "-shm"):
         yield "key_store", store.with_name(store.name + suffix)
-    tls = settings.kafka_dir / "tls"
-    yield "kafka", tls / "broker.pem"  # the broker's private key and certificate
-    for folder, setting in ((tls / "credentials", "kafka"), (settings.tls_credentials, "tls_credentials")):
+    yield "kafka", settings.kafka_dir / "tls" / "broker.pem"  # the broker's private key and certificate
+    for folder, setting in (
+        (settings.kafka_dir / "credentials", "kafka"),
+        (settings.tls_credentials, "tls_credentials"),
+    ):
         if folder is not None and folder.is_dir():
             yield from ((setting, key) for key in sorted(folder.glob("*.key")))
     if settings.tls_key is not None:

@@ -135,6 +135,12 @@ def load_settings(environ: Mapping[str, str], config_file: Path | None = None) -
     """Build settings from a TOML file (explicit, or `SHREDLINE_CONFIG`) overlaid by the environment."""
     names = {f.name for f in fields(Settings)}
     values: dict[str, Any] = {}
+    for retired in ("operator", "operators"):
+        if environ.get(ENV_PREFIX + retired.upper()):
+            raise ConfigError(
+                f"{retired}: SHREDLINE_{retired.upper()} is no longer read: an operator is who their client "
+                "certificate says (see `shredline operators`); unset it"
+            )
 
     path = config_file or (Path(environ[CONFIG_ENV]) if environ.get(CONFIG_ENV) else None)
     if path is not None:

@@ -1,6 +1,6 @@
 """Start, stop and inspect one local KRaft node (broker + controller) that speaks only TLS.
 
-State lives under `<data_dir>/kafka/`: `tls/` (CA, broker keystore, `credentials/` with one
+State lives under `<data_dir>/kafka/`: `tls/` (CA, broker keystore), `credentials/` (one
 certificate per access role), `storage/`, `server.properties`, `broker.log` and `state.json`.
 The state file records the pid *and* its start time, so `down` never signals a process that
 merely reuses the pid, and every other command finds the broker (bootstrap address, CA, the

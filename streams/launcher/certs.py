@@ -36,11 +36,12 @@ BROKER_CN = "shredline-broker"
 class TlsFiles:
     ca: Path  # CA certificate, the trust anchor for clients and broker
     broker_keystore: Path  # broker key (PKCS#8) + certificate chain, Kafka's PEM keystore
-    credentials: Path  # one `<role>.pem` / `<role>.key` pair per access role
+    credentials: Path  # one `<role>.pem` / `<role>.key` pair per access role, beside the broker's folder
 
     @classmethod
     def under(cls, directory: Path) -> TlsFiles:
-        return cls(directory / "ca.pem", directory / "broker.pem", directory / "credentials")
+        """The broker's files in `directory` (all a broker container mounts), the roles' beside it."""
+        return cls(directory / "ca.pem", directory / "broker.pem", directory.parent / "credentials")
 
     def all(self) -> tuple[Path, ...]:
         roles = [f(self.credentials, r) for r in AccessRole for f in (role_cert, role_key)]

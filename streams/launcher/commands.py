@@ -54,7 +54,7 @@ def _kafka_compose(settings: Settings, args: argparse.Namespace) -> int:
     print(f"wrote {props} and TLS files in {tls}; now: docker compose up -d kafka")
     print(
         f"export SHREDLINE_BOOTSTRAP=localhost:9093 SHREDLINE_TLS_CA={tls / 'ca.pem'} "
-        f"SHREDLINE_TLS_CREDENTIALS={tls / 'credentials'}"
+        f"SHREDLINE_TLS_CREDENTIALS={settings.kafka_dir / 'credentials'}"
     )
     return 0
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -140,3 +141,31 @@ def test_an_explicit_certificate_wins_over_per_role_credentials(tmp_path: Path) 
     assert resolve_connection(directory, AccessRole.WORKER).principal() == "User:worker"
     with pytest.raises(ConfigError, match="no client certificate"):
         resolve_connection(Settings(data_dir=tmp_path, bootstrap="kafka.example:9093"), AccessRole.SINK).principal()
+
+
+def test_an_operator_command_without_a_certificate_says_so_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from shredline.streams.cli import main
+
+    for name in [n for n in os.environ if n.startswith("SHREDLINE_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("SHREDLINE_DATA_DIR", str(tmp_path / "data"))
+    assert main(["tenant", "list"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "shredline: error: tls_cert: no client certificate to tell who you are; set SHREDLINE_TLS_CERT or "
+        "SHREDLINE_TLS_CREDENTIALS, or run `shredline kafka up`"
+    ]
+    monkeypatch.setenv("SHREDLINE_OPERATOR", "alice")  # the honour system is gone, and says so
+    assert main(["tenant", "list"]) == 2
+    assert "SHREDLINE_OPERATOR is no longer read" in capsys.readouterr().err
+
+
+def test_the_readmes_table_of_roles_is_the_acl_table() -> None:
+    from shredline.streams.acl import describe_role
+
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text(encoding="utf-8").splitlines()
+    for role in AccessRole:
+        row = next((line for line in readme if line.startswith(f"| `{role.value}` |")), None)
+        assert row is not None, f"README: no row for {role.value}"
+        assert row.endswith(f"| {describe_role(role)} |"), f"README: the row of {role.value} drifted from GRANTS"

@@ -48,7 +48,7 @@ def test_what_the_commands_create_is_owner_only_and_passes(data_dir: Path) -> No
         ("keys.sqlite", 0o644, "key_store"),
         ("keys.sqlite-wal", 0o604, "key_store"),
         ("kafka/tls/broker.pem", 0o640, "kafka"),
-        ("kafka/tls/credentials/operator.key", 0o644, "kafka"),
+        ("kafka/credentials/operator.key", 0o644, "kafka"),
     ],
 )
 def test_a_secret_open_to_others_is_refused_in_one_line(data_dir: Path, relative: str, mode: int, setting: str) -> None:

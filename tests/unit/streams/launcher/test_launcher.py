@@ -97,7 +97,7 @@ def test_tls_material_is_pkcs8_private_and_reused(tmp_path: Path) -> None:
         cert.verify_directly_issued_by(ca)
         assert principal_of_subject(cert.subject.rfc4514_string()) == f"User:{role.value}"
     # The CA key is never written: only the files clients and broker need exist.
-    written = sorted(p for p in (tmp_path / "tls").rglob("*") if p.is_file())
+    written = sorted(p for p in tmp_path.rglob("*") if p.is_file())
     assert written == sorted(files.all())
 
     before = {p: p.read_bytes() for p in files.all()}
