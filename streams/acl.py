@@ -93,8 +93,8 @@ class Grant:
 
 
 INGEST = (Role.INGEST_MESSAGES, Role.INGEST_CONTACTS, Role.INGEST_EXECUTIONS)
-R, W, D = Op.READ, Op.WRITE, Op.DELETE
-_U, _W, _S, _O = AccessRole.UPSTREAM, AccessRole.WORKER, AccessRole.SINK, AccessRole.OPERATOR
+_R, _WR, _D = Op.READ, Op.WRITE, Op.DELETE
+_UP, _WK, _SK, _OP = AccessRole.UPSTREAM, AccessRole.WORKER, AccessRole.SINK, AccessRole.OPERATOR
 
 
 def _topics(role: AccessRole, topics: Iterable[Role], ops: tuple[Op, ...], why: str) -> tuple[Grant, ...]:
@@ -103,46 +103,46 @@ def _topics(role: AccessRole, topics: Iterable[Role], ops: tuple[Op, ...], why: 
 
 GRANTS: tuple[Grant, ...] = (
     # upstream: publish; read tenants' public keys (sealed ingest)
-    *_topics(_U, INGEST, (W,), "publish events (idempotent producer)"),
-    *_topics(_U, [Role.CONTROL_TENANTS], (R,), "tenants' public keys for sealed ingest"),
-    Grant(_U, Resource.GROUP, Group.UPSTREAM, (Op.DESCRIBE,), "reading control.tenants (assigned, never committed)"),
+    *_topics(_UP, INGEST, (_WR,), "publish events (idempotent producer)"),
+    *_topics(_UP, [Role.CONTROL_TENANTS], (_R,), "tenants' public keys for sealed ingest"),
+    Grant(_UP, Resource.GROUP, Group.UPSTREAM, (Op.DESCRIBE,), "reading control.tenants (assigned, never committed)"),
     # worker: split ingest, write every derived stream, trim what it processed, relay the audit outbox
-    *_topics(_W, INGEST, (R, W, D), "split; segment-roll markers; trim processed records (DeleteRecords)"),
-    *_topics(_W, [Role.BUFFER_MESSAGES], (R, W), "seal messages; the buffer view reads them back"),
+    *_topics(_WK, INGEST, (_R, _WR, _D), "split; segment-roll markers; trim processed records (DeleteRecords)"),
+    *_topics(_WK, [Role.BUFFER_MESSAGES], (_R, _WR), "seal messages; the buffer view reads them back"),
     *_topics(
-        _W, [Role.BUFFER_CONTACTS, Role.METRICS_USAGE, Role.LOGS_EXECUTIONS, Role.DEADLETTER_INGEST], (W,), "outputs"
+        _WK, [Role.BUFFER_CONTACTS, Role.METRICS_USAGE, Role.LOGS_EXECUTIONS, Role.DEADLETTER_INGEST], (_WR,), "outputs"
     ),
-    *_topics(_W, [Role.CONTROL_TENANTS], (R,), "evict terminated tenants (no group)"),
-    *_topics(_W, [Role.AUDIT_EVENTS], (R, W), "relay key changes onto the chain (reads its tail)"),
-    Grant(_W, Resource.GROUP, Group.WORKER, (R,), "the Faust consumer group"),
-    Grant(_W, Resource.GROUP, Group.AUDIT_READER, (Op.DESCRIBE,), "reading the chain's tail"),
+    *_topics(_WK, [Role.CONTROL_TENANTS], (_R,), "evict terminated tenants (no group)"),
+    *_topics(_WK, [Role.AUDIT_EVENTS], (_R, _WR), "relay key changes onto the chain (reads its tail)"),
+    Grant(_WK, Resource.GROUP, Group.WORKER, (_R,), "the Faust consumer group"),
+    Grant(_WK, Resource.GROUP, Group.AUDIT_READER, (Op.DESCRIBE,), "reading the chain's tail"),
     Grant(
-        _W,
+        _WK,
         Resource.TOPIC,
         FAUST_TOPICS,
-        (Op.CREATE, R, W),
+        (Op.CREATE, _R, _WR),
         "Faust's own topics: the buffer view's changelog, the assignor's leader topic",
         Pattern.PREFIXED,
     ),
     # sink: the aggregates and what it reports beside them
     *_topics(
-        _S,
+        _SK,
         [Role.METRICS_USAGE, Role.LOGS_EXECUTIONS, Role.CONTROL_TENANTS, Role.AUDIT_EVENTS],
-        (R,),
+        (_R,),
         "load into the warehouse",
     ),
-    Grant(_S, Resource.GROUP, Group.SINK, (Op.DESCRIBE,), "the sink's consumer"),
+    Grant(_SK, Resource.GROUP, Group.SINK, (Op.DESCRIBE,), "the sink's consumer"),
     # operator: lifecycle on control, the audit chain, buffer reads, termination's purge/trim/verify
-    *_topics(_O, [Role.CONTROL_TENANTS], (W,), "announce provisioning, termination, policies"),
-    *_topics(_O, [Role.AUDIT_EVENTS], (R, W), "relay its commands' audit records; audit verify"),
-    *_topics(_O, [Role.BUFFER_MESSAGES], (R, W), "termination: purge markers, verify samples"),
-    *_topics(_O, [Role.BUFFER_CONTACTS], (R,), "termination: verify samples"),
-    *_topics(_O, INGEST, (W, D), "termination: trim processed records, segment-roll markers"),
-    Grant(_O, Resource.TOPIC, VIEW_CHANGELOG, (R,), "buffer read (ciphertext; opened with the key store)"),
-    Grant(_O, Resource.GROUP, Group.WORKER, (Op.DESCRIBE,), "termination: the worker's committed offsets"),
-    Grant(_O, Resource.GROUP, Group.AUDIT_READER, (Op.DESCRIBE,), "reading the chain's tail"),
-    Grant(_O, Resource.GROUP, Group.BUFFER_READ, (Op.DESCRIBE,), "buffer read"),
-    Grant(_O, Resource.GROUP, Group.VERIFY, (Op.DESCRIBE,), "termination: verify"),
+    *_topics(_OP, [Role.CONTROL_TENANTS], (_WR,), "announce provisioning, termination, policies"),
+    *_topics(_OP, [Role.AUDIT_EVENTS], (_R, _WR), "relay its commands' audit records; audit verify"),
+    *_topics(_OP, [Role.BUFFER_MESSAGES], (_R, _WR), "termination: purge markers, verify samples"),
+    *_topics(_OP, [Role.BUFFER_CONTACTS], (_R,), "termination: verify samples"),
+    *_topics(_OP, INGEST, (_WR, _D), "termination: trim processed records, segment-roll markers"),
+    Grant(_OP, Resource.TOPIC, VIEW_CHANGELOG, (_R,), "buffer read (ciphertext; opened with the key store)"),
+    Grant(_OP, Resource.GROUP, Group.WORKER, (Op.DESCRIBE,), "termination: the worker's committed offsets"),
+    Grant(_OP, Resource.GROUP, Group.AUDIT_READER, (Op.DESCRIBE,), "reading the chain's tail"),
+    Grant(_OP, Resource.GROUP, Group.BUFFER_READ, (Op.DESCRIBE,), "buffer read"),
+    Grant(_OP, Resource.GROUP, Group.VERIFY, (Op.DESCRIBE,), "termination: verify"),
 )
 
 
