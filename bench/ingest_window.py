@@ -25,9 +25,11 @@ from confluent_kafka import Consumer, TopicPartition
 
 from bench.results import Figure, save
 from shredline.processors.roles import Role
+from shredline.streams.acl import default_principals
 from shredline.streams.catalog import CATALOG, topic_name
 from shredline.streams.ingest.generate import generate
 from shredline.streams.ingest.sdk import Publisher
+from shredline.streams.kafka.acls import apply_acls
 from shredline.streams.kafka.admin import apply_catalog
 from shredline.streams.kafka.connection import client_environment
 from shredline.streams.key_store import open_keys
@@ -56,6 +58,7 @@ def main() -> int:
     ]
     prefix = f"window{int(time.time())}"
     apply_catalog(conn, prefix, 1)
+    apply_acls(conn, prefix, default_principals())  # the children run as their roles
     canary = f"zq9-window-canary-{uuid.uuid4().hex[:12]}"
     start = dt.datetime.now(dt.UTC) - dt.timedelta(hours=2)
     events = [

@@ -18,9 +18,11 @@ from dataclasses import replace
 from pathlib import Path
 
 from bench.results import Figure, save
+from shredline.streams.acl import default_principals
 from shredline.streams.catalog import topic_name
 from shredline.streams.ingest.generate import generate
 from shredline.streams.ingest.sdk import Publisher
+from shredline.streams.kafka.acls import apply_acls
 from shredline.streams.kafka.admin import apply_catalog, consumer_lag
 from shredline.streams.kafka.connection import Connection, client_environment
 from shredline.streams.kafka.trim import INGEST, app_id
@@ -46,6 +48,7 @@ def run(conn: Connection, base: Settings, events_n: int, tmp: Path) -> tuple[int
         base, topic_prefix=f"benchmem{events_n}x{int(time.time())}", data_dir=tmp, key_store=None, master_key_file=None
     )
     apply_catalog(conn, settings.topic_prefix, 1)
+    apply_acls(conn, settings.topic_prefix, default_principals())  # the children run as their roles
     keys = open_keys(settings, actor="bench")
     trail = Trail(conn, keys, settings)
     env = client_environment(conn, settings.data_dir, settings.topic_prefix, os.environ)

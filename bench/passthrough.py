@@ -12,6 +12,7 @@ from dataclasses import replace
 import faust
 
 from shredline.processors.roles import Role
+from shredline.streams.acl import AccessRole
 from shredline.streams.catalog import topic_name
 from shredline.streams.kafka.connection import resolve_connection
 from shredline.streams.processing.app import faust_app
@@ -22,7 +23,7 @@ OUT = "passthrough.out"
 
 def main() -> None:
     settings = load_settings(os.environ)
-    conn = resolve_connection(settings)
+    conn = resolve_connection(settings, AccessRole.ADMIN)  # a baseline outside the ACL table
     app = faust_app(
         replace(settings, data_dir=settings.data_dir / "passthrough"),
         conn,

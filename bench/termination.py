@@ -30,8 +30,10 @@ from bench.results import Figure, save
 from bench.timing import percentile, wait
 from shredline.processors.roles import Role
 from shredline.schemas.codec import decode
+from shredline.streams.acl import default_principals
 from shredline.streams.catalog import topic_name
 from shredline.streams.ingest.sdk import Publisher
+from shredline.streams.kafka.acls import apply_acls
 from shredline.streams.kafka.admin import apply_catalog
 from shredline.streams.kafka.connection import client_environment
 from shredline.streams.key_store import open_keys
@@ -116,6 +118,7 @@ def main() -> int:
             base, topic_prefix=f"benchterm{int(time.time())}", data_dir=Path(tmp), key_store=None, master_key_file=None
         )
         apply_catalog(conn, settings.topic_prefix, 1)
+        apply_acls(conn, settings.topic_prefix, default_principals())  # the children run as their roles
         keys = open_keys(settings, actor="bench")
         trail = Trail(conn, keys, settings)
         env = client_environment(conn, settings.data_dir, settings.topic_prefix, os.environ)

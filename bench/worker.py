@@ -27,9 +27,11 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from bench.results import Figure, save
 from shredline.processors.anonymise import metric_count
 from shredline.processors.roles import Role
+from shredline.streams.acl import default_principals
 from shredline.streams.catalog import topic_name
 from shredline.streams.ingest.generate import generate
 from shredline.streams.ingest.sdk import Publisher
+from shredline.streams.kafka.acls import apply_acls
 from shredline.streams.kafka.admin import apply_catalog, record_counts
 from shredline.streams.kafka.connection import Connection, client_environment
 from shredline.streams.key_store import open_keys
@@ -75,6 +77,7 @@ def main() -> int:
     def prepared(name: str) -> tuple[str, Path]:
         prefix = f"bench{stamp}{name}"
         apply_catalog(conn, prefix, 1)
+        apply_acls(conn, prefix, default_principals())  # the children run as their roles
         admin.create_topics([NewTopic(topic_name(prefix, "passthrough.out"), 6, 1)])
         time.sleep(1)
         with Publisher(conn, prefix) as publisher:

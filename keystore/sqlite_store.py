@@ -107,6 +107,7 @@ CREATE TABLE IF NOT EXISTS policy_acceptances (
     tenant TEXT NOT NULL, version TEXT NOT NULL REFERENCES policies (version), accepted_at REAL NOT NULL,
     PRIMARY KEY (tenant, version)
 );
+CREATE TABLE IF NOT EXISTS operators (principal TEXT PRIMARY KEY, added_at REAL NOT NULL, added_by TEXT NOT NULL);
 INSERT OR IGNORE INTO meta (k, v) VALUES ('schema_version', '1');
 INSERT OR IGNORE INTO meta (k, v) VALUES ('store_id', lower(hex(randomblob(8))));
 """
@@ -545,6 +546,24 @@ class SqliteKeyStore:
         for tenant, version in self._read("SELECT tenant, version FROM policy_acceptances"):
             out.setdefault(str(tenant), set()).add(str(version))
         return out
+
+    # -- operator allow-list -------------------------------------------------------------------
+    def allow_operator(self, principal: str, allowed: bool, now: float) -> bool:
+        with self._write() as db:
+            if allowed:
+                cursor = db.execute(
+                    "INSERT OR IGNORE INTO operators (principal, added_at, added_by) VALUES (?, ?, ?)",
+                    (principal, now, self.actor),
+                )
+            else:
+                cursor = db.execute("DELETE FROM operators WHERE principal = ?", (principal,))
+            if cursor.rowcount:
+                action = "operators.allow" if allowed else "operators.revoke"
+                self._audit(db, action, None, None, {"principal": principal})
+            return cursor.rowcount == 1
+
+    def operators(self) -> list[str]:
+        return [str(p) for (p,) in self._read("SELECT principal FROM operators ORDER BY principal")]
 
     def close(self) -> None:
         with self._lock:

@@ -215,4 +215,12 @@ class KeyStore(Protocol):
 
     def acceptances(self) -> dict[str, set[str]]: ...
 
+    # -- operator allow-list (optional: empty means the broker's ACLs alone decide) ----------------
+    def allow_operator(self, principal: str, allowed: bool, now: float) -> bool:
+        """Add (`allowed`) or remove a principal (`User:<name>`) from the operator allow-list,
+        audited in the same transaction; False if nothing changed."""
+
+    def operators(self) -> list[str]:
+        """The allow-listed operator principals, sorted; empty when there is no allow-list."""
+
     def close(self) -> None: ...

@@ -1,8 +1,9 @@
 """The `shredline` command: a thin dispatcher. Settings are built here, once, and handed down.
 
 Each folder registers its own subcommands (`<folder>/commands.py`, beside what they drive);
-this module builds the parser from them and turns any `ShredlineError` into one line on
-stderr and its exit code (2 for bad configuration, 1 otherwise, 70 for an internal error).
+this module builds the parser from them, refuses to start when a private file is open to
+others (`shredline.streams.private`), and turns any `ShredlineError` into one line on stderr
+and its exit code (2 for bad configuration, 1 otherwise, 70 for an internal error).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from shredline.streams.ingest import commands as ingest
 from shredline.streams.kafka import commands as kafka
 from shredline.streams.launcher import commands as launcher
 from shredline.streams.operations import commands as operations
+from shredline.streams.private import check_private
 from shredline.streams.processing import commands as processing
 from shredline.streams.reporting import commands as reporting
 from shredline.streams.settings import Settings, load_settings
@@ -48,6 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = load_settings(os.environ, args.config)
+        check_private(settings)
         code: int = args.run(settings, args)
         return code
     except ShredlineError as exc:

@@ -1,6 +1,9 @@
 """`shredline demo`: the whole story so far on the local broker, start to finish.
 
-A TLS broker comes up and the topic catalog is applied; three tenants are provisioned;
+A TLS broker comes up and, as `admin`, the topic catalog and the ACL table are applied; every
+step after that runs as the role its job needs, with that role's certificate (the operator
+provisions, reads and terminates; upstream publishes; the worker and the sink run as themselves).
+Three tenants are provisioned;
 synthetic events (Faker names, `example.*` e-mails) are validated and published; the worker
 splits them into sealed buffers, anonymised metrics and redacted logs and trims the ingest
 topics; one conversation is read back (audited); the sink loads the metrics into the encrypted
@@ -29,28 +32,33 @@ from shredline.analytics.warehouse import Warehouse
 from shredline.processors.anonymise import metric_count
 from shredline.processors.roles import Role
 from shredline.schemas.errors import ShredlineError
+from shredline.streams.acl import AccessRole
 from shredline.streams.catalog import topic_name
 from shredline.streams.ingest.generate import default_start, generate
 from shredline.streams.ingest.sdk import Publisher
+from shredline.streams.kafka.acls import apply_acls
 from shredline.streams.kafka.admin import apply_catalog, record_counts
 from shredline.streams.kafka.connection import client_environment
+from shredline.streams.kafka.produce import partitions_of
 from shredline.streams.key_store import open_keys
 from shredline.streams.launcher.broker import connect_or_launch
 from shredline.streams.operations.audit import Trail, read_positioned, verify
 from shredline.streams.operations.buffer_read import Deleted, latest_view_value, read_conversation
+from shredline.streams.operations.operators import role_principals
 from shredline.streams.operations.signing import provider_key
 from shredline.streams.operations.tenants import provision
 from shredline.streams.operations.termination import Termination
-from shredline.streams.processing.app import VIEW_DEPTH, view_changelog, view_entry_envelopes
+from shredline.streams.private import check_private
+from shredline.streams.processing.app import VIEW_DEPTH, view_entry_envelopes
 from shredline.streams.reporting.feed import KafkaSinkSource
 from shredline.streams.settings import Settings
 
 Progress = Callable[[str], None]
-OPERATOR = "demo-operator"
 
 
 def run_demo(base: Settings, progress: Progress) -> int:
-    conn = connect_or_launch(base, progress)
+    admin = connect_or_launch(base, progress)
+    operator, upstream = admin.for_role(AccessRole.OPERATOR), admin.for_role(AccessRole.UPSTREAM)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d%H%M%S")
     settings = replace(
         base,
@@ -60,24 +68,27 @@ def run_demo(base: Settings, progress: Progress) -> int:
         key_store=None,
     )
     prefix = settings.topic_prefix
-    apply_catalog(conn, prefix, settings.replication_factor)
-    progress(f"topics applied under prefix {prefix}; keys in {settings.data_dir}")
+    check_private(settings)  # creates the run's data dir owner-only, as every command expects it
+    apply_catalog(admin, prefix, settings.replication_factor)
+    granted = apply_acls(admin, prefix, role_principals(settings))
+    progress(f"topics and {len(granted.create)} ACLs applied under prefix {prefix}; keys in {settings.data_dir}")
 
-    keys = open_keys(settings, actor=OPERATOR)
-    trail = Trail(conn, keys, settings)
+    identity = operator.principal()
+    keys = open_keys(settings, actor=identity)
+    trail = Trail(operator, keys, settings)
     span = dt.timedelta(days=1)
     events = list(generate(3, 600, seed=1, start=default_start(dt.datetime.now(dt.UTC), span), span=span))
     tenants = sorted({str(e["tenant"]) for e in events})
     for tenant in tenants:
-        provision(keys, conn, trail, tenant, 86_400)
-    print(f"1. provisioned tenants {', '.join(tenants)} (a root key each, wrapped by the master key)")
+        provision(keys, operator, trail, tenant, 86_400)
+    print(f"1. {identity} provisioned tenants {', '.join(tenants)} (a root key each, wrapped by the master key)")
 
-    with Publisher(conn, prefix) as publisher:
+    with Publisher(upstream, prefix) as publisher:
         for event in events:
             publisher.publish(event)
     kinds = Counter(str(e["type"]) for e in events)
     print(
-        f"2. published {publisher.delivered} synthetic events over TLS: "
+        f"2. upstream published {publisher.delivered} synthetic events over TLS: "
         + ", ".join(f"{n} {k}s" for k, n in sorted(kinds.items()))
     )
 
@@ -86,14 +97,14 @@ def run_demo(base: Settings, progress: Progress) -> int:
     with open(log_path, "ab") as log:
         worker = subprocess.Popen(
             [sys.executable, "-m", "shredline.streams.cli", "worker", "--loglevel", "warning"],
-            env=client_environment(conn, settings.data_dir, prefix, os.environ),
+            env=client_environment(admin, settings.data_dir, prefix, os.environ),  # it picks the worker role
             stdout=log,
             stderr=subprocess.STDOUT,
         )
     try:
         started = time.monotonic()
         metrics = topic_name(prefix, Role.METRICS_USAGE)
-        while record_counts(conn, metrics)[1] < expected:
+        while record_counts(admin, metrics)[1] < expected:
             if worker.poll() is not None:
                 raise ShredlineError(f"the worker stopped (exit {worker.returncode}); see {log_path}")
             if time.monotonic() - started > 300:
@@ -110,27 +121,30 @@ def run_demo(base: Settings, progress: Progress) -> int:
         record_id = keys.pseudonym(tenant, "conversation", conversation).encode()
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:  # the view trails the split; wait without reading (reads are audited)
-            raw = latest_view_value(conn, view_changelog(settings), record_id)
+            raw = latest_view_value(operator, prefix, record_id)
             if raw and len(view_entry_envelopes(raw)) >= min(want, VIEW_DEPTH):
                 break
             time.sleep(1)
-        messages = read_conversation(settings, conn, trail, tenant, conversation, purpose="demo")
+        messages = read_conversation(settings, operator, trail, tenant, conversation, purpose="demo")
         print(f"4. buffer read {tenant} {conversation} (audited): {len(messages)} messages")
         for m in messages[:4]:
             print(f"     {m['direction']:<8} {m['body']}")
 
         deadline = time.monotonic() + 120
         ingest = topic_name(prefix, Role.INGEST_MESSAGES)
-        while record_counts(conn, ingest)[0] > 0 and time.monotonic() < deadline:
+        # What stays readable once everything is trimmed: the payload-less segment-roll marker the
+        # worker appends after each trim, at most one per partition.
+        markers = len(partitions_of(admin, ingest))
+        while record_counts(admin, ingest)[0] > markers and time.monotonic() < deadline:
             time.sleep(2)
-        readable, ever = record_counts(conn, ingest)
+        readable, ever = record_counts(admin, ingest)
         print(
             f"5. ingest trimmed: {ever - readable} of {ever} plaintext message records already deleted from the broker"
         )
 
         warehouse = Warehouse(settings.data_dir / "analytics.duckdb", keys.service_secret("duckdb"))
         try:
-            loaded = run_sink(KafkaSinkSource(conn, prefix), warehouse, until_idle_s=2)
+            loaded = run_sink(KafkaSinkSource(admin.for_role(AccessRole.SINK), prefix), warehouse, until_idle_s=2)
             snapshot = warehouse.analyst_snapshot(5)
             columns, rows = run_query(
                 snapshot,
@@ -149,7 +163,7 @@ def run_demo(base: Settings, progress: Progress) -> int:
         print(f"   the same as charts: {report} (`shredline analytics report`)")
 
         print(f"7. terminating {tenant}:")
-        outcome = Termination(settings, conn, keys, trail, print).run(tenant, OPERATOR, "demo: contract ended")
+        outcome = Termination(settings, operator, keys, trail, print).run(tenant, identity, "demo: contract ended")
         body = json.loads(outcome.certificate.read_text(encoding="utf-8"))["certificate"]
         destroyed = body["keys_destroyed"]
         print(
@@ -157,7 +171,7 @@ def run_demo(base: Settings, progress: Progress) -> int:
             f"{destroyed['contact']} contact keys destroyed; signed by {body['signer']}"
         )
         try:
-            read_conversation(settings, conn, trail, tenant, conversation, purpose="demo")
+            read_conversation(settings, operator, trail, tenant, conversation, purpose="demo")
             print("   (unexpected: still readable)")
             return 1
         except Deleted as exc:
@@ -176,7 +190,7 @@ def run_demo(base: Settings, progress: Progress) -> int:
     trail.flush()  # the worker's last key records, if it stopped before relaying them
     anchor = keys.store.audit_head()
     verdict = verify(
-        read_positioned(conn, prefix), provider_key(keys).public_key(), {"the key store": anchor} if anchor else {}
+        read_positioned(operator, prefix), provider_key(keys).public_key(), {"the key store": anchor} if anchor else {}
     )
     state = "intact" if verdict.ok else f"BROKEN: {verdict.findings[0].reason}"
     print(f"9. audit trail {state}: {verdict.summary}")

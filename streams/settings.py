@@ -7,7 +7,6 @@ variable can still override a single value for one run.
 
 from __future__ import annotations
 
-import getpass
 import re
 import tomllib
 from collections.abc import Mapping
@@ -21,6 +20,7 @@ ENV_PREFIX = "SHREDLINE_"
 CONFIG_ENV = "SHREDLINE_CONFIG"
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 _BOOTSTRAP_RE = re.compile(r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$")
+_PRINCIPAL_FORMAT_RE = re.compile(r"^User:[A-Za-z0-9._@=-]*\{role\}[A-Za-z0-9._@=-]*$")
 
 
 class Secret:
@@ -58,13 +58,13 @@ class Settings:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_key_password: Secret | None = field(default=None)
+    tls_credentials: Path | None = None  # a directory of `<role>.pem`/`<role>.key`, one pair per access role
+    principal_format: str = "User:{role}"  # each role's Kafka principal, for `acl apply`
     replication_factor: int = 1
     master_key: Secret | None = None  # keyring text `v1:<base64>`; else the key file
     master_key_file: Path | None = None  # default <data_dir>/master.key, created on first local use
     key_store: Path | None = None  # default <data_dir>/keys.sqlite
     key_cache_staleness_s: float = 1.0
-    operator: str | None = None  # who runs operator commands; default: the OS user
-    operators: tuple[str, ...] = ()  # who may run them; default: only the OS user
 
     def __post_init__(self) -> None:
         if self.topic_prefix and not _PREFIX_RE.fullmatch(self.topic_prefix):
@@ -75,18 +75,12 @@ class Settings:
                     raise ConfigError("bootstrap: expected host:port[,host:port...]")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ConfigError("tls_cert: tls_cert and tls_key must be set together")
+        if not _PRINCIPAL_FORMAT_RE.fullmatch(self.principal_format):
+            raise ConfigError("principal_format: expected `User:<name>` with `{role}` once, e.g. User:prod-{role}")
         if self.replication_factor < 1:
             raise ConfigError("replication_factor: must be at least 1")
         if not 0 <= self.key_cache_staleness_s <= 60:
             raise ConfigError("key_cache_staleness_s: must be between 0 and 60 seconds")
-
-    @property
-    def operator_name(self) -> str:
-        return self.operator or getpass.getuser()
-
-    @property
-    def authorised_operators(self) -> frozenset[str]:
-        return frozenset(self.operators) if self.operators else frozenset({getpass.getuser()})
 
     @property
     def jar_cache(self) -> Path:
@@ -107,11 +101,14 @@ class Settings:
         return self.data_dir / "kafka"
 
 
+_PATHS = {"data_dir", "cache_dir", "tls_ca", "tls_cert", "tls_key", "tls_credentials", "master_key_file", "key_store"}
+
+
 def _coerce(name: str, raw: Any) -> Any:
     """Turn a raw env/TOML value into the field's type, naming the field on failure."""
     if raw is None:
         return None
-    if name in {"data_dir", "cache_dir", "tls_ca", "tls_cert", "tls_key", "master_key_file", "key_store"}:
+    if name in _PATHS:
         if not isinstance(raw, str) or not raw:
             raise ConfigError(f"{name}: expected a non-empty path")
         return Path(raw).expanduser()
@@ -119,14 +116,6 @@ def _coerce(name: str, raw: Any) -> Any:
         if not isinstance(raw, str):
             raise ConfigError(f"{name}: expected a string")
         return Secret(raw)
-    if name == "operators":  # a TOML list, or comma-separated in the environment
-        items = raw.split(",") if isinstance(raw, str) else raw
-        if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
-            raise ConfigError(f"{name}: expected a list of operator names")
-        names = tuple(i.strip() for i in items if i.strip())
-        if not names:
-            raise ConfigError(f"{name}: expected at least one operator name")
-        return names
     if name == "replication_factor":
         try:
             return int(raw)
@@ -146,6 +135,12 @@ def load_settings(environ: Mapping[str, str], config_file: Path | None = None) -
     """Build settings from a TOML file (explicit, or `SHREDLINE_CONFIG`) overlaid by the environment."""
     names = {f.name for f in fields(Settings)}
     values: dict[str, Any] = {}
+    for retired in ("operator", "operators"):
+        if environ.get(ENV_PREFIX + retired.upper()):
+            raise ConfigError(
+                f"{retired}: SHREDLINE_{retired.upper()} is no longer read: an operator is who their client "
+                "certificate says (see `shredline operators`); unset it"
+            )
 
     path = config_file or (Path(environ[CONFIG_ENV]) if environ.get(CONFIG_ENV) else None)
     if path is not None:

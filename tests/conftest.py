@@ -1,7 +1,12 @@
-"""Test harness: one real broker per session, started by the project's own launcher.
+"""Test harness: one real broker per session, started by the project's own launcher, enforcing
+ACLs like any other: every child process runs as the role its command needs.
 
-Unit tests never touch it (the fixture is lazy). Set SHREDLINE_BOOTSTRAP (and SHREDLINE_TLS_*)
-to run the integration tests against an existing broker instead.
+`Broker.connection` is the `admin` role (a super user: tests set up topics and read anything);
+`Broker.env` and `Broker.client_env` give children the credentials directory, so each picks its
+own role's certificate, and grant the ACL table for their topic prefix on first use. Unit tests
+never touch the broker (the fixture is lazy). Set SHREDLINE_BOOTSTRAP (and SHREDLINE_TLS_CA with
+SHREDLINE_TLS_CREDENTIALS, or one SHREDLINE_TLS_CERT/_KEY for everything) to run the integration
+tests against an existing broker instead.
 """
 
 from __future__ import annotations
@@ -16,7 +21,9 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
+from shredline.streams.acl import AccessRole, default_principals
 from shredline.streams.catalog import topic_name
+from shredline.streams.kafka.acls import apply_acls
 from shredline.streams.kafka.admin import consumer_lag, record_counts
 from shredline.streams.kafka.connection import Connection, client_environment, resolve_connection
 from shredline.streams.kafka.produce import close_producers
@@ -28,19 +35,34 @@ from shredline.streams.settings import Settings, load_settings
 REPO = Path(__file__).resolve().parents[1]
 
 
+_granted: set[tuple[str, str]] = set()  # (bootstrap, prefix) whose ACLs this session applied
+
+
 @dataclass(frozen=True)
 class Broker:
-    connection: Connection
+    connection: Connection  # as admin
     settings: Settings  # settings that reach this broker (data dir of the launcher, or the bootstrap)
 
+    def role(self, role: AccessRole) -> Connection:
+        """This broker as `role` (the admin connection itself when there is one certificate for all)."""
+        return self.connection.for_role(role)
+
+    def grant(self, prefix: str) -> None:
+        """Apply the ACL table for `prefix` (once per session and prefix), so the roles can work there."""
+        if self.connection.credentials is None or (self.connection.bootstrap, prefix) in _granted:
+            return
+        apply_acls(self.connection, prefix, default_principals())
+        _granted.add((self.connection.bootstrap, prefix))
+
     def env(self, prefix: str = "") -> dict[str, str]:
-        """Environment for running the `shredline` CLI against this broker."""
+        """Environment for running the `shredline` CLI against this broker (ACLs granted for `prefix`)."""
+        self.grant(prefix)
         env = {k: v for k, v in os.environ.items() if not k.startswith("SHREDLINE_")}
         env["SHREDLINE_DATA_DIR"] = str(self.settings.data_dir)
         env["SHREDLINE_CACHE_DIR"] = str(self.settings.jar_cache)
         if self.settings.bootstrap:
             env.update({"SHREDLINE_BOOTSTRAP": self.settings.bootstrap})
-            for name in ("tls_ca", "tls_cert", "tls_key"):
+            for name in ("tls_ca", "tls_cert", "tls_key", "tls_credentials"):
                 value = getattr(self.settings, name)
                 if value is not None:
                     env[f"SHREDLINE_{name.upper()}"] = str(value)
@@ -49,7 +71,9 @@ class Broker:
         return env
 
     def client_env(self, prefix: str, data_dir: Path) -> dict[str, str]:
-        """Environment for a process with a data dir of its own (keys, worker state) on this broker."""
+        """Environment for a process with a data dir of its own (keys, worker state) on this broker,
+        running as the role of its command (ACLs granted for `prefix`)."""
+        self.grant(prefix)
         return client_environment(self.connection, data_dir, prefix, os.environ)
 
 
@@ -57,7 +81,7 @@ class Broker:
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
     if os.environ.get("SHREDLINE_BOOTSTRAP"):
         settings = load_settings(os.environ)
-        yield Broker(resolve_connection(settings), settings)
+        yield Broker(resolve_connection(settings, AccessRole.ADMIN), settings)
         return
     cache = Path(os.environ.get("SHREDLINE_CACHE_DIR", REPO / ".shredline" / "cache"))
     settings = Settings(data_dir=tmp_path_factory.mktemp("shredline"), cache_dir=cache)

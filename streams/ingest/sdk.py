@@ -20,6 +20,7 @@ from confluent_kafka import KafkaError, Message, Producer
 
 from shredline.processors.validation import ValidEvent, validate
 from shredline.schemas.codec import encode
+from shredline.streams.acl import AccessRole
 from shredline.streams.catalog import topic_name
 from shredline.streams.errors import KafkaOperationError
 from shredline.streams.kafka.connection import Connection, resolve_connection
@@ -62,7 +63,7 @@ class Publisher:
 
     @classmethod
     def from_settings(cls, settings: Settings, **kwargs: Any) -> Publisher:
-        return cls(resolve_connection(settings), settings.topic_prefix, **kwargs)
+        return cls(resolve_connection(settings, AccessRole.UPSTREAM), settings.topic_prefix, **kwargs)
 
     def publish(self, event: object) -> ValidEvent:
         """Validate, encode and queue one event; returns what was queued."""

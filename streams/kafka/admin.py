@@ -29,10 +29,27 @@ def admin_client(conn: Connection) -> AdminClient:
     return AdminClient(conn.confluent(log_level=3))
 
 
-def _kafka_error(what: str, exc: BaseException) -> KafkaOperationError:
+#: The broker's refusals. Their text can quote the whole request (forwarded ones do), so the
+#: message keeps only the code.
+AUTHORIZATION_FAILED = frozenset(
+    {
+        KafkaError.TOPIC_AUTHORIZATION_FAILED,
+        KafkaError.GROUP_AUTHORIZATION_FAILED,
+        KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+        KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+    }
+)
+
+
+def kafka_error(what: str, exc: BaseException, who: str | None = None) -> KafkaOperationError:
+    """One line for a failed Kafka call: `what`, then Kafka's reason (for a refusal, its code and
+    `who` was refused)."""
     err = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
     if isinstance(err, KafkaError):
-        return KafkaOperationError(f"{what}: {err.str()}", code=err.code(), retriable=err.retriable())
+        reason = err.str()
+        if err.code() in AUTHORIZATION_FAILED:
+            reason = f"refused by the broker ({err.name()}{f' for {who}' if who else ''})"
+        return KafkaOperationError(f"{what}: {reason}", code=err.code(), retriable=err.retriable())
     return KafkaOperationError(f"{what}: {exc}")
 
 
@@ -42,7 +59,7 @@ def _wait(futures: dict[Any, Future[Any]], what: str) -> dict[Any, Any]:
         try:
             results[key] = fut.result(timeout=REQUEST_TIMEOUT_S)
         except Exception as exc:  # every failure becomes one typed error
-            raise _kafka_error(f"{what} {key}", exc) from None
+            raise kafka_error(f"{what} {key}", exc) from None
     return results
 
 
@@ -61,7 +78,7 @@ def wait_until_ready(conn: Connection, timeout_s: float, alive: Callable[[], boo
         except KafkaException as exc:
             last = exc
         time.sleep(0.3)
-    raise _kafka_error(f"no metadata from {conn.bootstrap} within {timeout_s:.0f}s", last or TimeoutError())
+    raise kafka_error(f"no metadata from {conn.bootstrap} within {timeout_s:.0f}s", last or TimeoutError())
 
 
 def describe(admin: AdminClient, names: Iterable[str]) -> dict[str, ObservedTopic]:
@@ -69,7 +86,7 @@ def describe(admin: AdminClient, names: Iterable[str]) -> dict[str, ObservedTopi
     try:
         metadata = admin.list_topics(timeout=REQUEST_TIMEOUT_S)
     except KafkaException as exc:
-        raise _kafka_error("listing topics", exc) from None
+        raise kafka_error("listing topics", exc) from None
     existing = [n for n in names if n in metadata.topics]
     if not existing:
         return {}
@@ -110,6 +127,22 @@ def execute(
     grows = [NewPartitions(c.topic, int(c.value)) for c in changes if c.kind == "partitions"]
     if grows:
         _wait(admin.create_partitions(grows), "adding partitions to")
+
+
+def require_catalog(conn: Connection, prefix: str, catalog: tuple[TopicSpec, ...] = CATALOG) -> None:
+    """Raise, naming the first one, unless every topic of the catalog exists (and `conn` may see it:
+    Kafka leaves topics a principal may not DESCRIBE out of its metadata)."""
+    admin = admin_client(conn)
+    try:
+        existing = admin.list_topics(timeout=REQUEST_TIMEOUT_S).topics
+    except KafkaException as exc:
+        raise kafka_error("listing topics", exc) from None
+    missing = [name for s in catalog if (name := topic_name(prefix, s.role)) not in existing]
+    if missing:
+        raise KafkaOperationError(
+            f"topics: {missing[0]} does not exist (or is not visible to this role); "
+            "run `shredline topics apply` and `shredline acl apply` first"
+        )
 
 
 def apply_catalog(

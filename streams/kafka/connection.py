@@ -1,7 +1,12 @@
-"""How to reach the broker over TLS: from settings, or from the local launcher's state file.
+"""How to reach the broker over TLS, as which access role: from settings, or from the local
+launcher's state file.
 
 Every client (confluent-kafka, aiokafka, Faust) is configured from one `Connection`, so there
-is exactly one place that decides TLS; there is no plaintext mode.
+is exactly one place that decides TLS; there is no plaintext mode. Each command asks for the
+role its job needs (`resolve_connection(settings, AccessRole.WORKER)`); the certificate comes
+from, in order: `SHREDLINE_TLS_CERT`/`_KEY` (one certificate for everything, e.g. your own
+cluster's), a credentials directory (`SHREDLINE_TLS_CREDENTIALS`, one `<role>.pem`/`<role>.key`
+pair per role), or the local broker's credentials (`shredline kafka up` issues them).
 """
 
 from __future__ import annotations
@@ -9,14 +14,27 @@ from __future__ import annotations
 import json
 import ssl
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
+
+from shredline.streams.acl import AccessRole, principal_of_subject
 from shredline.streams.errors import ConfigError
 from shredline.streams.settings import Secret, Settings
 
 STATE_FILE = "state.json"
+
+
+def role_cert(credentials: Path, role: AccessRole) -> Path:
+    """A role's certificate chain in a credentials directory: `<role>.pem`."""
+    return credentials / f"{role.value}.pem"
+
+
+def role_key(credentials: Path, role: AccessRole) -> Path:
+    """A role's private key (PKCS#8 PEM, mode 0600) in a credentials directory: `<role>.key`."""
+    return credentials / f"{role.value}.key"
 
 
 @dataclass(frozen=True)
@@ -26,6 +44,20 @@ class Connection:
     cert: Path | None = None
     key: Path | None = None
     key_password: Secret | None = None
+    credentials: Path | None = None  # the per-role certificates this one came from, if any
+
+    def for_role(self, role: AccessRole) -> Connection:
+        """The same broker as `role`: its certificate from the credentials directory; unchanged
+        when this connection has one certificate for everything."""
+        if self.credentials is None:
+            return self
+        return replace(
+            self, cert=role_cert(self.credentials, role), key=role_key(self.credentials, role), key_password=None
+        )
+
+    def principal(self) -> str:
+        """Who the broker takes this client for (see `certificate_principal`)."""
+        return certificate_principal(self.cert)
 
     def confluent(self, **extra: Any) -> dict[str, Any]:
         """A librdkafka config. It holds the revealed key password: never log it."""
@@ -53,6 +85,34 @@ class Connection:
         return context
 
 
+def certificate_principal(cert: Path | None) -> str:
+    """`User:<CN>` of a PEM certificate (its first one), as the broker's
+    `ssl.principal.mapping.rules` derive it. Raises ConfigError without a readable certificate."""
+    if cert is None:
+        raise ConfigError(
+            "tls_cert: no client certificate to tell who you are; set SHREDLINE_TLS_CERT or "
+            "SHREDLINE_TLS_CREDENTIALS, or run `shredline kafka up`"
+        )
+    try:
+        first = x509.load_pem_x509_certificates(cert.read_bytes())[0]
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not a PEM certificate"
+        raise ConfigError(f"tls_cert: cannot read {cert} ({reason})") from None
+    return principal_of_subject(first.subject.rfc4514_string())
+
+
+def role_certificate(settings: Settings, role: AccessRole) -> Path | None:
+    """The certificate `role` presents, found as `resolve_connection` finds it but without needing
+    a broker (offline commands still say who runs them); None when there is none."""
+    if settings.tls_cert is not None:
+        return settings.tls_cert
+    credentials = settings.tls_credentials
+    if credentials is None and settings.bootstrap is None:
+        state = read_state(settings.kafka_dir) or {}
+        credentials = Path(state["credentials"]) if "credentials" in state else None
+    return role_cert(credentials, role) if credentials is not None else None
+
+
 def read_state(kafka_dir: Path) -> dict[str, Any] | None:
     """The local launcher's record of the broker it started, or None."""
     path = kafka_dir / STATE_FILE
@@ -65,27 +125,38 @@ def read_state(kafka_dir: Path) -> dict[str, Any] | None:
     return data
 
 
-def resolve_connection(settings: Settings) -> Connection:
-    """An explicit `bootstrap` setting wins; otherwise the broker `shredline kafka up` started."""
+def resolve_connection(settings: Settings, role: AccessRole) -> Connection:
+    """The broker, as `role`. An explicit `bootstrap` setting wins over the local broker
+    `shredline kafka up` started; an explicit certificate wins over per-role credentials."""
     if settings.bootstrap is not None:
-        return Connection(
-            settings.bootstrap, settings.tls_ca, settings.tls_cert, settings.tls_key, settings.tls_key_password
-        )
-    state = read_state(settings.kafka_dir)
-    if state is None or "bootstrap" not in state:
-        raise ConfigError("bootstrap: no broker known; run `shredline kafka up` or set SHREDLINE_BOOTSTRAP")
-    return Connection(state["bootstrap"], Path(state["ca"]), Path(state["client_cert"]), Path(state["client_key"]))
+        bootstrap, ca, credentials = settings.bootstrap, settings.tls_ca, settings.tls_credentials
+    else:
+        state = read_state(settings.kafka_dir)
+        if state is None or "bootstrap" not in state or "credentials" not in state:
+            raise ConfigError("bootstrap: no broker known; run `shredline kafka up` or set SHREDLINE_BOOTSTRAP")
+        bootstrap, ca = state["bootstrap"], Path(state["ca"])
+        credentials = settings.tls_credentials or Path(state["credentials"])
+    if settings.tls_cert is not None:
+        return Connection(bootstrap, ca, settings.tls_cert, settings.tls_key, settings.tls_key_password)
+    return Connection(bootstrap, ca, credentials=credentials).for_role(role)
 
 
 def client_environment(conn: Connection, data_dir: Path, prefix: str, base: Mapping[str, str]) -> dict[str, str]:
     """Environment for a child `shredline` process on this broker with a data dir of its own.
 
-    Every inherited `SHREDLINE_*` variable is dropped first, so the child sees exactly this."""
+    Every inherited `SHREDLINE_*` variable is dropped first, so the child sees exactly this. With
+    per-role credentials the child gets their directory and picks its own role's certificate;
+    otherwise it gets `conn`'s certificate."""
     env = {k: v for k, v in base.items() if not k.startswith("SHREDLINE_")}
     env.update(
         {"SHREDLINE_BOOTSTRAP": conn.bootstrap, "SHREDLINE_DATA_DIR": str(data_dir), "SHREDLINE_TOPIC_PREFIX": prefix}
     )
-    for name, value in (("TLS_CA", conn.ca), ("TLS_CERT", conn.cert), ("TLS_KEY", conn.key)):
+    if conn.ca is not None:
+        env["SHREDLINE_TLS_CA"] = str(conn.ca)
+    if conn.credentials is not None:
+        env["SHREDLINE_TLS_CREDENTIALS"] = str(conn.credentials)
+        return env
+    for name, value in (("TLS_CERT", conn.cert), ("TLS_KEY", conn.key)):
         if value is not None:
             env[f"SHREDLINE_{name}"] = str(value)
     if conn.key_password is not None:

@@ -7,7 +7,7 @@ import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from confluent_kafka import Producer
+from confluent_kafka import KafkaException, Producer
 
 from shredline.streams.errors import KafkaOperationError
 from shredline.streams.kafka.connection import Connection
@@ -41,16 +41,27 @@ def produce_and_wait(conn: Connection, records: Sequence[Record], what: str) -> 
     """Durably write `records` (idempotent, acks=all) or raise naming `what` failed."""
     errors: list[str] = []
     producer = _producer(conn)
-    for r in records:
-        producer.produce(
-            r.topic,
-            value=r.value,
-            key=r.key,
-            headers=r.headers or None,
-            partition=r.partition if r.partition is not None else PARTITION_UA,
-            on_delivery=lambda err, _m: errors.append(str(err)) if err else None,
-        )
-    if producer.flush(TIMEOUT_S) or errors:
+    try:
+        for r in records:
+            producer.produce(
+                r.topic,
+                value=r.value,
+                key=r.key,
+                headers=r.headers or None,
+                partition=r.partition if r.partition is not None else PARTITION_UA,
+                on_delivery=lambda err, _m: errors.append(str(err)) if err else None,
+            )
+        left = producer.flush(TIMEOUT_S)
+    except (KafkaException, SystemError) as exc:
+        # A fatal error (e.g. the broker refused this principal a producer id) is raised from flush;
+        # the client then calls the purged records' callbacks with it still set, which Python
+        # reports as a SystemError caused by it.
+        fatal = exc if isinstance(exc, KafkaException) else exc.__cause__
+        if not isinstance(fatal, KafkaException):
+            raise
+        _producer.cache_clear()  # a producer with a fatal error never produces again
+        raise KafkaOperationError(f"{what}: not written ({fatal.args[0] if fatal.args else fatal})") from None
+    if left or errors:
         raise KafkaOperationError(f"{what}: not written ({errors[0] if errors else 'timed out'})")
 
 

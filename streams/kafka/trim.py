@@ -12,6 +12,7 @@ from confluent_kafka import TopicPartition as CkTopicPartition
 from confluent_kafka.admin import AdminClient
 
 from shredline.processors.roles import Role
+from shredline.streams.acl import Group
 from shredline.streams.catalog import topic_name
 from shredline.streams.kafka.connection import Connection
 from shredline.streams.settings import Settings
@@ -22,7 +23,7 @@ INGEST = (Role.INGEST_MESSAGES, Role.INGEST_CONTACTS, Role.INGEST_EXECUTIONS)
 
 def app_id(settings: Settings) -> str:
     """The worker's Faust app id, which is also its consumer group."""
-    return topic_name(settings.topic_prefix, "shredline-worker")
+    return topic_name(settings.topic_prefix, Group.WORKER)
 
 
 class IngestTrimmer:

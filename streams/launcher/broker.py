@@ -1,9 +1,15 @@
 """Start, stop and inspect one local KRaft node (broker + controller) that speaks only TLS.
 
-State lives under `<data_dir>/kafka/`: `tls/`, `storage/`, `server.properties`, `broker.log`
-and `state.json`. The state file records the pid *and* its start time, so `down` never
-signals a process that merely reuses the pid, and every other command finds the broker
-(bootstrap address, CA, client certificate) without flags.
+State lives under `<data_dir>/kafka/`: `tls/` (CA, broker keystore), `credentials/` (one
+certificate per access role), `storage/`, `server.properties`, `broker.log` and `state.json`.
+The state file records the pid *and* its start time, so `down` never signals a process that
+merely reuses the pid, and every other command finds the broker (bootstrap address, CA, the
+credentials directory) without flags.
+
+The broker enforces least privilege: KRaft's `StandardAuthorizer`, nothing allowed without an
+ACL, the certificate's CN as the principal, and only the broker itself and `admin` as super
+users (the broker must be one: it forwards admin requests to the controller). `shredline acl
+apply` grants the other roles what `shredline.streams.acl` says.
 """
 
 from __future__ import annotations
@@ -23,10 +29,11 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from shredline.streams.acl import PRINCIPAL_MAPPING_RULES, AccessRole, principal_of_subject
 from shredline.streams.errors import KafkaOperationError, LauncherError
 from shredline.streams.kafka.admin import wait_until_ready
 from shredline.streams.kafka.connection import STATE_FILE, Connection, read_state, resolve_connection
-from shredline.streams.launcher.certs import TlsFiles, ensure_tls
+from shredline.streams.launcher.certs import BROKER_CN, TlsFiles, ensure_tls
 from shredline.streams.launcher.jars import KAFKA_VERSION, ensure_jars
 from shredline.streams.settings import Settings
 
@@ -50,13 +57,13 @@ class BrokerState:
     port: int
     controller_port: int
     ca: str
-    client_cert: str
-    client_key: str
+    credentials: str  # directory of `<role>.pem` / `<role>.key`
     kafka_version: str
     log: str
 
-    def connection(self) -> Connection:
-        return Connection(self.bootstrap, Path(self.ca), Path(self.client_cert), Path(self.client_key))
+    def connection(self, role: AccessRole = AccessRole.ADMIN) -> Connection:
+        """This broker as `role` (by default `admin`, its super user)."""
+        return Connection(self.bootstrap, Path(self.ca), credentials=Path(self.credentials)).for_role(role)
 
 
 def java_major(version_output: str) -> int | None:
@@ -110,6 +117,10 @@ def process_start_ticks(pid: int) -> int | None:
     return int(stat.rsplit(")", 1)[1].split()[19])
 
 
+#: The broker (KRaft: it forwards admin requests to the controller, so it must be one) and admin.
+SUPER_USERS = f"{principal_of_subject('CN=' + BROKER_CN)};{principal_of_subject('CN=' + AccessRole.ADMIN.value)}"
+
+
 def server_properties(
     *, log_dir: str, tls: TlsFiles, port: int, controller_port: int, bind: str = "127.0.0.1", host: str = "127.0.0.1"
 ) -> str:
@@ -133,6 +144,11 @@ def server_properties(
         "ssl.truststore.location": str(tls.ca),
         "ssl.client.auth": "required",
         "ssl.endpoint.identification.algorithm": "https",
+        # Least privilege: nothing without an ACL; principals are `User:<CN>`.
+        "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        "allow.everyone.if.no.acl.found": "false",
+        "ssl.principal.mapping.rules": PRINCIPAL_MAPPING_RULES,
+        "super.users": SUPER_USERS,
         "log.dirs": log_dir,
         "num.partitions": "1",
         "auto.create.topics.enable": "false",
@@ -158,6 +174,9 @@ rootLogger.level = INFO
 rootLogger.appenderRef.out.ref = out
 logger.kafka.name = org.apache.kafka
 logger.kafka.level = WARN
+# Every refused request, with principal, operation and resource (allowed ones are DEBUG).
+logger.authorizer.name = kafka.authorizer.logger
+logger.authorizer.level = INFO
 """
 
 
@@ -175,9 +194,18 @@ class Launcher:
         if raw is None or "pid" not in raw:
             return None
         try:
-            return BrokerState(**raw)
-        except TypeError:
+            return BrokerState(**{k: v for k, v in raw.items() if k in BrokerState.__dataclass_fields__})
+        except TypeError:  # a state file of an older layout (one shared client certificate): start anew
             return None
+
+    def _stop_older_layout(self) -> None:
+        """A broker this data dir started before per-role certificates and ACLs: it has no authorizer
+        and its certificates are about to be replaced, so it is stopped before a new one starts."""
+        raw = read_state(self.dir) or {}
+        pid, ticks = raw.get("pid"), raw.get("start_ticks")
+        if self.state() is None and isinstance(pid, int) and ticks and process_start_ticks(pid) == ticks:
+            self.progress(f"stopping the broker of an older layout (pid {pid}, one shared certificate, no ACLs)")
+            self._stop(pid)
 
     def running(self) -> BrokerState | None:
         """The recorded broker, if the process recorded is still the one we started."""
@@ -199,6 +227,7 @@ class Launcher:
             wait_until_ready(current.connection(), timeout_s=READY_TIMEOUT_S)
             return current, False
 
+        self._stop_older_layout()
         java = check_java()
         jars = ensure_jars(self.settings.jar_cache, self.progress)
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -264,8 +293,7 @@ class Launcher:
             port=port,
             controller_port=controller_port,
             ca=str(tls.ca.resolve()),
-            client_cert=str(tls.client_cert.resolve()),
-            client_key=str(tls.client_key.resolve()),
+            credentials=str(tls.credentials.resolve()),
             kafka_version=KAFKA_VERSION,
             log=str(log_path.resolve()),
         )
@@ -326,10 +354,10 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
 
 
-def connect_or_launch(settings: Settings, progress: Progress) -> Connection:
-    """The configured broker, or the local one of this data dir (started if needed)."""
+def connect_or_launch(settings: Settings, progress: Progress, role: AccessRole = AccessRole.ADMIN) -> Connection:
+    """The configured broker, or the local one of this data dir (started if needed), as `role`."""
     if settings.bootstrap is not None:
-        return resolve_connection(settings)
+        return resolve_connection(settings, role)
     state, started = Launcher(settings, progress).up()
     progress(f"broker {'started' if started else 'already running'} at {state.bootstrap} (TLS, CA {state.ca})")
-    return state.connection()
+    return resolve_connection(settings, role)

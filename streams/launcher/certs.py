@@ -1,9 +1,10 @@
-"""TLS material for the local broker: a throwaway CA, a broker certificate and a client certificate.
+"""TLS material for the local broker: a throwaway CA, a broker certificate and one client
+certificate per access role (`CN=<role>`, so the broker's principal is `User:<role>`).
 
-The CA's private key is never written to disk: once the two leaf certificates are signed
-nobody can mint another, so a stolen data dir grants access to this broker only through the
-client key that is already there. Everything is PEM with PKCS#8 keys, which both Kafka's PEM
-keystore and librdkafka read without a password.
+The CA's private key is never written to disk: once the leaf certificates are signed nobody can
+mint another, so a stolen data dir grants access to this broker only through the role keys that
+are already there. Everything is PEM with PKCS#8 keys, which both Kafka's PEM keystore and
+librdkafka read without a password. Private keys are 0600, their directories 0700.
 """
 
 from __future__ import annotations
@@ -19,25 +20,32 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from shredline.streams.acl import AccessRole
+from shredline.streams.kafka.connection import role_cert, role_key
+
 VALIDITY = dt.timedelta(days=365)
 RENEW_BEFORE = dt.timedelta(days=7)
 HOSTS = ("localhost",)
 IPS = ("127.0.0.1", "::1")
 
 
+BROKER_CN = "shredline-broker"
+
+
 @dataclass(frozen=True)
 class TlsFiles:
     ca: Path  # CA certificate, the trust anchor for clients and broker
     broker_keystore: Path  # broker key (PKCS#8) + certificate chain, Kafka's PEM keystore
-    client_cert: Path  # client certificate chain
-    client_key: Path  # client key (PKCS#8), mode 0600
+    credentials: Path  # one `<role>.pem` / `<role>.key` pair per access role, beside the broker's folder
 
     @classmethod
     def under(cls, directory: Path) -> TlsFiles:
-        return cls(directory / "ca.pem", directory / "broker.pem", directory / "client.pem", directory / "client.key")
+        """The broker's files in `directory` (all a broker container mounts), the roles' beside it."""
+        return cls(directory / "ca.pem", directory / "broker.pem", directory.parent / "credentials")
 
     def all(self) -> tuple[Path, ...]:
-        return (self.ca, self.broker_keystore, self.client_cert, self.client_key)
+        roles = [f(self.credentials, r) for r in AccessRole for f in (role_cert, role_key)]
+        return (self.ca, self.broker_keystore, *roles)
 
 
 def _name(common_name: str) -> x509.Name:
@@ -102,8 +110,9 @@ def ensure_tls(directory: Path, now: dt.datetime | None = None) -> TlsFiles:
     files = TlsFiles.under(directory)
     if is_current(files, now):
         return files
-    directory.mkdir(parents=True, exist_ok=True)
-    os.chmod(directory, 0o700)
+    for folder in (directory, files.credentials):
+        folder.mkdir(parents=True, exist_ok=True)
+        os.chmod(folder, 0o700)
 
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_cert = (
@@ -121,16 +130,16 @@ def ensure_tls(directory: Path, now: dt.datetime | None = None) -> TlsFiles:
     ca_pem = ca_cert.public_bytes(serialization.Encoding.PEM)
     # The broker also connects to itself (inter-broker and controller traffic), so it is a client too.
     broker_key, broker_cert = _leaf(
-        ca_key, ca_cert, "shredline-broker", [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH], now
+        ca_key, ca_cert, BROKER_CN, [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH], now
     )
-    client_key, client_cert = _leaf(ca_key, ca_cert, "shredline-client", [ExtendedKeyUsageOID.CLIENT_AUTH], now)
-
     _write(files.ca, ca_pem, 0o644)
     _write(
         files.broker_keystore,
         _key_pem(broker_key) + broker_cert.public_bytes(serialization.Encoding.PEM) + ca_pem,
         0o600,
     )
-    _write(files.client_cert, client_cert.public_bytes(serialization.Encoding.PEM) + ca_pem, 0o644)
-    _write(files.client_key, _key_pem(client_key), 0o600)
+    for role in AccessRole:
+        key, cert = _leaf(ca_key, ca_cert, role.value, [ExtendedKeyUsageOID.CLIENT_AUTH], now)
+        _write(role_cert(files.credentials, role), cert.public_bytes(serialization.Encoding.PEM) + ca_pem, 0o644)
+        _write(role_key(files.credentials, role), _key_pem(key), 0o600)
     return files

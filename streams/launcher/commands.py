@@ -1,9 +1,12 @@
-"""`shredline kafka up / down / status / compose`: the local broker."""
+"""`shredline kafka up / down / status / compose / credentials`: the local broker."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import shlex
 
+from shredline.streams.acl import AccessRole
 from shredline.streams.console import Commands, progress
 from shredline.streams.settings import Settings
 
@@ -15,7 +18,8 @@ def _kafka_up(settings: Settings, args: argparse.Namespace) -> int:
     print(f"{'started' if started else 'already running'}: Apache Kafka {state.kafka_version} (pid {state.pid})")
     print(f"bootstrap: {state.bootstrap} (TLS, client certificate required)")
     print(f"ca:        {state.ca}")
-    print(f"client:    {state.client_cert} / {state.client_key}")
+    print(f"roles:     {', '.join(r.value for r in AccessRole)} (certificates in {state.credentials})")
+    print("then:      shredline topics apply && shredline acl apply   (as admin; commands pick their role)")
     return 0
 
 
@@ -50,8 +54,27 @@ def _kafka_compose(settings: Settings, args: argparse.Namespace) -> int:
     print(f"wrote {props} and TLS files in {tls}; now: docker compose up -d kafka")
     print(
         f"export SHREDLINE_BOOTSTRAP=localhost:9093 SHREDLINE_TLS_CA={tls / 'ca.pem'} "
-        f"SHREDLINE_TLS_CERT={tls / 'client.pem'} SHREDLINE_TLS_KEY={tls / 'client.key'}"
+        f"SHREDLINE_TLS_CREDENTIALS={settings.kafka_dir / 'credentials'}"
     )
+    return 0
+
+
+def _kafka_credentials(settings: Settings, args: argparse.Namespace) -> int:
+    from shredline.streams.kafka.connection import resolve_connection
+
+    conn = resolve_connection(settings, AccessRole(args.role))
+    values = {
+        "SHREDLINE_BOOTSTRAP": conn.bootstrap,
+        "SHREDLINE_TLS_CA": str(conn.ca) if conn.ca else None,
+        "SHREDLINE_TLS_CERT": str(conn.cert) if conn.cert else None,
+        "SHREDLINE_TLS_KEY": str(conn.key) if conn.key else None,
+    }
+    settled = {k: v for k, v in values.items() if v is not None}
+    if args.json:
+        print(json.dumps({**settled, "principal": conn.principal()}, indent=2))
+    else:
+        print(f"# {args.role}: the broker sees {conn.principal()}")
+        print("\n".join(f"export {k}={shlex.quote(v)}" for k, v in settled.items()))
     return 0
 
 
@@ -69,3 +92,7 @@ def register(sub: Commands) -> None:
         run=_kafka_compose
     )
     kafka_sub.add_parser("status", help="say what runs where (exit 3 when stopped)").set_defaults(run=_kafka_status)
+    creds = kafka_sub.add_parser("credentials", help="the settings that connect as ROLE (shell export lines)")
+    creds.add_argument("role", choices=[r.value for r in AccessRole])
+    creds.add_argument("--json", action="store_true", help="a JSON object instead")
+    creds.set_defaults(run=_kafka_credentials)

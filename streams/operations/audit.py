@@ -40,6 +40,7 @@ from shredline.keystore.store import AuditEntry, AuditHead, KeyStore
 from shredline.processors.roles import Role
 from shredline.schemas.codec import DecodeError, decode, encode
 from shredline.schemas.errors import ShredlineError
+from shredline.streams.acl import Group
 from shredline.streams.catalog import topic_name
 from shredline.streams.errors import KafkaOperationError
 from shredline.streams.kafka.connection import Connection
@@ -233,23 +234,23 @@ def _watermarks(consumer: Consumer, topic: str, attempts: int = 20) -> tuple[int
     raise AssertionError("unreachable")
 
 
-_readers: dict[Connection, Consumer] = {}
+_readers: dict[tuple[Connection, str], Consumer] = {}
 
 
-def _reader(conn: Connection) -> Consumer:
-    """One per process and broker, assigned anew for each read (no group, nothing committed)."""
-    if conn not in _readers:
-        _readers[conn] = Consumer(
+def _reader(conn: Connection, prefix: str) -> Consumer:
+    """One per process, broker and environment, assigned anew for each read (nothing committed)."""
+    if (conn, prefix) not in _readers:
+        _readers[(conn, prefix)] = Consumer(
             conn.confluent(
                 **{
-                    "group.id": "shredline-audit-reader",
+                    "group.id": topic_name(prefix, Group.AUDIT_READER),
                     "enable.auto.commit": False,
                     "fetch.wait.max.ms": 10,
                     "log_level": 3,
                 }
             )
         )
-    return _readers[conn]
+    return _readers[(conn, prefix)]
 
 
 def close_reader() -> None:
@@ -264,7 +265,7 @@ def read_positioned(conn: Connection, prefix: str, last: int | None = None) -> l
     the `last` few. A record that cannot be decoded as an audit event comes as
     {"seq": None, "undecodable": reason} so `verify` names it. Raises KafkaOperationError."""
     topic = topic_name(prefix, Role.AUDIT_EVENTS)
-    consumer = _reader(conn)
+    consumer = _reader(conn, prefix)
     low, high = _watermarks(consumer, topic)
     start = low if last is None else max(low, high - last)
     if high <= start:

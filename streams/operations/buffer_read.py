@@ -16,10 +16,11 @@ from shredline.keystore.keys import Sealed
 from shredline.processors.roles import Role
 from shredline.schemas.codec import decode
 from shredline.schemas.errors import ShredlineError
+from shredline.streams.acl import VIEW_CHANGELOG, Group
 from shredline.streams.catalog import topic_name
 from shredline.streams.kafka.connection import Connection
 from shredline.streams.operations.audit import Trail
-from shredline.streams.processing.app import view_changelog, view_entry_envelopes
+from shredline.streams.processing.app import view_entry_envelopes
 from shredline.streams.settings import Settings
 
 
@@ -29,11 +30,12 @@ class Deleted(ShredlineError):
     exit_code = 3
 
 
-def latest_view_value(conn: Connection, topic: str, key: bytes, timeout_s: float = 30.0) -> bytes | None:
-    """The newest value for `key` in a changelog topic (scans each partition to its end)."""
-    consumer = Consumer(
-        conn.confluent(**{"group.id": "shredline-buffer-read", "enable.auto.commit": False, "log_level": 3})
-    )
+def latest_view_value(conn: Connection, prefix: str, key: bytes, timeout_s: float = 30.0) -> bytes | None:
+    """The newest value for `key` in the buffer view's changelog of environment `prefix` (scans
+    each partition to its end)."""
+    topic = topic_name(prefix, VIEW_CHANGELOG)
+    group = topic_name(prefix, Group.BUFFER_READ)
+    consumer = Consumer(conn.confluent(**{"group.id": group, "enable.auto.commit": False, "log_level": 3}))
     try:
         metadata = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
         if metadata is None or metadata.error is not None:
@@ -70,7 +72,7 @@ def read_conversation(
         record_id = keys.pseudonym(tenant, "conversation", conversation)
     except KeyDestroyed:
         raise Deleted(f"tenant {tenant} is terminated: its conversations are deleted") from None
-    raw = latest_view_value(conn, view_changelog(settings), record_id.encode())
+    raw = latest_view_value(conn, settings.topic_prefix, record_id.encode())
     messages: list[dict[str, Any]] = []
     destroyed = 0
     topic = topic_name(settings.topic_prefix, Role.BUFFER_MESSAGES)

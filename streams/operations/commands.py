@@ -21,9 +21,9 @@ if TYPE_CHECKING:
 
 
 def _keys_report(settings: Settings, args: argparse.Namespace) -> int:
-    from shredline.streams.key_store import open_keys
+    from shredline.streams.operations.operators import Session
 
-    counts = open_keys(settings).report()
+    counts = Session(settings, "keys report", online=False).keys.report()
     if not counts:
         print("no tenants")
         return 0
@@ -197,6 +197,7 @@ def _policy_publish(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _audit_verify(settings: Settings, args: argparse.Namespace) -> int:
+    from shredline.streams.acl import AccessRole
     from shredline.streams.kafka.connection import resolve_connection
     from shredline.streams.key_store import audit_anchor
     from shredline.streams.operations.audit import read_positioned, verify
@@ -208,7 +209,9 @@ def _audit_verify(settings: Settings, args: argparse.Namespace) -> int:
     anchor = audit_anchor(settings)  # read before the topic, which only grows after it
     if anchor is not None:
         anchors["the key store's anchor"] = anchor
-    verdict = verify(read_positioned(resolve_connection(settings), settings.topic_prefix), public, anchors)
+    verdict = verify(
+        read_positioned(resolve_connection(settings, AccessRole.OPERATOR), settings.topic_prefix), public, anchors
+    )
     if not verdict.ok:
         for n, finding in enumerate(verdict.findings[:10]):
             where = "" if finding.offset is None else f" at offset {finding.offset}"
@@ -277,6 +280,25 @@ def _buffer_read(settings: Settings, args: argparse.Namespace) -> int:
             )
         )
     progress(f"{len(messages)} messages (this read was audited)")
+    return 0
+
+
+def _operators_change(settings: Settings, args: argparse.Namespace) -> int:
+    from shredline.streams.operations.operators import change_allow_list
+
+    allowed = args.action == "allow"
+    changed, listed = change_allow_list(settings, args.principal, allowed)
+    state = ("allowed" if allowed else "revoked") if changed else ("already allowed" if allowed else "was not listed")
+    print(f"{args.principal} {state}; operators: {', '.join(listed) or 'no allow-list (the operator role)'}")
+    return 0
+
+
+def _operators_list(settings: Settings, args: argparse.Namespace) -> int:
+    from shredline.streams.operations.operators import allow_list
+
+    listed = allow_list(settings)
+    operator = settings.principal_format.format(role="operator")
+    print("\n".join(listed) if listed else f"no allow-list: the operator role's principal ({operator}) operates")
     return 0
 
 
@@ -352,6 +374,14 @@ def register(sub: Commands) -> None:
     cverify.add_argument("file", type=Path)
     _public_key_option(cverify)
     cverify.set_defaults(run=_certificate_verify)
+
+    operators = sub.add_parser("operators", help="the operator allow-list (changed by admin only)")
+    operators_sub = operators.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for verb, text in (("allow", "add an operator principal"), ("revoke", "remove an operator principal")):
+        change = operators_sub.add_parser(verb, help=f"{text}; the broker's ACLs follow (admin certificate)")
+        change.add_argument("principal", help="User:<certificate CN>")
+        change.set_defaults(run=_operators_change)
+    operators_sub.add_parser("list", help="the allow-listed operator principals").set_defaults(run=_operators_list)
 
     buffer = sub.add_parser("buffer", help="the encrypted chat buffer")
     buffer_sub = buffer.add_subparsers(dest="action", required=True, metavar="ACTION")

@@ -34,6 +34,7 @@ from shredline.keystore.store import TERMINATED, TenantRow, key_digest
 from shredline.processors.roles import Role
 from shredline.schemas.codec import DecodeError, decode
 from shredline.schemas.errors import ShredlineError
+from shredline.streams.acl import Group
 from shredline.streams.catalog import MARKER_HEADER, topic_name
 from shredline.streams.kafka.connection import Connection
 from shredline.streams.kafka.produce import Record, produce_and_wait
@@ -240,7 +241,11 @@ class Termination:
         sampled = readable = 0
         consumer = Consumer(
             self.conn.confluent(
-                **{"group.id": "shredline-verify", "enable.auto.commit": False, "fetch.wait.max.ms": 10}
+                **{
+                    "group.id": topic_name(self.prefix, Group.VERIFY),
+                    "enable.auto.commit": False,
+                    "fetch.wait.max.ms": 10,
+                }
             )
         )
         try:

@@ -44,7 +44,8 @@ STALL_S = 90.0  # > Faust's longest normal pause (a rebalance with table recover
 
 
 def view_changelog(settings: Settings) -> str:
-    """Faust's changelog topic of the buffer view (ciphertext only), which `buffer read` reads."""
+    """Faust's changelog topic of the buffer view (ciphertext only), which `buffer read` reads
+    (named in the ACL table too: `shredline.streams.acl.VIEW_CHANGELOG`)."""
     return f"{app_id(settings)}-{VIEW_TABLE}-changelog"
 
 

@@ -10,14 +10,15 @@ from shredline.streams.settings import Settings
 
 
 def _worker(settings: Settings, args: argparse.Namespace) -> int:
-    from shredline.streams.kafka.admin import apply_catalog
+    from shredline.streams.acl import AccessRole
+    from shredline.streams.kafka.admin import require_catalog
     from shredline.streams.kafka.connection import resolve_connection
     from shredline.streams.key_store import open_keys
     from shredline.streams.processing.app import run_worker
     from shredline.streams.processing.supervise import supervise
 
-    conn = resolve_connection(settings)
-    apply_catalog(conn, settings.topic_prefix, settings.replication_factor)
+    conn = resolve_connection(settings, AccessRole.WORKER)
+    require_catalog(conn, settings.topic_prefix)
     if not args.unsupervised:
         options = ["--config", str(args.config)] if args.config else []
         child = [sys.executable, "-m", "shredline.streams.cli", *options, "worker", "--unsupervised"]

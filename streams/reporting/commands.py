@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 def _sink(settings: Settings, args: argparse.Namespace) -> int:
     from shredline.analytics.sink import run_sink
     from shredline.analytics.warehouse import Warehouse
+    from shredline.streams.acl import AccessRole
     from shredline.streams.kafka.connection import resolve_connection
     from shredline.streams.key_store import open_keys
     from shredline.streams.reporting.feed import KafkaSinkSource
@@ -26,7 +27,7 @@ def _sink(settings: Settings, args: argparse.Namespace) -> int:
     warehouse = Warehouse(settings.data_dir / "analytics.duckdb", keys.service_secret("duckdb"))
     try:
         stats = run_sink(
-            KafkaSinkSource(resolve_connection(settings), settings.topic_prefix),
+            KafkaSinkSource(resolve_connection(settings, AccessRole.SINK), settings.topic_prefix),
             warehouse,
             batch_size=args.batch_size,
             until_idle_s=args.until_idle,

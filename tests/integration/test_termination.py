@@ -169,21 +169,6 @@ def test_a_tampered_certificate_fails_verification(pipeline: Pipeline, tmp_path:
     )
 
 
-def test_an_unauthorised_operator_is_refused_and_the_refusal_audited(pipeline: Pipeline) -> None:
-    refused = pipeline.cli(
-        "tenant", "provision", "never", SHREDLINE_OPERATOR="mallory", SHREDLINE_OPERATORS="alice,bob"
-    )
-    assert refused.returncode == 77
-    assert "operator 'mallory' is not authorised" in refused.stderr
-    keys = open_keys(Settings(data_dir=pipeline.data_dir))
-    assert keys.store.tenant("never") is None
-    refusal = [r for r in pipeline.trail() if r["action"] == "operator.refused"]
-    assert refusal and refusal[-1]["actor"] == "mallory"
-    assert refusal[-1]["details"]["command"] == "tenant provision"
-    allowed = pipeline.cli("tenant", "list", SHREDLINE_OPERATOR="alice", SHREDLINE_OPERATORS="alice,bob")
-    assert allowed.returncode == 0, allowed.stderr
-
-
 def test_late_events_of_a_terminated_tenant_are_dropped_and_create_no_key(pipeline: Pipeline) -> None:
     tenant = "late"
     pipeline.cli("tenant", "provision", tenant)

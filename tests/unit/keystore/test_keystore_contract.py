@@ -294,3 +294,20 @@ def test_policies_are_published_once_and_accepted_by_active_tenants(store: KeySt
     store.destroy_tenant("acme", "ended", NOW)
     with pytest.raises(TenantFenced):
         store.accept_policy("acme", "2026-11", NOW)
+
+
+def test_the_operator_allow_list_changes_are_audited_and_idempotent(store: KeyStore) -> None:
+    assert store.operators() == []
+    assert store.allow_operator("User:bob", True, NOW) is True
+    assert store.allow_operator("User:alice", True, NOW) is True
+    assert store.allow_operator("User:alice", True, NOW) is False
+    assert store.operators() == ["User:alice", "User:bob"]
+    assert store.allow_operator("User:bob", False, NOW) is True
+    assert store.allow_operator("User:bob", False, NOW) is False
+    assert store.operators() == ["User:alice"]
+    changes = [(e.action, e.details["principal"]) for e in store.pending_audit(100)]
+    assert changes == [
+        ("operators.allow", "User:bob"),
+        ("operators.allow", "User:alice"),
+        ("operators.revoke", "User:bob"),
+    ]

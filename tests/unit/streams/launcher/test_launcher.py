@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
+from shredline.streams.acl import AccessRole, principal_of_subject
 from shredline.streams.errors import LauncherError
+from shredline.streams.kafka.connection import role_cert, role_key
 from shredline.streams.launcher import broker, jars
 from shredline.streams.launcher.broker import java_major, pick_port, server_properties
 from shredline.streams.launcher.certs import TlsFiles, ensure_tls
@@ -55,6 +57,16 @@ def test_properties_have_no_plaintext_listener_and_short_retention_checks(tmp_pa
     assert props["auto.create.topics.enable"] == "false"
 
 
+def test_properties_enforce_acls_with_only_the_broker_and_admin_as_super_users(tmp_path: Path) -> None:
+    props = _props(
+        server_properties(log_dir=str(tmp_path), tls=TlsFiles.under(tmp_path), port=19093, controller_port=19094)
+    )
+    assert props["authorizer.class.name"] == "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+    assert props["allow.everyone.if.no.acl.found"] == "false"
+    assert props["super.users"] == "User:shredline-broker;User:admin"
+    assert props["ssl.principal.mapping.rules"] == "RULE:^CN=([^,]+).*$/$1/,DEFAULT"
+
+
 def test_pick_port_keeps_a_free_preferred_port_and_avoids_a_taken_one() -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -68,17 +80,25 @@ def test_pick_port_keeps_a_free_preferred_port_and_avoids_a_taken_one() -> None:
 
 def test_tls_material_is_pkcs8_private_and_reused(tmp_path: Path) -> None:
     files = ensure_tls(tmp_path / "tls")
-    for key_file in (files.client_key, files.broker_keystore):
+    role_keys = [role_key(files.credentials, r) for r in AccessRole]
+    for key_file in (*role_keys, files.broker_keystore):
         assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
         assert key_file.read_bytes().startswith(b"-----BEGIN PRIVATE KEY-----")
-    assert b"ENCRYPTED" not in files.client_key.read_bytes()
+        assert b"ENCRYPTED" not in key_file.read_bytes()
+    assert stat.S_IMODE(files.credentials.stat().st_mode) == 0o700
     leaf = x509.load_pem_x509_certificates(files.broker_keystore.read_bytes())[0]
     san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert "localhost" in san.get_values_for_type(x509.DNSName)
     ca = x509.load_pem_x509_certificate(files.ca.read_bytes())
     leaf.verify_directly_issued_by(ca)
-    # The CA key is never written: only the four files clients and broker need exist.
-    assert sorted((tmp_path / "tls").iterdir()) == sorted(files.all())
+    # One certificate per role, CN = the role, signed by the same CA; the broker maps it to User:<role>.
+    for role in AccessRole:
+        cert = x509.load_pem_x509_certificates(role_cert(files.credentials, role).read_bytes())[0]
+        cert.verify_directly_issued_by(ca)
+        assert principal_of_subject(cert.subject.rfc4514_string()) == f"User:{role.value}"
+    # The CA key is never written: only the files clients and broker need exist.
+    written = sorted(p for p in tmp_path.rglob("*") if p.is_file())
+    assert written == sorted(files.all())
 
     before = {p: p.read_bytes() for p in files.all()}
     assert ensure_tls(tmp_path / "tls") == files

@@ -9,17 +9,20 @@ from pathlib import Path
 
 from shredline.keystore.store import CONVERSATION
 from shredline.streams.key_store import open_keys
+from shredline.streams.launcher.certs import ensure_tls
 from shredline.streams.settings import Settings
 
 
 def run(data_dir: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """The CLI with the operator's certificate (the keys commands say who runs them) and no broker."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("SHREDLINE_")}
+    credentials = ensure_tls(data_dir.parent / f"{data_dir.name}-tls").credentials
     return subprocess.run(
         [sys.executable, "-m", "shredline.streams.cli", *args],
         capture_output=True,
         text=True,
         timeout=60,
-        env={**clean, "SHREDLINE_DATA_DIR": str(data_dir), **env},
+        env={**clean, "SHREDLINE_DATA_DIR": str(data_dir), "SHREDLINE_TLS_CREDENTIALS": str(credentials), **env},
     )
 
 
