@@ -10,7 +10,8 @@ such as Dr./Sra. and particles such as da/del/van are not parts). Then:
   parts run together as in a user name (``mariasouza``, ``MariaSouza92``; parts of 3+ letters);
 - a single part is a name when it is **capitalised** (``Li replied``, ``ask Rosa``; an all-caps
   part only in a line that is not mostly in capitals, so ``Status: WILL RETRY`` is not) or follows
-  a **greeting or title** (``oi li``, ``hola bo``, ``Sr. rosa``); a single part written in lower
+  a **greeting or title** (``oi li``, ``hola bo``, ``Sr. rosa``) or is the value of a name field
+  (``"first_name":"jose"``, ``nome=jose``, ``cliente: rosa``); a single part written in lower
   case elsewhere is an ordinary word (``the agent will retry; status rosa=ok`` for Will Rosa).
 
 Parts are also known by their other usual spellings: without an elided particle (``Almeida`` for
@@ -39,6 +40,12 @@ GREETINGS = (
 )
 _AFTER_GREETING = re.compile(
     rf"(?:^|[^A-Za-z0-9])(?:{GREETINGS}|{'|'.join(sorted(TITLES))})\.?[\s,:;!-]{{0,3}}$", re.IGNORECASE
+)
+# A field that holds a name, in key=value, JSON or query form: "first_name":"jose", nome=jose.
+_AFTER_NAME_KEY = re.compile(
+    r"(?:^|[^A-Za-z0-9])(?:[a-z]+_)?(?:name|nome|nombre|firstname|lastname|surname|sobrenome|apellidos?|"
+    r"cliente|client|customer|contato|contacto|contact)[\"']?\s?[:=]\s?[\"']?$",
+    re.IGNORECASE,
 )
 # "Rua Conceicao", "Calle Pena": a street or place named after someone is not the contact.
 _AFTER_PLACE_WORD = re.compile(
@@ -96,7 +103,7 @@ def _single_is_name(text: str, start: int, end: int) -> bool:
         return False
     if word[0].isupper() and not (word.isupper() and len(word) > 1 and _shouting(text)):
         return True
-    return bool(_AFTER_GREETING.search(before))
+    return bool(_AFTER_GREETING.search(before) or _AFTER_NAME_KEY.search(before))
 
 
 @functools.lru_cache(maxsize=4096)

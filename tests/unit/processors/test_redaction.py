@@ -166,8 +166,10 @@ REVIEW_15 = [
     ("q=Jos%E9+Concei%E7%E3o", {"name": "José Conceição"}, "q=[NAME]"),
     ("=?UTF-8?Q?Jos=C3=A9_Concei=C3=A7=C3=A3o?=", {"name": "José Conceição"}, "=?UTF-8?Q?[NAME]?="),
     ("tel=+55+11+98765-4321", BR, "tel=[PHONE]"),
-    # 4. capitals in a shouting line say nothing
+    # 4. capitals in a shouting line say nothing; a name field's value is a name, in any case
     ("Status: WILL RETRY", {"name": "Will Rosa"}, None),
+    ('{"first_name":"jose","plan":"pro"}', {"name": "José Conceição"}, '{"first_name":"[NAME]","plan":"pro"}'),
+    ("status rosa=ok", {"name": "Will Rosa"}, None),
     # 5. not phones: epoch seconds, "pedido número", an id code glued to letters; a US dotted phone is one
     ("ts=1764340330 ok", BR, None),
     ("pedido número 98765432 entregue", BR, None),
