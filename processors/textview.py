@@ -8,6 +8,8 @@ accented, then replaces the original characters. The view undoes, in one pass:
   another URL's query (``%2540`` is ``%40`` is ``@``);
 - JSON string escapes (RFC 8259 §7): ``\\u00e9`` (surrogate pairs too), ``\\n``, ``\\"``, ``\\\\``;
   ``\\\\u00e9`` too, a JSON document carried as a string in another one;
+- byte escapes as Python, C and JavaScript print them (``b'Jos\\xc3\\xa9'``, ``\\x40``), decoded
+  like percent-encoding;
 - MIME quoted-printable and RFC 2047 "Q" words, for the bytes that need it: runs of ``=XX`` that
   decode as UTF-8 non-ASCII text (``Jos=C3=A9``; ``=3D``-style escapes of ASCII are left alone,
   since ``key=40`` is far likelier in a log than an escaped ``@``);
@@ -32,6 +34,7 @@ from anyascii import anyascii
 _SPECIAL = re.compile(
     r"(?P<pct>(?:%(?:25)*[0-9A-Fa-f]{2})+)"
     r"|(?P<uni>(?:\\{1,7}u[0-9A-Fa-f]{4})+)"
+    r"|(?P<hex>(?:\\{1,7}x[0-9A-Fa-f]{2})+)"
     r"|(?P<qp>(?:=[C-Fc-f][0-9A-Fa-f](?:=[89ABab][0-9A-Fa-f]){1,3})+)"
     r"|(?P<esc>\\[nrt\"\\/])"
     r"|(?P<ent>&(?:#[0-9]{1,7}|#[xX][0-9A-Fa-f]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});)"
@@ -58,8 +61,8 @@ def fold(text: str) -> str:
 
 def _decode(kind: str, raw: str) -> str:
     """The text an escape sequence stands for; the raw text when it does not decode cleanly."""
-    if kind == "pct":  # each %XX, or %25XX encoded again, is one byte
-        data = bytes(int(unit[-2:], 16) for unit in raw.split("%")[1:])
+    if kind in ("pct", "hex"):  # each %XX (or %25XX, encoded again), or \xXX, is one byte
+        data = bytes(int(unit[-2:], 16) for unit in re.split(r"%|\\+x", raw)[1:])
         try:
             return data.decode("utf-8")
         except UnicodeDecodeError:

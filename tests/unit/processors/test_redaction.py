@@ -164,6 +164,7 @@ REVIEW_15 = [
         '{"p":"{\\"n\\":\\"[NAME]\\"}"}',
     ),
     ("q=Jos%E9+Concei%E7%E3o", {"name": "José Conceição"}, "q=[NAME]"),
+    ("body=b'Jos\\xc3\\xa9 Concei\\xc3\\xa7\\xc3\\xa3o'", {"name": "José Conceição"}, "body=b'[NAME]'"),
     ("=?UTF-8?Q?Jos=C3=A9_Concei=C3=A7=C3=A3o?=", {"name": "José Conceição"}, "=?UTF-8?Q?[NAME]?="),
     ("tel=+55+11+98765-4321", BR, "tel=[PHONE]"),
     # 4. capitals in a shouting line say nothing; a name field's value is a name, in any case
