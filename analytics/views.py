@@ -24,6 +24,11 @@ when its cell has at least `k` lines *and* its EXECUTION fact cell is shown; a r
 duplicate line therefore never lifts a cell whose fact count is suppressed. Latency figures
 over fewer than `k` visible durations are NULL.
 
+**k has a floor.** An analyst may ask for a larger k (more suppression), never a smaller one
+than `MIN_K`: `--k 1` would publish every cell, and two snapshots at k = 2 and k = 5 would
+give a suppressed cell back by subtraction. Two snapshots at any k ≥ `MIN_K` cannot: each
+number is a sum of cells of at least `MIN_K`, so any difference is too.
+
 **Days are UTC days**, whatever the host's time zone: `usage_daily.day` is the UTC date of the
 fact's minute (`warehouse.py` sets DuckDB's TimeZone to UTC and names UTC in every cast), and
 log lines are cut to days the same way.
@@ -38,6 +43,15 @@ from __future__ import annotations
 import datetime as dt
 
 DEFAULT_K = 5
+MIN_K = DEFAULT_K  # the smallest k any snapshot may use
+
+
+class KTooSmall(ValueError):
+    """A k below `MIN_K` was asked for."""
+
+    def __init__(self, k: int) -> None:
+        super().__init__(f"k must be at least {MIN_K} (asked for {k}): smaller cells would be published")
+
 
 # The base grid of fact cells, each with `shown` = its count, or NULL below k.
 _FACT_CELLS = """
@@ -171,7 +185,10 @@ VIEWS = {
 
 
 def view_sql(name: str, k: int, since: dt.date | None = None) -> str:
-    """A view's SELECT over the warehouse `w`, counting only UTC days from `since` on."""
+    """A view's SELECT over the warehouse `w`, counting only UTC days from `since` on.
+    Raises `KTooSmall` for k below `MIN_K`."""
+    if int(k) < MIN_K:
+        raise KTooSmall(int(k))
     if since is None:
         daily, logs = "w.usage_daily", "w.execution_logs"
     else:

@@ -24,7 +24,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from shredline.analytics.views import VIEWS, view_sql
+from shredline.analytics.views import MIN_K, VIEWS, view_sql
 from shredline.schemas.errors import ShredlineError
 
 DEDUP_KEEP_DAYS = 4
@@ -132,7 +132,10 @@ class Warehouse:
 
     def analyst_snapshot(self, k: int, since: dt.date | None = None) -> duckdb.DuckDBPyConnection:
         """A separate in-memory database holding only the suppressed views, materialised: an
-        analyst's SQL runs there and can neither see the raw tables nor change the warehouse."""
+        analyst's SQL runs there and can neither see the raw tables nor change the warehouse.
+        k below `MIN_K` is refused (a `WarehouseError` naming the floor)."""
+        if k < MIN_K:
+            raise WarehouseError(f"analytics: --k must be at least {MIN_K}; smaller cells would be published")
         snapshot = _utc_connection()
         for name in VIEWS:
             table = self.db.execute(view_sql(name, k, since)).to_arrow_table()

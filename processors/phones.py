@@ -81,7 +81,12 @@ _ID_BEFORE = re.compile(
     r"nf|nfe|build|version|versao|release|id|ids|ref|referencia|reference|tracking|rastreio|guia|codigo|code|job|"
     r"batch|run|tx|txn|transaction|transacao|transaccion|sku|cep|zip|postal|cp|serial|lote|item|case|caso|issue|"
     r"incident|po|cupom|cupon|coupon|boleto|account|conta|cuenta|folio|expediente|eur|usd|brl|mxn|gbp|total|valor|"
-    r"amount|importe|monto|price|preco|precio|cpf|cnpj|rg|dni|nie|nif|ssn|curp|rfc|documento|doc)\b|#|\bn\.o\b|\bno\.|\bnro\b|\bnum\.|r\$|\$|EUR|£)[\s:=#.-]*$",
+    r"amount|importe|monto|price|preco|precio|cpf|cnpj|rg|dni|nie|nif|ssn|curp|rfc|documento|doc|"
+    # times: epoch seconds look like numbers of some plans (ts=1764340330 is a legacy BR mobile)
+    r"ts|timestamp|epoch|unix|iat|exp|nbf|[a-z]+_(?:at|ts|time))\b"
+    # "pedido numero 123", "order no. 123", "Pedido nº 123" (nº folds to "no")
+    r"(?:[\s:=#.-]*(?:numero|number|num|nro|nr|no|n\.o|n)\b\.?)?"
+    r"|#|\bn\.o\b|\bno\.|\bnro\b|\bnum\.|r\$|\$|EUR|£)[\s:=#.-]*$",
     re.IGNORECASE,
 )
 _UNIT_AFTER = re.compile(
@@ -96,8 +101,10 @@ _NOT_A_PHONE_SHAPE = re.compile(
     r"|\d{1,3}(?:[.,]\d{3})+(?:[.,]\d{1,2})?"  # amount with thousands separators
     r"|\d+[.,]\d{1,2}"  # decimal
     r"|\d{3}\.\d{3}\.\d{3}-\d{2}"  # CPF-shaped (right check digits or not)
-    r"|\d+(?:\.\d+){2,})$"  # version
+    r"|(?=(?:\d+\.)*\d{1,2}(?!\d))\d+(?:\.\d+){2,})$"  # version: a component of 1-2 digits
 )
+# An id code: digits glued to letters ("INV-2026-000123", "PED_11987654", "A0012345").
+_GLUED_TO_LETTERS = re.compile(r"([A-Za-z][A-Za-z0-9]*)[-_]?$")
 _NUMBER_CONTINUES = re.compile(r"^[.,:/]\d")
 # A phone-ish word nearby: a number in the national format without an area code is kept otherwise.
 _PHONE_CUE = re.compile(
@@ -110,12 +117,16 @@ _PHONE_CUE = re.compile(
 MARKETS = ("BR", "MX", "ES", "US", "AR", "CO", "PT")
 # Legacy forms the numbering plans no longer know, found by pattern and then checked.
 _LEGACY = re.compile(
-    r"(?<![\w+])(?:\+\s?52|00\s?52)[\s.-]?1[\s.-]?((?:\d[\s.-]?){9}\d)(?!\d)"  # +52 1 and ten digits
+    r"(?<![\w+])(?:\+\s?52|00\s?52)[\s.-]?1[\s.-]?((?:\(?\d\)?[\s.-]?){9}\d)(?!\d)"  # +52 1 and ten digits
     r"|(?<![\w+])04[45][\s.-]?((?:\d[\s.-]?){9}\d)(?!\d)"  # Mexico's old national mobile prefixes
 )
 
 
-_EXTENSION = re.compile(r"[\s,;]*(?:ext|extension|ramal|x|anexo)\.?\s*\d{1,6}$", re.IGNORECASE)
+# WhatsApp ids (the Cloud API's wa_id, a webhook's "from") and wa.me links: E.164 digits without
+# the "+". Read as international when they start with a market's country code and are valid there.
+_BARE_INTERNATIONAL = re.compile(r"(?<![\w+.,-])\d{11,15}(?![\w-]|[.,]\d)")
+_MARKET_CODES = tuple(str(phonenumbers.country_code_for_region(region)) for region in MARKETS)
+_EXTENSION = re.compile(r"[\s,;]*(?:ext|extension|ramal|x|anexo)[.=]?\s*\d{1,6}$", re.IGNORECASE)
 
 
 def _trim(match: phonenumbers.PhoneNumberMatch) -> tuple[int, int]:
@@ -129,10 +140,16 @@ def _trim(match: phonenumbers.PhoneNumberMatch) -> tuple[int, int]:
     return start, end
 
 
+def _glued_id(text: str, start: int) -> bool:
+    glued = _GLUED_TO_LETTERS.search(text, max(0, start - 24), start)
+    return glued is not None and not _PHONE_CUE.fullmatch(glued.group(1))
+
+
 def _not_a_phone(text: str, start: int, end: int) -> bool:
     raw = text[start:end]
     return bool(
-        _NOT_A_PHONE_SHAPE.match(raw)
+        _glued_id(text, start)
+        or _NOT_A_PHONE_SHAPE.match(raw)
         or _ID_BEFORE.search(text[max(0, start - 24) : start])
         or _UNIT_AFTER.match(text[end : end + 12])
         or _NUMBER_CONTINUES.match(text[end : end + 2])
@@ -143,7 +160,8 @@ def _not_a_phone(text: str, start: int, end: int) -> bool:
 def find(text: str, region: str) -> Iterator[tuple[int, int]]:
     """Spans of `text` (ASCII digits) that are phone numbers: valid in the plan of their country
     (numbers without a country code are read in `region`), or in a legacy form above, or next to
-    a phone word (then possible numbers too, and valid ones in any of `MARKETS`). Dates, times,
+    a phone word (then possible numbers too, and valid ones in any of `MARKETS`), or a WhatsApp
+    id (E.164 digits of a market without the "+": ``wa_id=5215512345678``). Dates, times,
     amounts, ids after an id word (order, ticket, build, invoice, #...), durations, IP addresses,
     versions and postal codes are not."""
     for match in phonenumbers.PhoneNumberMatcher(text, region, leniency=phonenumbers.Leniency.POSSIBLE):
@@ -158,6 +176,10 @@ def find(text: str, region: str) -> Iterator[tuple[int, int]]:
         for other in MARKETS:
             if other != region:
                 yield from _cued_in(text, other)
+    for bare in _BARE_INTERNATIONAL.finditer(text):
+        digits = bare.group()
+        if digits.startswith(_MARKET_CODES) and canonical_e164("+" + digits) and not _not_a_phone(text, *bare.span()):
+            yield bare.span()
     for legacy in _LEGACY.finditer(text):
         digits = re.sub(r"\D", "", legacy.group(1) or legacy.group(2))
         before = text[max(0, legacy.start() - 24) : legacy.start()]
@@ -173,7 +195,7 @@ def _cued_in(text: str, region: str) -> Iterator[tuple[int, int]]:
             yield start, end
 
 
-_SEP = r"[\s.()\-/]{0,3}"
+_SEP = r"[\s.()\-/+]{0,3}"  # "+" too: a space in a form-encoded query (tel=+55+11+9...)
 
 
 def _flexible(digits: str) -> str:

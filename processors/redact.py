@@ -11,7 +11,8 @@ spans found there replace the *original* characters, escapes included. Finders, 
 (where two overlap the stronger wins, then the longer):
 
 1. any e-mail address (internationalised ones too: RFC 6531 local parts and IDN domains fold to
-   ASCII in the view, so the whole address goes, not just its ASCII tail);
+   ASCII in the view, so the whole address goes, not just its ASCII tail), obfuscated ones too
+   (``ana [at] example [dot] com``, ``ana(arroba)exemplo.com.br``, ``ana arroba exemplo ponto com``);
 2. the event's own contact phone, however written (`processors.phones.known_pattern`);
 3. identifiers confirmed by their check digits (`processors.identifiers`);
 4. the contact's name, by the context rules of `processors.names`;
@@ -45,9 +46,19 @@ LABELS = (
 DEFAULT_REGION = phones.DEFAULT_REGION
 # dot-atom local part (RFC 5322) without the characters that delimit it in logs (= ? / & ! # ...),
 # then a dotted LDH domain (RFC 1035) with a letter TLD or an IDNA A-label (xn--). "[at]", "(at)",
-# " at " in brackets and "(dot)" are the usual ways people hide an address from scrapers.
-_AT = r"(?:@|\s?[\[(]\s?at\s?[\])]\s?)"
-_DOT = r"(?:\.|\s?[\[(]\s?dot\s?[\])]\s?)"
+# "(arroba)" and "(dot)", "[ponto]", "(punto)" in brackets are the usual ways people hide an
+# address from scrapers; spoken out in words ("ana arroba exemplo ponto com", "ana at example
+# dot com") too, when the words cannot be ordinary prose: "arroba", or "at" with a spoken dot,
+# and a common top-level domain at the end.
+_AT = r"(?:@|\s?[\[(]\s?(?:at|arroba)\s?[\])]\s?)"
+_DOT = r"(?:\.|\s?[\[(]\s?(?:dot|ponto|punto)\s?[\])]\s?)"
+_SPOKEN_DOT = r"(?:\.|\s(?:dot|ponto|punto)\s)"
+_SPOKEN_EMAIL = re.compile(
+    rf"(?<![A-Za-z0-9._+-])[A-Za-z0-9_+-]+(?:{_SPOKEN_DOT}[A-Za-z0-9_+-]+)*\s(?P<at>arroba|at)\s"
+    rf"(?:[A-Za-z0-9-]+{_SPOKEN_DOT})+(?:com|net|org|edu|gov|info|io|br|es|mx|ar|co|pt|us|uk|de|fr|it)(?![A-Za-z0-9-])",
+    re.IGNORECASE,
+)
+_SPOKEN_WORD = re.compile(r"\s(?:dot|ponto|punto)\s", re.IGNORECASE)
 _EMAIL = re.compile(
     rf"(?<![A-Za-z0-9._'+-])[A-Za-z0-9_+-][A-Za-z0-9._'+-]*{_AT}"
     rf"(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?{_DOT})+(?:[A-Za-z]{{2,63}}|xn--[A-Za-z0-9-]{{1,59}})(?![A-Za-z0-9-])",
@@ -63,6 +74,12 @@ def find(text: str, *, name: str | None = None, phone: str | None = None) -> lis
     folded = view.text
     found: list[tuple[int, int, int, str]] = []  # rank, start, end, label (view positions)
     found += [(0, *m.span(), EMAIL) for m in _EMAIL.finditer(folded)]
+    if " " in folded:
+        found += [
+            (0, *m.span(), EMAIL)
+            for m in _SPOKEN_EMAIL.finditer(folded)
+            if m["at"].lower() == "arroba" or _SPOKEN_WORD.search(folded, m.end("at"), m.end())
+        ]
     if phone:
         pattern = phones.known_pattern(phone)
         if pattern is not None:

@@ -3,8 +3,16 @@
 Redaction looks for personal data in what a log line *says*, not in how it was escaped or
 accented, then replaces the original characters. The view undoes, in one pass:
 
-- percent-encoding (RFC 3986; runs of ``%XX`` decoded as UTF-8): ``ana%40example.com``;
+- percent-encoding (RFC 3986; runs of ``%XX`` decoded as UTF-8, else as Windows-1252, the legacy
+  form encoding): ``ana%40example.com``, ``Jos%E9``; encoded twice too, as in a URL carried in
+  another URL's query (``%2540`` is ``%40`` is ``@``);
 - JSON string escapes (RFC 8259 §7): ``\\u00e9`` (surrogate pairs too), ``\\n``, ``\\"``, ``\\\\``;
+  ``\\\\u00e9`` too, a JSON document carried as a string in another one;
+- byte escapes as Python, C and JavaScript print them (``b'Jos\\xc3\\xa9'``, ``\\x40``), decoded
+  like percent-encoding;
+- MIME quoted-printable and RFC 2047 "Q" words, for the bytes that need it: runs of ``=XX`` that
+  decode as UTF-8 non-ASCII text (``Jos=C3=A9``; ``=3D``-style escapes of ASCII are left alone,
+  since ``key=40`` is far likelier in a log than an escaped ``@``);
 - HTML character references (HTML5 named, decimal and hex): ``&eacute;``, ``&#64;``, ``&#x40;``;
 - accents, compatibility forms and other scripts, folded to ASCII by `anyascii` per character
   (``ã`` and NFD ``a`` + U+0303 both give ``a``; U+2019 gives ``'``; Arabic-Indic ``٣`` gives ``3``).
@@ -24,8 +32,10 @@ from dataclasses import dataclass
 from anyascii import anyascii
 
 _SPECIAL = re.compile(
-    r"(?P<pct>(?:%[0-9A-Fa-f]{2})+)"
-    r"|(?P<uni>(?:\\u[0-9A-Fa-f]{4})+)"
+    r"(?P<pct>(?:%(?:25)*[0-9A-Fa-f]{2})+)"
+    r"|(?P<uni>(?:\\{1,7}u[0-9A-Fa-f]{4})+)"
+    r"|(?P<hex>(?:\\{1,7}x[0-9A-Fa-f]{2})+)"
+    r"|(?P<qp>(?:=[C-Fc-f][0-9A-Fa-f](?:=[89ABab][0-9A-Fa-f]){1,3})+)"
     r"|(?P<esc>\\[nrt\"\\/])"
     r"|(?P<ent>&(?:#[0-9]{1,7}|#[xX][0-9A-Fa-f]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});)"
     r"|(?P<wide>[^\x00-\x7f]+)"
@@ -51,13 +61,19 @@ def fold(text: str) -> str:
 
 def _decode(kind: str, raw: str) -> str:
     """The text an escape sequence stands for; the raw text when it does not decode cleanly."""
-    if kind == "pct":
+    if kind in ("pct", "hex"):  # each %XX (or %25XX, encoded again), or \xXX, is one byte
+        data = bytes(int(unit[-2:], 16) for unit in re.split(r"%|\\+x", raw)[1:])
         try:
-            return bytes(int(raw[i + 1 : i + 3], 16) for i in range(0, len(raw), 3)).decode("utf-8")
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            return data.decode("cp1252", errors="replace")
+    if kind == "qp":
+        try:
+            return bytes.fromhex(raw.replace("=", "")).decode("utf-8")
         except UnicodeDecodeError:
             return raw
     if kind == "uni":
-        units = bytes.fromhex(raw.replace("\\u", ""))
+        units = bytes.fromhex(re.sub(r"\\+u", "", raw))
         try:
             return units.decode("utf-16-be")  # pairs surrogates; a lone one fails
         except UnicodeDecodeError:

@@ -22,7 +22,8 @@ from typing import Any
 
 import pytest
 
-from shredline.analytics.warehouse import Warehouse
+from shredline.analytics.views import KTooSmall, view_sql
+from shredline.analytics.warehouse import Warehouse, WarehouseError
 
 KEY = bytes(range(32))
 K = 5
@@ -161,12 +162,12 @@ LOG_GROUPINGS = [
 ]
 
 
-def published_numbers(w: Warehouse, events: list[Event]) -> list[Published]:
+def published_numbers(w: Warehouse, events: list[Event], ks: tuple[int, ...] = (K,)) -> list[Published]:
     out: list[Published] = []
-    for since in [None, *DAYS]:
-        snap = w.analyst_snapshot(K, since)
+    for k, since in [(k, since) for k in ks for since in [None, *DAYS]]:
+        snap = w.analyst_snapshot(k, since)
         period = [e for e in events if since is None or e.day >= since]
-        cut = f"since {since}" if since else "all days"
+        cut = (f"since {since}" if since else "all days") + ("" if k == K else f", k={k}")
 
         def add(what: str, value: Any, matches: Matcher, period: list[Event] = period, cut: str = cut) -> None:
             if value is not None:
@@ -232,6 +233,28 @@ def test_no_pair_of_views_or_cuts_derives_a_suppressed_count(tmp_path: Path, see
     hidden = w.analyst_snapshot(K).execute("SELECT count(*) FROM messages_daily WHERE messages IS NULL").fetchone()
     assert len(numbers) > 500 and hidden is not None and hidden[0] > 10  # the search has ground to cover
     assert derivations(numbers) == []
+
+
+def test_no_pair_across_values_of_k_derives_a_suppressed_count(tmp_path: Path) -> None:
+    """An analyst may raise k (--k 6, --k 8) and compare the snapshots with the default one."""
+    events = issue_example() + random_events(4, first_id=100)
+    w = load(tmp_path, events)
+    numbers = published_numbers(w, events, ks=(K, K + 1, K + 3))
+    assert len(numbers) > 1500
+    assert derivations(numbers) == []
+
+
+def test_k_below_the_floor_is_refused(tmp_path: Path) -> None:
+    """--k 1 would publish every cell; --k 2 beside --k 5 would give a suppressed cell back."""
+    w = load(tmp_path, issue_example())
+    for k in (0, 1, K - 1):
+        with pytest.raises(WarehouseError, match=f"at least {K}"):
+            w.analyst_snapshot(k)
+        with pytest.raises(KTooSmall):
+            view_sql("feature_usage", k)
+    # what the floor prevents: at k = 2 the issue's hidden cell is simply shown
+    low = w.db.execute(view_sql("feature_usage", K).replace(f">= {K}", ">= 2")).fetchall()
+    assert sorted(row[-1] for row in low) == [2, 6]
 
 
 def test_the_search_finds_a_derivation_when_there_is_one() -> None:

@@ -73,6 +73,15 @@ def test_deep_nesting_and_huge_lines_are_rejected_not_crashed() -> None:
     assert rejected == ["line 1: line: JSON nested too deeply", "line 2: line: longer than 1 MiB"]
 
 
+def test_a_line_with_thousands_of_problems_is_reported_in_a_few_lines() -> None:
+    """Issue 15 review: 60,000 unknown keys in one line were 60,000 lines on stderr."""
+    many = {**GOOD, **{f"k{i}": 1 for i in range(60_000)}}
+    rejected: list[str] = []
+    summary = publish_lines([_line(many), _line(GOOD)], MemorySink(), rejected.append, lambda _m: None)
+    assert (summary.published, summary.rejected) == (1, 1)
+    assert rejected == [f"line 1: k{i}: unknown field" for i in range(10)] + ["line 1: line: 59990 more problems"]
+
+
 def test_progress_is_reported_on_long_runs() -> None:
     ticks = iter(range(0, 1000))
     progress: list[str] = []
