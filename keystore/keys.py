@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from shredline.keystore.aead import DataKey, TenantKeys, bind, open_with, record_aad, seal_with
 from shredline.keystore.cache import BoundedCache
 from shredline.keystore.errors import InvalidCiphertext, KeyDestroyed, TenantExists, TenantTerminated, UnknownTenant
+from shredline.keystore.ingest import IngestPrivateKey, IngestPublicKey, Kem, derive_private_key
 from shredline.keystore.master import MasterKeyring
 from shredline.keystore.store import (
     ACTIVE,
@@ -82,6 +83,7 @@ class Keys:
         self._ttl: dict[str, int] = {}
         self._sealing: BoundedCache[DataKey] = BoundedCache(cache_size, staleness_s, clock)
         self._opening: BoundedCache[DataKey] = BoundedCache(cache_size, staleness_s, clock)
+        self._ingest: BoundedCache[IngestPrivateKey] = BoundedCache(cache_size, staleness_s, clock)
 
     def __repr__(self) -> str:
         return f"Keys(master={self.master!r}, cached_tenants={len(self._tenants)})"
@@ -137,7 +139,7 @@ class Keys:
 
     def evict_tenant(self, tenant: str) -> None:
         """Forget every cached key of `tenant` now (on a termination event)."""
-        for cache in (self._tenants, self._sealing, self._opening):
+        for cache in (self._tenants, self._sealing, self._opening, self._ingest):
             cache.evict_tenant(tenant)
         self._ttl.pop(tenant, None)
 
@@ -236,6 +238,34 @@ class Keys:
         return open_with(
             key.aead, sealed.nonce, sealed.ciphertext, record_aad(sealed.tenant, sealed.key_id, topic, sealed.record_id)
         )
+
+    # -- sealed ingest (HPKE, RFC 9180; see keystore/ingest.py) ---------------------------------
+    def ingest_key(self, tenant: str, kem: Kem) -> IngestPrivateKey:
+        """The tenant's current ingest private key for `kem`, derived from its root (cached per
+        generation); `UnknownTenant`, or `TenantTerminated` once the root is destroyed."""
+        root = self.tenant_keys(tenant)  # checks the tenant is live, within the staleness bound
+        cache_key = (tenant, root.generation, kem)
+        entry, _fresh = self._ingest.get(cache_key)
+        if entry is not None:
+            return entry.value
+        key = derive_private_key(root, kem)
+        self._ingest.put(cache_key, key, tenant)
+        return key
+
+    def ingest_public_keys(self, tenant: str) -> list[IngestPublicKey]:
+        """The tenant's ingest public keys, one per KEM, of its current generation."""
+        return [self.ingest_key(tenant, kem).public for kem in Kem]
+
+    def open_ingest(self, tenant: str, generation: int, kem: Kem, topic: str, ciphertext: bytes) -> bytes:
+        """Open an ingest envelope. `TenantTerminated` for a terminated tenant, `KeyDestroyed`
+        for an earlier generation (destroyed with it), `UnknownTenant`, or `InvalidCiphertext`
+        for anything else (a later generation than the store knows included)."""
+        key = self.ingest_key(tenant, kem)
+        if generation < key.public.generation:
+            raise KeyDestroyed("sealed to an earlier key generation, destroyed with it")
+        if generation != key.public.generation:
+            raise InvalidCiphertext()
+        return key.open(ciphertext, topic)
 
     # -- destruction ---------------------------------------------------------------------------
     def destroy_subject(self, tenant: str, scope: str, raw_id: str, reason: str) -> list[str]:
