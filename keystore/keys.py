@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from shredline.keystore.aead import DataKey, TenantKeys, bind, open_with, record_aad, seal_with
@@ -253,8 +254,15 @@ class Keys:
         return key
 
     def ingest_public_keys(self, tenant: str) -> list[IngestPublicKey]:
-        """The tenant's ingest public keys, one per KEM, of its current generation."""
-        return [self.ingest_key(tenant, kem).public for kem in Kem]
+        """The tenant's ingest public keys of its current generation, one per KEM this build of
+        `cryptography` supports (ML-KEM needs a backend that has it; X25519 is always there)."""
+        out = []
+        for kem in Kem:
+            try:
+                out.append(self.ingest_key(tenant, kem).public)
+            except UnsupportedAlgorithm:
+                continue
+        return out
 
     def open_ingest(self, tenant: str, generation: int, kem: Kem, topic: str, ciphertext: bytes) -> bytes:
         """Open an ingest envelope. `TenantTerminated` for a terminated tenant, `KeyDestroyed`

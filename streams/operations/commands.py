@@ -119,7 +119,8 @@ def _tenant_terminate(settings: Settings, args: argparse.Namespace) -> int:
             f"This destroys, irreversibly, for tenant {args.tenant} (generation {row.generation}):\n"
             f"  the tenant root key, {counts.conversation_keys} conversation keys, {counts.contact_keys} contact keys "
             f"and {counts.retired_keys} retired keys;\n"
-            "  so every buffered message and contact of the tenant becomes unreadable everywhere.\n"
+            "  so every buffered message and contact of the tenant, and its unprocessed (sealed) ingest\n"
+            "  records, become unreadable everywhere.\n"
             "Anonymous aggregates are kept. A signed deletion certificate is written at the end."
         )
         if input("Type the tenant id to confirm: ").strip() != args.tenant:
