@@ -186,6 +186,14 @@ class Launcher:
             return state
         return None
 
+    def segment_files(self, topic_prefix: str) -> list[Path]:
+        """The segment files (`*.log`, record data as the broker stores it) of every partition of
+        every topic under `topic_prefix`, for checks of what rests on this broker's disk."""
+        props = self.dir / "server.properties"
+        lines = props.read_text(encoding="utf-8").splitlines() if props.exists() else []
+        dirs = [Path(d) for line in lines if line.startswith("log.dirs=") for d in line.split("=", 1)[1].split(",")]
+        return sorted(f for d in dirs for f in d.glob(f"{topic_prefix}.*/*.log"))
+
     def _write_state(self, state: BrokerState) -> None:
         tmp = self.dir / (STATE_FILE + ".tmp")
         tmp.write_text(json.dumps(asdict(state), indent=2) + "\n", encoding="utf-8")

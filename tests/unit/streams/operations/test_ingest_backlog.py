@@ -38,4 +38,6 @@ def test_a_trim_step_recorded_before_sealed_ingest_claims_nothing() -> None:
     backlog, effect, text = rendered({"partitions": 2})
     assert backlog == {"counted": False} and "not counted" in effect and "unreadable" not in effect
     assert "Ingest backlog: not counted" in text
-    assert "Ingest backlog" not in render_text({**BODY, "signer": "ed25519:00"})  # certificates issued before it existed render as before
+    assert "Ingest backlog" not in render_text(
+        {**BODY, "signer": "ed25519:00"}
+    )  # certificates issued before it existed render as before
