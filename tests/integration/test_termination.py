@@ -23,6 +23,7 @@ from shredline.streams.kafka.produce import Record, produce_and_wait
 from shredline.streams.key_store import open_keys
 from shredline.streams.operations import audit
 from shredline.streams.operations.audit import Trail, chain, read_trail, verify
+from shredline.streams.operations.certificate import dump
 from shredline.streams.operations.signing import PUBLIC_KEY_FILE, load_public_key
 from shredline.streams.operations.termination import FAULT_EXIT, STEPS
 from shredline.streams.settings import Settings, load_settings
@@ -162,7 +163,7 @@ def test_a_tampered_certificate_fails_verification(pipeline: Pipeline, tmp_path:
     document = json.loads((pipeline.data_dir / "certificates" / f"{tenant}.g1.json").read_text())
     document["certificate"]["keys_destroyed"]["conversation"] += 1
     tampered = tmp_path / "tampered.json"
-    tampered.write_text(json.dumps(document))
+    tampered.write_bytes(dump(document))  # the written form, so it reaches the signature check
     result = pipeline.cli("certificate", "verify", str(tampered))
     assert result.returncode == 1
     assert result.stderr.strip() == (
