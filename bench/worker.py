@@ -1,10 +1,14 @@
 """Worker throughput against two baselines on the same input, same broker, same run:
 
 - a Faust passthrough app (same settings, forwards each ingest record unchanged);
-- a bare confluent-kafka consume -> produce loop.
+- a bare confluent-kafka consume -> produce loop;
 
-Each run gets its own topic prefix with the same events published beforehand; throughput is
-counted from the first output record to the last, so start-up and rebalancing are excluded.
+and the cost of opening sealed ingest: the worker on the same events sealed with X25519, sealed
+with the hybrid ML-KEM-768 + X25519, and unsealed (plaintext, with the migration switch on).
+
+Each run gets its own topic prefix and key store with the same events published beforehand;
+throughput is counted from the first output record to the last, so start-up and rebalancing are
+excluded.
 
     python -m bench.worker [--events 20000]
 """
@@ -25,6 +29,8 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from bench.results import Figure, save
+from bench.sealing import given_keys, publish_plaintext, tenant_keys
+from shredline.keystore.ingest import Kem
 from shredline.processors.anonymise import metric_count
 from shredline.processors.roles import Role
 from shredline.streams.catalog import topic_name
@@ -32,7 +38,6 @@ from shredline.streams.ingest.generate import generate
 from shredline.streams.ingest.sdk import Publisher
 from shredline.streams.kafka.admin import apply_catalog, record_counts
 from shredline.streams.kafka.connection import Connection, client_environment
-from shredline.streams.key_store import open_keys
 from shredline.streams.launcher.broker import connect_or_launch
 from shredline.streams.settings import load_settings
 
@@ -72,15 +77,24 @@ def main() -> int:
     metrics_expected = sum(map(metric_count, events))
     admin = AdminClient(conn.confluent(log_level=3))
 
-    def prepared(name: str) -> tuple[str, Path]:
+    tenants = {str(e["tenant"]) for e in events}
+
+    def prepared(name: str, kem: Kem | None = Kem.X25519) -> tuple[str, Path]:
+        """A prefix with the events published: sealed to `kem` with the keys of a fresh key store
+        in the returned data dir, or plaintext (kem None)."""
         prefix = f"bench{stamp}{name}"
+        data = Path(tempfile.mkdtemp(prefix=f"shredline-bench-{prefix}-"))
         apply_catalog(conn, prefix, 1)
         admin.create_topics([NewTopic(topic_name(prefix, "passthrough.out"), 6, 1)])
         time.sleep(1)
-        with Publisher(conn, prefix) as publisher:
-            for event in events:
-                publisher.publish(event)
-        return prefix, Path(tempfile.mkdtemp(prefix=f"shredline-bench-{prefix}-"))
+        keys = tenant_keys(data, tenants)
+        if kem is None:
+            publish_plaintext(conn, prefix, events, dt.datetime.now(dt.UTC))
+        else:
+            with Publisher(conn, prefix, keys=given_keys(keys, tenants), kem=kem) as publisher:
+                for event in events:
+                    publisher.publish(event)
+        return prefix, data
 
     def run(cmd: list[str], env: dict[str, str], progress: Callable[[], int], target: int) -> float:
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -98,20 +112,22 @@ def main() -> int:
         len(events),
     )
 
-    prefix, data = prepared("w")
-    keys = open_keys(load_settings(env_for(conn, prefix, data)))
-    for tenant in sorted({str(e["tenant"]) for e in events}):
-        keys.provision(tenant)
-    worker = (
-        run(
+    def worker_rate(name: str, kem: Kem | None) -> float:
+        prefix, data = prepared(name, kem)
+        env = env_for(conn, prefix, data)
+        if kem is None:
+            env["SHREDLINE_ALLOW_PLAINTEXT_INGEST"] = "true"
+        outputs = run(
             [sys.executable, "-m", "shredline.streams.cli", "worker", "--loglevel", "warning"],
-            env_for(conn, prefix, data),
+            env,
             counter(conn, topic_name(prefix, Role.METRICS_USAGE)),
             metrics_expected,
         )
-        * len(events)
-        / metrics_expected
-    )
+        return outputs * len(events) / metrics_expected
+
+    worker = worker_rate("w", Kem.X25519)
+    worker_hybrid = worker_rate("h", Kem.MLKEM768_X25519)
+    worker_plain = worker_rate("u", None)
 
     prefix, _data = prepared("b")
     consumer = Consumer(
@@ -141,26 +157,38 @@ def main() -> int:
     bare = done / (time.monotonic() - (t0 or time.monotonic()))
     consumer.close()
 
-    print(f"{'pipeline':<44}{'events/s':>10}{'vs Faust passthrough':>22}{'vs bare loop':>14}")
+    print(f"{'pipeline':<48}{'events/s':>10}{'vs Faust passthrough':>22}{'vs bare loop':>14}{'vs unsealed':>13}")
     for name, value in (
         ("bare confluent-kafka consume->produce", bare),
         ("Faust passthrough agent", passthrough),
-        ("shredline worker (split, seal, redact)", worker),
+        ("shredline worker, plaintext input (switch on)", worker_plain),
+        ("shredline worker, sealed X25519", worker),
+        ("shredline worker, sealed ML-KEM-768+X25519", worker_hybrid),
     ):
-        print(f"{name:<44}{value:>10,.0f}{value / passthrough:>22.2f}{value / bare:>14.2f}")
+        print(
+            f"{name:<48}{value:>10,.0f}{value / passthrough:>22.2f}{value / bare:>14.2f}{value / worker_plain:>13.2f}"
+        )
     save(
         "worker",
         [
-            Figure("worker (split, seal, anonymise)", worker, "Faust passthrough agent", passthrough, "events/s"),
-            Figure("worker (split, seal, anonymise)", worker, "bare confluent consume->produce", bare, "events/s"),
+            Figure("worker (open, split, seal, anonymise)", worker, "Faust passthrough agent", passthrough, "events/s"),
+            Figure(
+                "worker (open, split, seal, anonymise)", worker, "bare confluent consume->produce", bare, "events/s"
+            ),
+            Figure("worker, sealed X25519", worker, "worker, plaintext input", worker_plain, "events/s"),
+            Figure("worker, sealed hybrid", worker_hybrid, "worker, plaintext input", worker_plain, "events/s"),
         ],
         **{
             "events": len(events),
             "bare_events_per_s": round(bare),
             "passthrough_events_per_s": round(passthrough),
             "worker_events_per_s": round(worker),
+            "worker_hybrid_events_per_s": round(worker_hybrid),
+            "worker_plaintext_events_per_s": round(worker_plain),
             "worker_vs_passthrough": round(worker / passthrough, 3),
             "worker_vs_bare": round(worker / bare, 3),
+            "x25519_vs_plaintext": round(worker / worker_plain, 3),
+            "hybrid_vs_plaintext": round(worker_hybrid / worker_plain, 3),
         },
     )
     return 0

@@ -1,12 +1,13 @@
 """`shredline demo`: the whole story so far on the local broker, start to finish.
 
 A TLS broker comes up and the topic catalog is applied; three tenants are provisioned;
-synthetic events (Faker names, `example.*` e-mails) are validated and published; the worker
-splits them into sealed buffers, anonymised metrics and redacted logs and trims the ingest
-topics; one conversation is read back (audited); the sink loads the metrics into the encrypted
-warehouse and an analyst query runs over the suppressed views; one tenant is terminated and
-its conversations read as deleted; its aggregates stay. Each run uses a fresh topic prefix and key store, so it can be
-run again and again on the same broker.
+synthetic events (Faker names, `example.*` e-mails) are validated, sealed to each tenant's
+ingest public key and published; the worker opens them and splits them into sealed buffers,
+anonymised metrics and redacted logs, and trims the ingest topics; one conversation is read
+back (audited); the sink loads the metrics into the encrypted warehouse and an analyst query
+runs over the suppressed views; one tenant is terminated and its conversations read as deleted;
+its aggregates stay. Each run uses a fresh topic prefix and key store, so it can be run again
+and again on the same broker.
 """
 
 from __future__ import annotations
@@ -80,6 +81,10 @@ def run_demo(base: Settings, progress: Progress) -> int:
         f"2. published {publisher.delivered} synthetic events over TLS: "
         + ", ".join(f"{n} {k}s" for k, n in sorted(kinds.items()))
     )
+    print(
+        f"   ingest records are sealed with the tenant's public key (HPKE {settings.ingest_kem.value}, RFC 9180) "
+        "before they leave the SDK: Kafka stores ciphertext only"
+    )
 
     expected = sum(map(metric_count, events))
     log_path = settings.data_dir / "worker.log"
@@ -124,9 +129,7 @@ def run_demo(base: Settings, progress: Progress) -> int:
         while record_counts(conn, ingest)[0] > 0 and time.monotonic() < deadline:
             time.sleep(2)
         readable, ever = record_counts(conn, ingest)
-        print(
-            f"5. ingest trimmed: {ever - readable} of {ever} plaintext message records already deleted from the broker"
-        )
+        print(f"5. ingest trimmed: {ever - readable} of {ever} sealed message records already deleted from the broker")
 
         warehouse = Warehouse(settings.data_dir / "analytics.duckdb", keys.service_secret("duckdb"))
         try:
