@@ -48,17 +48,24 @@ def counter(conn: Connection, topic: str) -> Callable[[], int]:
     return lambda: record_counts(conn, topic)[0]
 
 
-def rate(progress: Callable[[], int], target: int, timeout_s: float = 900) -> float:
-    """Events/s from the first output seen to `target` outputs."""
+def cpu_s(pid: int) -> float:
+    """CPU time (user + system, all threads) the process has used so far (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rate(progress: Callable[[], int], target: int, pid: int, timeout_s: float = 900) -> tuple[float, float]:
+    """Outputs/s and CPU seconds per output of process `pid`, from the first output seen to
+    `target` outputs. CPU per output holds up on a shared machine, where wall time does not."""
     deadline = time.monotonic() + timeout_s
     while (first := progress()) == 0:
         assert time.monotonic() < deadline, "no output"
         time.sleep(0.05)
-    t0, c0 = time.monotonic(), first
+    t0, c0, cpu0 = time.monotonic(), first, cpu_s(pid)
     while (n := progress()) < target:
         assert time.monotonic() < deadline, f"stalled at {n} of {target}"
         time.sleep(0.1)
-    return (n - c0) / (time.monotonic() - t0)
+    return (n - c0) / (time.monotonic() - t0), (cpu_s(pid) - cpu0) / (n - c0)
 
 
 def env_for(conn: Connection, prefix: str, data_dir: Path) -> dict[str, str]:
@@ -96,38 +103,41 @@ def main() -> int:
                     publisher.publish(event)
         return prefix, data
 
-    def run(cmd: list[str], env: dict[str, str], progress: Callable[[], int], target: int) -> float:
+    def run(cmd: list[str], env: dict[str, str], progress: Callable[[], int], target: int) -> tuple[float, float]:
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            return rate(progress, target)
+            return rate(progress, target, proc.pid)
         finally:
             proc.terminate()
             proc.wait(timeout=60)
 
     prefix, data = prepared("p")
-    passthrough = run(
+    passthrough, _cpu = run(
         [sys.executable, "-m", "bench.passthrough"],
         env_for(conn, prefix, data),
         counter(conn, topic_name(prefix, "passthrough.out")),
         len(events),
     )
 
-    def worker_rate(name: str, kem: Kem | None) -> float:
+    def worker_rate(name: str, kem: Kem | None) -> tuple[float, float]:
+        """Events/s and CPU µs per event of the worker process itself (run unsupervised, so its
+        pid is the one doing the work)."""
         prefix, data = prepared(name, kem)
         env = env_for(conn, prefix, data)
         if kem is None:
             env["SHREDLINE_ALLOW_PLAINTEXT_INGEST"] = "true"
-        outputs = run(
-            [sys.executable, "-m", "shredline.streams.cli", "worker", "--loglevel", "warning"],
+        outputs, cpu_per_output = run(
+            [sys.executable, "-m", "shredline.streams.cli", "worker", "--unsupervised", "--loglevel", "warning"],
             env,
             counter(conn, topic_name(prefix, Role.METRICS_USAGE)),
             metrics_expected,
         )
-        return outputs * len(events) / metrics_expected
+        per_event = metrics_expected / len(events)
+        return outputs / per_event, cpu_per_output * per_event * 1e6
 
-    worker = worker_rate("w", Kem.X25519)
-    worker_hybrid = worker_rate("h", Kem.MLKEM768_X25519)
-    worker_plain = worker_rate("u", None)
+    worker, worker_cpu = worker_rate("w", Kem.X25519)
+    worker_hybrid, hybrid_cpu = worker_rate("h", Kem.MLKEM768_X25519)
+    worker_plain, plain_cpu = worker_rate("u", None)
 
     prefix, _data = prepared("b")
     consumer = Consumer(
@@ -157,7 +167,7 @@ def main() -> int:
     bare = done / (time.monotonic() - (t0 or time.monotonic()))
     consumer.close()
 
-    print(f"{'pipeline':<48}{'events/s':>10}{'vs Faust passthrough':>22}{'vs bare loop':>14}{'vs unsealed':>13}")
+    print(f"{'pipeline':<48}{'events/s':>10}{'vs Faust passthrough':>22}{'vs bare loop':>14}")
     for name, value in (
         ("bare confluent-kafka consume->produce", bare),
         ("Faust passthrough agent", passthrough),
@@ -165,9 +175,10 @@ def main() -> int:
         ("shredline worker, sealed X25519", worker),
         ("shredline worker, sealed ML-KEM-768+X25519", worker_hybrid),
     ):
-        print(
-            f"{name:<48}{value:>10,.0f}{value / passthrough:>22.2f}{value / bare:>14.2f}{value / worker_plain:>13.2f}"
-        )
+        print(f"{name:<48}{value:>10,.0f}{value / passthrough:>22.2f}{value / bare:>14.2f}")
+    print(f"{'worker CPU per event':<48}{'us':>10}{'vs plaintext':>22}")
+    for name, value in (("plaintext input", plain_cpu), ("sealed X25519", worker_cpu), ("sealed hybrid", hybrid_cpu)):
+        print(f"{name:<48}{value:>10,.0f}{value / plain_cpu:>22.3f}")
     save(
         "worker",
         [
@@ -177,6 +188,8 @@ def main() -> int:
             ),
             Figure("worker, sealed X25519", worker, "worker, plaintext input", worker_plain, "events/s"),
             Figure("worker, sealed hybrid", worker_hybrid, "worker, plaintext input", worker_plain, "events/s"),
+            Figure("worker CPU per event, sealed X25519", worker_cpu, "plaintext input", plain_cpu, "us"),
+            Figure("worker CPU per event, sealed hybrid", hybrid_cpu, "plaintext input", plain_cpu, "us"),
         ],
         **{
             "events": len(events),
@@ -189,6 +202,11 @@ def main() -> int:
             "worker_vs_bare": round(worker / bare, 3),
             "x25519_vs_plaintext": round(worker / worker_plain, 3),
             "hybrid_vs_plaintext": round(worker_hybrid / worker_plain, 3),
+            "cpu_us_per_event": {
+                "plaintext": round(plain_cpu),
+                "x25519": round(worker_cpu),
+                "hybrid": round(hybrid_cpu),
+            },
         },
     )
     return 0
