@@ -113,7 +113,6 @@ def main() -> int:
     with Publisher(conn, sealed_prefix, keys=given_keys(keys, tenants)) as publisher:
         for event in events:
             publisher.publish(event)
-    published_at = time.monotonic()
     publish_plaintext(conn, plain_prefix, events, dt.datetime.now(dt.UTC))
     plain = canaries_on_disk(launcher, plain_prefix, canaries)
     sealed = canaries_on_disk(launcher, sealed_prefix, canaries)
@@ -128,6 +127,7 @@ def main() -> int:
     # 2. The ingest window: the worker processes the sealed prefix and trims it.
     ends = _ends(conn, sealed_prefix)
     env = client_environment(conn, data_dir, sealed_prefix, os.environ)
+    published_at = time.monotonic()  # as if published now: the worker starts at once, as before sealed ingest
     worker = subprocess.Popen(
         [sys.executable, "-m", "shredline.streams.cli", "worker", "--loglevel", "warning"],
         env=env,
