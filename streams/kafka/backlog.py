@@ -41,7 +41,10 @@ def unprocessed(conn: Connection, group: str, topics: Iterable[str], tenant: str
         committed = committed_offsets(conn, group)
     except KafkaException:  # no such group yet: nothing was processed
         committed = {}
-    consumer = Consumer(conn.confluent(**{"group.id": f"{group}.backlog", "enable.auto.commit": False, "log_level": 3}))
+    # A running worker may trim past a start offset meanwhile: those records were processed, so
+    # read on from the new log start.
+    options = {"group.id": f"{group}.backlog", "enable.auto.commit": False, "auto.offset.reset": "earliest"}
+    consumer = Consumer(conn.confluent(**options, log_level=3))
     sealed = plaintext = 0
     try:
         ends, starts = {}, []
@@ -53,17 +56,20 @@ def unprocessed(conn: Connection, group: str, topics: Iterable[str], tenant: str
                     ends[(topic, partition)] = high
                     starts.append(TopicPartition(topic, partition, start))
         consumer.assign(starts)
+        left = sum(ends[(tp.topic, tp.partition)] - tp.offset for tp in starts)
         deadline = time.monotonic() + READ_TIMEOUT_S
         while ends:
             if time.monotonic() > deadline:
                 raise KafkaOperationError(f"ingest backlog: not read to its end in {READ_TIMEOUT_S:.0f}s")
-            for msg in consumer.consume(500, timeout=1.0):
+            # consume(n) waits for n records or the timeout: never ask for more than are left
+            for msg in consumer.consume(max(1, min(500, left)), timeout=1.0):
                 error = msg.error()
                 if error is not None:
                     raise KafkaOperationError(f"ingest backlog: {error.str()}")
                 where, offset = (msg.topic() or "", msg.partition() or 0), msg.offset() or 0
                 if where not in ends or offset >= ends[where]:
                     continue
+                left -= 1
                 if offset + 1 >= ends[where]:
                     del ends[where]
                 value = msg.value()
