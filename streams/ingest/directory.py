@@ -3,7 +3,7 @@
 `ControlDirectory` reads `control.tenants` (one partition, kept forever) from its start once,
 then only what was appended since: `PROVISIONED` and `INGEST_KEY` events set a tenant's keys
 (their generation replaces any earlier one), `TERMINATED` removes them. It reads again when a
-tenant is unknown and, for known ones, when its last read is older than `max_age_s`, so a
+tenant has no key here and, for others, when its last read is older than `max_age_s`, so a
 publisher stops sealing for a terminated tenant within that bound. `StaticKeys` holds keys given
 explicitly (e.g. `shredline tenant public-key` lines) and never changes them.
 
@@ -105,7 +105,7 @@ class ControlDirectory:
 
     def public_key(self, tenant: str, kem: Kem) -> IngestPublicKey:
         known = self._keys.get(tenant)
-        if known is None or self._read_at is None or self._clock() - self._read_at > self._max_age_s:
+        if not known or self._read_at is None or self._clock() - self._read_at > self._max_age_s:
             self.refresh()
             known = self._keys.get(tenant)
         key = (known or {}).get(kem)
@@ -132,7 +132,9 @@ class ControlDirectory:
         while ends:
             if self._clock() > deadline:
                 raise KafkaOperationError(f"ingest keys: {self._topic} not read to its end in {READ_TIMEOUT_S:.0f}s")
-            for msg in consumer.consume(500, timeout=1.0):
+            # consume(n) waits for n records or the timeout: never ask for more than are left
+            left = sum(end - self._next[p] for p, end in ends.items())
+            for msg in consumer.consume(max(1, min(500, left)), timeout=1.0):
                 if msg.error() is not None:
                     raise KafkaException(msg.error())
                 partition, offset = msg.partition() or 0, msg.offset() or 0
