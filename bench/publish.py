@@ -1,6 +1,8 @@
-"""Publish throughput: `publish_lines` + SDK (parse, validate, encode, produce) against a bare
-confluent-kafka producer sending the very same encoded bytes and keys, with the same producer
-settings, to the same broker, in the same run.
+"""Publish throughput: `publish_lines` + SDK (parse, validate, encode, seal, produce) against a
+bare confluent-kafka producer sending the same events' encoded bytes (unsealed), with the same
+producer settings, to the same broker, in the same run; and the cost of sealing: the same SDK path
+with HPKE replaced by the identity (everything else equal), against sealing with X25519 and with
+the hybrid ML-KEM-768 + X25519. Also the bare HPKE seal and open per event.
 
     python -m bench.publish [--events 50000] [--rounds 3]
 
@@ -15,14 +17,19 @@ import json
 import os
 import statistics
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 from confluent_kafka import Producer
 
 from bench.results import Figure, save
+from bench.sealing import given_keys, tenant_keys, unsealed_keys
+from shredline.keystore.ingest import Kem
 from shredline.processors.validation import validate
 from shredline.schemas.codec import encode
 from shredline.streams.catalog import topic_name
+from shredline.streams.ingest.directory import IngestKeySource
 from shredline.streams.ingest.generate import default_start, generate
 from shredline.streams.ingest.publish import publish_lines
 from shredline.streams.ingest.sdk import PRODUCER_DEFAULTS, Publisher
@@ -65,43 +72,92 @@ def main() -> int:
         assert producer.flush(60) == 0
         return time.perf_counter() - start
 
-    def sdk() -> float:
-        start = time.perf_counter()
-        with Publisher(conn, prefix) as publisher:
+    tenants = {str(e["tenant"]) for e in events}
+    keys = tenant_keys(Path(tempfile.mkdtemp(prefix="shredline-bench-publish-")), tenants)
+    sealed_to, unsealed = given_keys(keys, tenants), unsealed_keys(keys, tenants)
+
+    cpu_s: dict[Kem | None, list[float]] = {None: [], Kem.X25519: [], Kem.MLKEM768_X25519: []}
+
+    def sdk(key_source: IngestKeySource, kem: Kem) -> float:
+        start, cpu = time.perf_counter(), time.process_time()
+        with Publisher(conn, prefix, keys=key_source, kem=kem) as publisher:
             summary = publish_lines(lines, publisher, reject=print, progress=lambda _m: None)
         assert summary.published == len(lines) and publisher.delivered == len(lines)
+        cpu_s[kem if key_source is sealed_to else None].append(time.process_time() - cpu)
         return time.perf_counter() - start
 
-    bare_s, sdk_s = [], []
-    for _ in range(args.rounds):  # alternate, so drift on the machine hits both alike
-        bare_s.append(bare())
-        sdk_s.append(sdk())
-    bare_rate = len(lines) / statistics.median(bare_s)
-    sdk_rate = len(lines) / statistics.median(sdk_s)
+    runs: dict[str, list[float]] = {"bare": [], "unsealed": [], "x25519": [], "hybrid": []}
+    for _ in range(args.rounds):  # alternate, so drift on the machine hits all alike
+        runs["bare"].append(bare())
+        runs["unsealed"].append(sdk(unsealed, Kem.X25519))
+        runs["x25519"].append(sdk(sealed_to, Kem.X25519))
+        runs["hybrid"].append(sdk(sealed_to, Kem.MLKEM768_X25519))
+    rate = {name: len(lines) / statistics.median(times) for name, times in runs.items()}
+    # CPU of this process (all threads, librdkafka's included) per event: robust on a shared machine.
+    cpu_us = {k: statistics.median(v) / len(lines) * 1e6 for k, v in cpu_s.items()}
+
+    payloads = [encode(v.record, v.value) for v in valid[:2000]]
+    micro = {}
+    for kem in Kem:
+        private = keys.ingest_key(str(valid[0].value["tenant"]), kem)
+        topic = encoded[0][0]
+        t0 = time.perf_counter()
+        sealed = [private.public.seal(p, topic) for p in payloads]
+        t1 = time.perf_counter()
+        for c in sealed:
+            private.open(c, topic)
+        t2 = time.perf_counter()
+        overhead = sum(len(c) - len(p) for c, p in zip(sealed, payloads, strict=True)) / len(payloads)
+        micro[kem] = ((t1 - t0) / len(payloads) * 1e6, (t2 - t1) / len(payloads) * 1e6, overhead)
+    mean_bytes = sum(len(p) for p in payloads) / len(payloads)
+
     result = {
         "events": len(lines),
         "rounds": args.rounds,
-        "bare_producer_events_per_s": round(bare_rate),
-        "publish_events_per_s": round(sdk_rate),
-        "publish_vs_bare": round(sdk_rate / bare_rate, 3),
+        "bare_producer_events_per_s": round(rate["bare"]),
+        "publish_unsealed_events_per_s": round(rate["unsealed"]),
+        "publish_x25519_events_per_s": round(rate["x25519"]),
+        "publish_hybrid_events_per_s": round(rate["hybrid"]),
+        "x25519_vs_unsealed": round(rate["x25519"] / rate["unsealed"], 3),
+        "hybrid_vs_unsealed": round(rate["hybrid"] / rate["unsealed"], 3),
+        "publish_vs_bare": round(rate["x25519"] / rate["bare"], 3),
+        "seal_open_us_bytes": {k.value: [round(v, 1) for v in m] for k, m in micro.items()},
+        "cpu_us_per_event": {(k.value if k else "unsealed"): round(v, 1) for k, v in cpu_us.items()},
         "generate_events_per_s": round(len(events) / generate_s),
-        "mean_record_bytes": round(sum(len(v) for _t, _k, v in encoded) / len(encoded)),
+        "mean_record_bytes": round(mean_bytes),
         "when": now.isoformat(timespec="seconds"),
     }
-    print(f"{'measure':<34}{'events/s':>12}{'ratio':>8}")
-    print(f"{'bare confluent producer (baseline)':<34}{bare_rate:>12,.0f}{1:>8.2f}")
-    print(f"{'shredline publish (SDK)':<34}{sdk_rate:>12,.0f}{sdk_rate / bare_rate:>8.2f}")
-    print(f"{'generate (for reference)':<34}{result['generate_events_per_s']:>12,}")
+    print(f"{'measure':<46}{'events/s':>12}{'ratio':>8}")
+    for label, key, base in (
+        ("bare confluent producer (unsealed bytes)", "bare", "bare"),
+        ("shredline publish, HPKE replaced by identity", "unsealed", "unsealed"),
+        ("shredline publish, sealed X25519", "x25519", "unsealed"),
+        ("shredline publish, sealed ML-KEM-768+X25519", "hybrid", "unsealed"),
+    ):
+        print(f"{label:<46}{rate[key]:>12,.0f}{rate[key] / rate[base]:>8.2f}")
+    for kem, (seal_us, open_us, overhead) in micro.items():
+        print(
+            f"HPKE {kem.value:<16} seal {seal_us:6.1f} us, open {open_us:6.1f} us, +{overhead:.0f} bytes "
+            f"per event (mean event {mean_bytes:.0f} bytes)"
+        )
+    for kem_or_none, us in cpu_us.items():
+        label = f"sealed {kem_or_none.value}" if kem_or_none else "HPKE as identity"
+        print(f"CPU per published event, {label:<21}{us:>12,.0f} us{us / cpu_us[None]:>6.2f}")
+    print(f"{'generate (for reference)':<46}{result['generate_events_per_s']:>12,}")
+    x_seal, x_open, _ = micro[Kem.X25519]
+    h_seal, h_open, _ = micro[Kem.MLKEM768_X25519]
     save(
         "publish",
         [
+            Figure("publish, sealed X25519", rate["x25519"], "bare confluent producer", rate["bare"], "events/s"),
+            Figure("publish, sealed X25519", rate["x25519"], "same, HPKE as identity", rate["unsealed"], "events/s"),
+            Figure("publish, sealed hybrid", rate["hybrid"], "same, HPKE as identity", rate["unsealed"], "events/s"),
+            Figure("publish CPU/event, X25519", cpu_us[Kem.X25519], "same, HPKE as identity", cpu_us[None], "us"),
             Figure(
-                "shredline publish (validate, encode, produce)",
-                sdk_rate,
-                "bare confluent producer, same bytes",
-                bare_rate,
-                "events/s",
-            )
+                "publish CPU/event, hybrid", cpu_us[Kem.MLKEM768_X25519], "same, HPKE as identity", cpu_us[None], "us"
+            ),
+            Figure("HPKE seal, hybrid ML-KEM-768+X25519", h_seal, "HPKE seal, X25519", x_seal, "us/event"),
+            Figure("HPKE open, hybrid ML-KEM-768+X25519", h_open, "HPKE open, X25519", x_open, "us/event"),
         ],
         **result,
     )

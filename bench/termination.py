@@ -32,6 +32,7 @@ from shredline.processors.roles import Role
 from shredline.schemas.codec import decode
 from shredline.streams.acl import default_principals
 from shredline.streams.catalog import topic_name
+from shredline.streams.ingest.directory import NoIngestKey
 from shredline.streams.ingest.sdk import Publisher
 from shredline.streams.kafka.acls import apply_acls
 from shredline.streams.kafka.admin import apply_catalog
@@ -59,23 +60,29 @@ class Stream(threading.Thread):
         i = 0
         while not self.stop.is_set():
             event_id = f"{self.tenant}-{i}"
-            self.publisher.publish(
-                {
-                    "type": "message",
-                    "event_id": event_id,
-                    "tenant": self.tenant,
-                    "occurred_at": dt.datetime.now(dt.UTC).isoformat(),
-                    "channel": "WHATSAPP",
-                    "direction": "INBOUND",
-                    "conversation_id": f"{self.tenant}-c{i % 5}",
-                    "contact_phone": "+5511900000000",
-                    "body": "ping",
-                }
-            )
+            try:
+                self.publish(event_id, i)
+            except NoIngestKey:  # the SDK heard of the termination too: nothing more to seal to
+                return
             self.publisher.flush()
             self.sent[event_id] = time.monotonic()
             i += 1
             time.sleep(INTERVAL_S)
+
+    def publish(self, event_id: str, i: int) -> None:
+        self.publisher.publish(
+            {
+                "type": "message",
+                "event_id": event_id,
+                "tenant": self.tenant,
+                "occurred_at": dt.datetime.now(dt.UTC).isoformat(),
+                "channel": "WHATSAPP",
+                "direction": "INBOUND",
+                "conversation_id": f"{self.tenant}-c{i % 5}",
+                "contact_phone": "+5511900000000",
+                "body": "ping",
+            }
+        )
 
 
 class Watcher(threading.Thread):

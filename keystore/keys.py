@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from shredline.keystore.aead import DataKey, TenantKeys, bind, open_with, record_aad, seal_with
@@ -27,6 +28,7 @@ from shredline.keystore.errors import (
     TenantTerminated,
     UnknownTenant,
 )
+from shredline.keystore.ingest import IngestPrivateKey, IngestPublicKey, Kem, derive_private_key
 from shredline.keystore.master import MasterKeyring
 from shredline.keystore.residue import SALT, Probes
 from shredline.keystore.store import (
@@ -91,6 +93,7 @@ class Keys:
         self._ttl: dict[str, int] = {}
         self._sealing: BoundedCache[DataKey] = BoundedCache(cache_size, staleness_s, clock)
         self._opening: BoundedCache[DataKey] = BoundedCache(cache_size, staleness_s, clock)
+        self._ingest: BoundedCache[IngestPrivateKey] = BoundedCache(cache_size, staleness_s, clock)
 
     def __repr__(self) -> str:
         return f"Keys(master={self.master!r}, cached_tenants={len(self._tenants)})"
@@ -161,7 +164,7 @@ class Keys:
 
     def evict_tenant(self, tenant: str) -> None:
         """Forget every cached key of `tenant` now (on a termination event)."""
-        for cache in (self._tenants, self._sealing, self._opening):
+        for cache in (self._tenants, self._sealing, self._opening, self._ingest):
             cache.evict_tenant(tenant)
         self._ttl.pop(tenant, None)
 
@@ -260,6 +263,41 @@ class Keys:
         return open_with(
             key.aead, sealed.nonce, sealed.ciphertext, record_aad(sealed.tenant, sealed.key_id, topic, sealed.record_id)
         )
+
+    # -- sealed ingest (HPKE, RFC 9180; see keystore/ingest.py) ---------------------------------
+    def ingest_key(self, tenant: str, kem: Kem) -> IngestPrivateKey:
+        """The tenant's current ingest private key for `kem`, derived from its root (cached per
+        generation); `UnknownTenant`, or `TenantTerminated` once the root is destroyed."""
+        root = self.tenant_keys(tenant)  # checks the tenant is live, within the staleness bound
+        cache_key = (tenant, root.generation, kem)
+        entry, _fresh = self._ingest.get(cache_key)
+        if entry is not None:
+            return entry.value
+        key = derive_private_key(root, kem)
+        self._ingest.put(cache_key, key, tenant)
+        return key
+
+    def ingest_public_keys(self, tenant: str) -> list[IngestPublicKey]:
+        """The tenant's ingest public keys of its current generation, one per KEM this build of
+        `cryptography` supports (ML-KEM needs a backend that has it; X25519 is always there)."""
+        out = []
+        for kem in Kem:
+            try:
+                out.append(self.ingest_key(tenant, kem).public)
+            except UnsupportedAlgorithm:
+                continue
+        return out
+
+    def open_ingest(self, tenant: str, generation: int, kem: Kem, topic: str, ciphertext: bytes) -> bytes:
+        """Open an ingest envelope. `TenantTerminated` for a terminated tenant, `KeyDestroyed`
+        for an earlier generation (destroyed with it), `UnknownTenant`, or `InvalidCiphertext`
+        for anything else (a later generation than the store knows included)."""
+        key = self.ingest_key(tenant, kem)
+        if generation < key.public.generation:
+            raise KeyDestroyed("sealed to an earlier key generation, destroyed with it")
+        if generation != key.public.generation:
+            raise InvalidCiphertext()
+        return key.open(ciphertext, topic)
 
     # -- destruction ---------------------------------------------------------------------------
     def destroy_subject(self, tenant: str, scope: str, raw_id: str, reason: str) -> list[str]:

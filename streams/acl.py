@@ -53,6 +53,7 @@ class Group(StrEnum):
     AUDIT_READER = "shredline-audit-reader"  # the audit relay reading the chain's tail (worker, operators)
     BUFFER_READ = "shredline-buffer-read"  # `buffer read` scanning the buffer view's changelog
     VERIFY = "shredline-verify"  # `tenant terminate` sampling buffer records
+    BACKLOG = "shredline-backlog"  # `tenant terminate` counting the tenant's unprocessed sealed ingest
 
 
 #: Topics Faust creates for the worker (table changelogs, the assignor's leader topic) start with
@@ -137,12 +138,15 @@ GRANTS: tuple[Grant, ...] = (
     *_topics(_OP, [Role.AUDIT_EVENTS], (_R, _WR), "relay its commands' audit records; audit verify"),
     *_topics(_OP, [Role.BUFFER_MESSAGES], (_R, _WR), "termination: purge markers, verify samples"),
     *_topics(_OP, [Role.BUFFER_CONTACTS], (_R,), "termination: verify samples"),
-    *_topics(_OP, INGEST, (_WR, _D), "termination: trim processed records, segment-roll markers"),
+    *_topics(
+        _OP, INGEST, (_R, _WR, _D), "termination: count the unprocessed (sealed) backlog, trim, segment-roll markers"
+    ),
     Grant(_OP, Resource.TOPIC, VIEW_CHANGELOG, (_R,), "buffer read (ciphertext; opened with the key store)"),
     Grant(_OP, Resource.GROUP, Group.WORKER, (Op.DESCRIBE,), "termination: the worker's committed offsets"),
     Grant(_OP, Resource.GROUP, Group.AUDIT_READER, (Op.DESCRIBE,), "reading the chain's tail"),
     Grant(_OP, Resource.GROUP, Group.BUFFER_READ, (Op.DESCRIBE,), "buffer read"),
     Grant(_OP, Resource.GROUP, Group.VERIFY, (Op.DESCRIBE,), "termination: verify"),
+    Grant(_OP, Resource.GROUP, Group.BACKLOG, (Op.DESCRIBE,), "termination: the unprocessed backlog"),
 )
 
 

@@ -48,11 +48,11 @@ def _delete(retention_ms: int, segment_ms: int) -> dict[str, str]:
 
 
 CATALOG: tuple[TopicSpec, ...] = (
-    # Plaintext personal data: trimmed by the worker once processed; retention is only the
-    # backstop for a stopped worker (upstream replays by event_id after that).
-    TopicSpec(Role.INGEST_MESSAGES, 6, _delete(HOUR_MS, MINUTE_MS), "plaintext message events, until processed"),
-    TopicSpec(Role.INGEST_CONTACTS, 6, _delete(HOUR_MS, MINUTE_MS), "plaintext contact events, until processed"),
-    TopicSpec(Role.INGEST_EXECUTIONS, 6, _delete(HOUR_MS, MINUTE_MS), "plaintext execution events, until processed"),
+    # Events sealed to the tenant's ingest key (HPKE): trimmed by the worker once processed;
+    # retention is only the backstop for a stopped worker (upstream replays by event_id after that).
+    TopicSpec(Role.INGEST_MESSAGES, 6, _delete(HOUR_MS, MINUTE_MS), "sealed message events, until processed"),
+    TopicSpec(Role.INGEST_CONTACTS, 6, _delete(HOUR_MS, MINUTE_MS), "sealed contact events, until processed"),
+    TopicSpec(Role.INGEST_EXECUTIONS, 6, _delete(HOUR_MS, MINUTE_MS), "sealed execution events, until processed"),
     # Ciphertext only; the conversation key's TTL is what really ends a buffer's life.
     TopicSpec(Role.BUFFER_MESSAGES, 6, _delete(MAX_BUFFER_TTL_MS, HOUR_MS), "sealed chat messages (AES-GCM)"),
     TopicSpec(

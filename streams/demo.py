@@ -3,13 +3,13 @@
 A TLS broker comes up and, as `admin`, the topic catalog and the ACL table are applied; every
 step after that runs as the role its job needs, with that role's certificate (the operator
 provisions, reads and terminates; upstream publishes; the worker and the sink run as themselves).
-Three tenants are provisioned;
-synthetic events (Faker names, `example.*` e-mails) are validated and published; the worker
-splits them into sealed buffers, anonymised metrics and redacted logs and trims the ingest
+Three tenants are provisioned; synthetic events (Faker names, `example.*` e-mails) are
+validated, sealed to each tenant's ingest public key and published; the worker opens them and
+splits them into sealed buffers, anonymised metrics and redacted logs, and trims the ingest
 topics; one conversation is read back (audited); the sink loads the metrics into the encrypted
-warehouse and an analyst query runs over the suppressed views; one tenant is terminated and
-its conversations read as deleted; its aggregates stay. Each run uses a fresh topic prefix and key store, so it can be
-run again and again on the same broker.
+warehouse and an analyst query runs over the suppressed views; one tenant is terminated and its
+conversations read as deleted; its aggregates stay. Each run uses a fresh topic prefix and key
+store, so it can be run again and again on the same broker.
 """
 
 from __future__ import annotations
@@ -91,6 +91,10 @@ def run_demo(base: Settings, progress: Progress) -> int:
         f"2. upstream published {publisher.delivered} synthetic events over TLS: "
         + ", ".join(f"{n} {k}s" for k, n in sorted(kinds.items()))
     )
+    print(
+        f"   ingest records are sealed with the tenant's public key (HPKE {settings.ingest_kem.value}, RFC 9180) "
+        "before they leave the SDK: Kafka stores ciphertext only"
+    )
 
     expected = sum(map(metric_count, events))
     log_path = settings.data_dir / "worker.log"
@@ -138,9 +142,7 @@ def run_demo(base: Settings, progress: Progress) -> int:
         while record_counts(admin, ingest)[0] > markers and time.monotonic() < deadline:
             time.sleep(2)
         readable, ever = record_counts(admin, ingest)
-        print(
-            f"5. ingest trimmed: {ever - readable} of {ever} plaintext message records already deleted from the broker"
-        )
+        print(f"5. ingest trimmed: {ever - readable} of {ever} sealed message records already deleted from the broker")
 
         warehouse = Warehouse(settings.data_dir / "analytics.duckdb", keys.service_secret("duckdb"))
         try:

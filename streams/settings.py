@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from shredline.keystore.ingest import Kem
 from shredline.streams.errors import ConfigError
 
 ENV_PREFIX = "SHREDLINE_"
@@ -21,6 +22,7 @@ CONFIG_ENV = "SHREDLINE_CONFIG"
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 _BOOTSTRAP_RE = re.compile(r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$")
 _PRINCIPAL_FORMAT_RE = re.compile(r"^User:[A-Za-z0-9._@=-]*\{role\}[A-Za-z0-9._@=-]*$")
+_TRUE, _FALSE = frozenset({"1", "true", "yes", "on"}), frozenset({"0", "false", "no", "off"})
 
 
 class Secret:
@@ -65,6 +67,10 @@ class Settings:
     master_key_file: Path | None = None  # default <data_dir>/master.key, created on first local use
     key_store: Path | None = None  # default <data_dir>/keys.sqlite
     key_cache_staleness_s: float = 1.0
+    ingest_kem: Kem = Kem.X25519  # which of a tenant's key pairs producers seal ingest events to
+    # Migration switch, off by default: the worker also processes plaintext (unsealed) ingest
+    # events instead of dead-lettering them as `not sealed`; it logs a warning at every start.
+    allow_plaintext_ingest: bool = False
 
     def __post_init__(self) -> None:
         if self.topic_prefix and not _PREFIX_RE.fullmatch(self.topic_prefix):
@@ -126,6 +132,16 @@ def _coerce(name: str, raw: Any) -> Any:
             return float(raw)
         except (TypeError, ValueError):
             raise ConfigError(f"{name}: expected a number of seconds") from None
+    if name == "ingest_kem":
+        if not isinstance(raw, str) or raw.strip().upper() not in Kem.__members__:
+            raise ConfigError(f"{name}: must be one of {', '.join(Kem)}")
+        return Kem(raw.strip().upper())
+    if name == "allow_plaintext_ingest":
+        if isinstance(raw, bool):
+            return raw
+        if isinstance(raw, str) and raw.strip().lower() in _TRUE | _FALSE:
+            return raw.strip().lower() in _TRUE
+        raise ConfigError(f"{name}: expected true or false")
     if not isinstance(raw, str):
         raise ConfigError(f"{name}: expected a string")
     return raw

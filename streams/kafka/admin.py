@@ -195,14 +195,21 @@ def record_counts(conn: Connection, topic: str) -> tuple[int, int]:
         consumer.close()
 
 
+def committed_offsets(conn: Connection, group: str) -> dict[tuple[str, int], int]:
+    """The group's committed offset per (topic, partition); a partition it never committed is absent."""
+    admin = admin_client(conn)  # keep a reference: a collected client never completes its futures
+    request = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])[group]
+    return {
+        (tp.topic, tp.partition): tp.offset
+        for tp in request.result(timeout=REQUEST_TIMEOUT_S).topic_partitions
+        if tp.offset >= 0
+    }
+
+
 def consumer_lag(conn: Connection, group: str, topics: Iterable[str]) -> int:
     """Records of `topics` the group has not committed yet (a partition it never committed counts
     whole). Zero means caught up."""
-    admin = admin_client(conn)  # keep a reference: a collected client never completes its futures
-    request = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])[group]
-    committed = {
-        (tp.topic, tp.partition): tp.offset for tp in request.result(timeout=REQUEST_TIMEOUT_S).topic_partitions
-    }
+    committed = committed_offsets(conn, group)
     consumer = Consumer(conn.confluent(**{"group.id": "shredline-lag", "log_level": 3}))
     try:
         lag = 0

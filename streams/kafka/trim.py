@@ -1,4 +1,4 @@
-"""Trimming the ingest topics: plaintext leaves the broker once the worker has processed it.
+"""Trimming the ingest topics: sealed events leave the broker once the worker has processed them.
 
 Used by the worker every few seconds and by a termination as one of its steps.
 """
@@ -27,8 +27,8 @@ def app_id(settings: Settings) -> str:
 
 
 class IngestTrimmer:
-    """Deletes ingest records below the worker group's committed offsets, so plaintext leaves
-    the broker minutes after it was processed instead of at retention.
+    """Deletes ingest records below the worker group's committed offsets, so their ciphertext
+    leaves the broker minutes after it was processed instead of at retention.
 
     Deleting records moves the log start offset, but bytes stay on disk until their segment
     rolls, and an idle active segment never rolls. So for every partition it trimmed, it asks

@@ -214,6 +214,33 @@ class Launcher:
             return state
         return None
 
+    def segment_files(self, topic_prefix: str) -> list[Path]:
+        """The segment files (`*.log`, record data as the broker stores it) of every partition of
+        every topic under `topic_prefix`, for checks of what rests on this broker's disk."""
+        props = self.dir / "server.properties"
+        lines = props.read_text(encoding="utf-8").splitlines() if props.exists() else []
+        dirs = [Path(d) for line in lines if line.startswith("log.dirs=") for d in line.split("=", 1)[1].split(",")]
+        return sorted(f for d in dirs for f in d.glob(f"{topic_prefix}.*/*.log"))
+
+    def decoded_segments(self, topic_prefix: str) -> bytes:
+        """Every record in `segment_files(topic_prefix)` as Kafka's own `DumpLogSegments` prints
+        it (batches decompressed, keys and payloads as text): what is on disk, whatever the
+        producer's compression, for scans of it. Raises `LauncherError` if the tool fails."""
+        files = [str(f) for f in self.segment_files(topic_prefix) if f.exists()]
+        if not files:
+            return b""
+        classpath = os.pathsep.join(str(j.resolve()) for j in ensure_jars(self.settings.jar_cache, self.progress))
+        tool = "kafka.tools.DumpLogSegments"
+        dump = subprocess.run(
+            [check_java(), "-cp", classpath, tool, "--files", ",".join(files), "--print-data-log", "--deep-iteration"],
+            capture_output=True,
+            check=False,
+        )
+        if dump.returncode != 0:
+            detail = dump.stderr.decode(errors="replace").strip().splitlines()
+            raise LauncherError(f"DumpLogSegments failed: {detail[-1] if detail else 'no output'}")
+        return dump.stdout
+
     def _write_state(self, state: BrokerState) -> None:
         tmp = self.dir / (STATE_FILE + ".tmp")
         tmp.write_text(json.dumps(asdict(state), indent=2) + "\n", encoding="utf-8")

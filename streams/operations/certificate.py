@@ -143,6 +143,7 @@ def render_text(body: dict[str, Any]) -> str:
         "Topics affected:",
         *[f"  {topic:<34} {what}" for topic, what in sorted(body["topics_affected"].items())],
         "",
+        *_backlog_lines(body.get("ingest_backlog")),
         "Verification:",
         f"  buffer records sampled       {checks['buffer_records_sampled']}",
         f"  of which still readable      {checks['buffer_records_readable']}",
@@ -155,3 +156,18 @@ def render_text(body: dict[str, Any]) -> str:
         "Check with: shredline certificate verify FILE.json",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _backlog_lines(backlog: dict[str, Any] | None) -> list[str]:
+    """The ingest backlog section (certificates issued before sealed ingest have none)."""
+    if backlog is None:
+        return []
+    if not backlog["counted"]:
+        return ["Ingest backlog: not counted", ""]
+    return [
+        "Ingest backlog (records the worker had not processed when the keys were destroyed):",
+        f"  sealed to the tenant's ingest key  {backlog['unprocessed_sealed']}  unreadable: "
+        f"the ingest private key ({backlog['ingest_private_key']})",
+        f"  in plaintext (unsealed producer)   {backlog['unprocessed_plaintext']}",
+        "",
+    ]

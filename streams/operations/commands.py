@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from shredline.keystore.ingest import Kem
 from shredline.schemas.errors import ShredlineError
 from shredline.streams.console import Commands, duration_s, print_table, progress
 from shredline.streams.settings import Settings
@@ -82,6 +83,26 @@ def _tenant_provision(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _tenant_public_key(settings: Settings, args: argparse.Namespace) -> int:
+    from shredline.keystore.errors import TenantTerminated
+    from shredline.streams.operations.operators import Session
+    from shredline.streams.operations.tenants import announce_ingest_keys
+
+    ops = Session(settings, "tenant public-key", online=args.announce)
+    try:
+        if args.announce:
+            public = announce_ingest_keys(ops.keys, ops.conn, ops.trail, args.tenant)
+            progress(f"announced on control.tenants: INGEST_KEY for {args.tenant} (generation {public[0].generation})")
+        else:
+            public = ops.keys.ingest_public_keys(args.tenant)
+    except TenantTerminated:
+        raise ShredlineError(f"tenant: {args.tenant} is terminated (no ingest public key)") from None
+    for key in public:
+        if args.kem is None or key.kem.value == args.kem:
+            print(key.text())
+    return 0
+
+
 def _tenant_terminate(settings: Settings, args: argparse.Namespace) -> int:
     from shredline.streams.operations.operators import Session
     from shredline.streams.operations.termination import Termination
@@ -97,7 +118,8 @@ def _tenant_terminate(settings: Settings, args: argparse.Namespace) -> int:
             f"This destroys, irreversibly, for tenant {args.tenant} (generation {row.generation}):\n"
             f"  the tenant root key, {counts.conversation_keys} conversation keys, {counts.contact_keys} contact keys "
             f"and {counts.retired_keys} retired keys;\n"
-            "  so every buffered message and contact of the tenant becomes unreadable everywhere.\n"
+            "  so every buffered message and contact of the tenant, and its unprocessed (sealed) ingest\n"
+            "  records, become unreadable everywhere.\n"
             "Anonymous aggregates are kept. A signed deletion certificate is written at the end."
         )
         if input("Type the tenant id to confirm: ").strip() != args.tenant:
@@ -332,6 +354,17 @@ def register(sub: Commands) -> None:
         help="bring back a terminated tenant id with a new key generation (its old data stays unreadable)",
     )
     prov.set_defaults(run=_tenant_provision)
+    pub = tenant_sub.add_parser(
+        "public-key", help="the tenant's ingest public keys (HPKE), one line each, for upstream to seal to"
+    )
+    pub.add_argument("tenant")
+    pub.add_argument("--kem", choices=[k.value for k in Kem], help="only this KEM's key (default: all)")
+    pub.add_argument(
+        "--announce",
+        action="store_true",
+        help="also announce them on control.tenants (INGEST_KEY), e.g. for a tenant provisioned before sealed ingest",
+    )
+    pub.set_defaults(run=_tenant_public_key)
     term = tenant_sub.add_parser("terminate", help="shred the tenant: destroy its keys, verify, certify")
     term.add_argument("tenant")
     term.add_argument("--reason", required=True)

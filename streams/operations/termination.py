@@ -1,9 +1,10 @@
 """Terminating a tenant: six steps, each recorded, so a crash at any point is finished by re-running.
 
     intent → keys (fence + destroy; rotate the master key, destroying the version that wrapped
-    the root) → announce (control.tenants + buffer-view purge) → trim (processed ingest records) →
-    verify (sampled buffer records unreadable, no key left, no byte of a destroyed key in any file
-    of the key store) → certificate (signed JSON + text)
+    the root) → announce (control.tenants + buffer-view purge) → trim (processed ingest records;
+    count the unprocessed ones, sealed to the destroyed key) → verify (sampled buffer records
+    unreadable, no key left, no byte of a destroyed key in any file of the key store) →
+    certificate (signed JSON + text)
 
 Progress lives in `<data_dir>/terminations/<tenant>.g<generation>.json`, rewritten atomically
 after each step; a re-run skips finished steps and never destroys anything twice (the key store
@@ -36,6 +37,7 @@ from shredline.schemas.codec import DecodeError, decode
 from shredline.schemas.errors import ShredlineError
 from shredline.streams.acl import Group
 from shredline.streams.catalog import MARKER_HEADER, topic_name
+from shredline.streams.kafka.backlog import unprocessed
 from shredline.streams.kafka.connection import Connection
 from shredline.streams.kafka.produce import Record, produce_and_wait
 from shredline.streams.kafka.trim import INGEST, IngestTrimmer, app_id
@@ -188,8 +190,19 @@ class Termination:
         markers = [Record(t, None, partition=p, headers=[(MARKER_HEADER, b"1")]) for t, p in trimmed]
         if markers:
             produce_and_wait(self.conn, markers, "segment-roll markers")
-        self.trail.record("tenant.terminate.trim", tenant, None, {"partitions": str(len(trimmed))})
-        return {"summary": f"processed ingest records deleted in {len(trimmed)} partitions", "partitions": len(trimmed)}
+        # What the worker had not processed stays until it is (then dropped) or retention; counted
+        # from the envelopes' clear tenant, after the keys step, so none of it can be opened now.
+        backlog = unprocessed(self.conn, app_id(self.settings), topics, tenant, topic_name(self.prefix, Group.BACKLOG))
+        counts = {
+            "partitions": len(trimmed),
+            "unprocessed_sealed": backlog.sealed,
+            "unprocessed_plaintext": backlog.plaintext,
+        }
+        self.trail.record("tenant.terminate.trim", tenant, None, {k: str(v) for k, v in counts.items()})
+        left = f"{backlog.sealed} unprocessed sealed to its destroyed ingest key"
+        if backlog.plaintext:
+            left += f", {backlog.plaintext} unprocessed IN PLAINTEXT (unsealed producer) until retention"
+        return {"summary": f"processed ingest records deleted in {len(trimmed)} partitions; {left}", **counts}
 
     def _verify(self, tenant: str, generation: int, state: dict[str, Any]) -> dict[str, Any]:
         sampled, readable = self._try_buffer_sample(tenant)
@@ -293,6 +306,7 @@ class Termination:
         terminated_at = row.terminated_at if row and row.terminated_at else dt.datetime.now(dt.UTC).timestamp()
         p = self.prefix
         head = self.trail.head()  # every step's record is on the chain before the certificate names its head
+        backlog, ingest_effect = backlog_claims(state["steps"]["trim"])
         body = {
             "id": str(uuid.uuid4()),
             "tenant": tenant,
@@ -313,13 +327,14 @@ class Termination:
             "topics_affected": {
                 topic_name(p, Role.BUFFER_MESSAGES): "sealed records unreadable (keys destroyed); buffer view purged",
                 topic_name(p, Role.BUFFER_CONTACTS): "sealed records unreadable (keys destroyed)",
-                **{topic_name(p, t): "processed records deleted; late ones dropped (tenant fenced)" for t in INGEST},
+                **{topic_name(p, t): ingest_effect for t in INGEST},
                 topic_name(p, Role.CONTROL_TENANTS): "TERMINATED announced; every worker evicts the tenant",
                 topic_name(p, Role.METRICS_USAGE): "anonymous aggregates kept (no personal data)",
                 topic_name(p, Role.LOGS_EXECUTIONS): "redacted log lines kept (no personal data)",
             },
             "verification": {k: v for k, v in state["steps"]["verify"].items() if k not in {"at", "summary"}},
             "audit_head": {"seq": head.seq, "hash": head.hash.hex()},  # the trail reached at least this far
+            "ingest_backlog": backlog,
         }
         signer = self.trail.signer
         document = certificate.sign(body, signer)
@@ -330,3 +345,22 @@ class Termination:
         digest = hashlib.sha256(data).hexdigest()
         self.trail.record("tenant.terminate.certificate", tenant, None, {"id": body["id"], "sha256": digest})
         return {"summary": f"signed certificate {cert_json}", "path": str(cert_json), "sha256": digest}
+
+
+def backlog_claims(trim: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """The certificate's `ingest_backlog` and what it says of the ingest topics, from the trim
+    step's counts. It claims the backlog unreadable only when none of it was plaintext; a trim
+    step recorded before sealed ingest counted nothing, and the certificate says so."""
+    sealed, plaintext = trim.get("unprocessed_sealed"), trim.get("unprocessed_plaintext")
+    if sealed is None or plaintext is None:
+        return {"counted": False}, "processed records deleted; unprocessed ones not counted; late ones dropped"
+    backlog = {
+        "counted": True,
+        "unprocessed_sealed": sealed,
+        "unprocessed_plaintext": plaintext,
+        "ingest_private_key": "derived from the tenant root key; destroyed with it",
+    }
+    effect = f"processed records deleted; {sealed} unprocessed sealed to the destroyed ingest key (unreadable)"
+    if plaintext:
+        effect += f"; {plaintext} unprocessed IN PLAINTEXT until retention (unsealed producer)"
+    return backlog, effect + "; late ones dropped"

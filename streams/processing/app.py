@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import datetime as dt
 import json
 import logging
 import os
@@ -106,7 +107,13 @@ def build_app(settings: Settings, conn: Connection, keys: Keys, trail: Trail) ->
     async def send(role: Role, key: bytes | None, value: bytes | None) -> None:
         await topics[role].send(key=key, value=value)
 
-    splitter = Splitter(keys, prefix, send)
+    splitter = Splitter(keys, prefix, send, allow_plaintext=settings.allow_plaintext_ingest)
+    if settings.allow_plaintext_ingest:
+        log.warning(
+            "MIGRATION SWITCH ON (allow_plaintext_ingest): plaintext ingest events are processed instead of "
+            "dead-lettered as `not sealed`; plaintext personal data may rest on the ingest topics until trimmed. "
+            "Turn it off once every producer seals."
+        )
 
     def split_agent(role: Role) -> None:
         async def split(stream: faust.StreamT[bytes]) -> None:
@@ -114,7 +121,8 @@ def build_app(settings: Settings, conn: Connection, keys: Keys, trail: Trail) ->
                 message = event.message
                 if message.headers and any(k == MARKER_HEADER for k, _ in message.headers):
                     continue
-                await splitter.handle(role, message.partition, message.offset, message.value)
+                when = dt.datetime.fromtimestamp(message.timestamp, dt.UTC) if message.timestamp else None
+                await splitter.handle(role, message.partition, message.offset, message.value, when)
 
         app.agent(topics[role], name=f"split-{role}")(split)
 
@@ -198,6 +206,8 @@ def build_app(settings: Settings, conn: Connection, keys: Keys, trail: Trail) ->
             "progress: %(processed)d processed, %(dropped)d dropped (terminated), %(dead)d dead-lettered",
             splitter.counts,
         )
+        if splitter.counts["plaintext"]:
+            log.warning("migration switch: %d plaintext ingest events processed so far", splitter.counts["plaintext"])
 
     @app.timer(interval=AUDIT_EVERY_S)
     async def relay_audit() -> None:

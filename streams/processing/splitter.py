@@ -1,5 +1,12 @@
 """Carries out what `processors.split` plans for one ingest record: seal, emit, destroy, tombstone.
 
+Ingest records are `sealed_ingest` envelopes (HPKE to the tenant's ingest key, see
+`shredline.keystore.ingest`): opened with the tenant's private key, then the event inside is
+validated as before and must name the envelope's tenant. One sealed to a destroyed key (a
+terminated tenant, or an earlier generation) is dropped and counted; one that does not open is
+dead-lettered; a plaintext event is dead-lettered as `not sealed` unless the migration switch
+is on.
+
 Kafka-agnostic: output goes through an async `send(role, key, value)`, so this runs the
 same under Faust and in tests. It fails closed: a record whose key cannot be had is dropped
 (terminated tenant, counted without ids) or dead-lettered (ids and reason only, never payload);
@@ -15,60 +22,145 @@ import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from shredline.keystore.errors import KeyStoreUnavailable, TenantTerminated, UnknownTenant
+from shredline.keystore.errors import (
+    InvalidCiphertext,
+    KeyDestroyed,
+    KeyStoreUnavailable,
+    TenantTerminated,
+    UnknownTenant,
+)
+from shredline.keystore.ingest import Kem
 from shredline.keystore.keys import Keys
 from shredline.processors.anonymise import dropped_metric
 from shredline.processors.roles import Role
 from shredline.processors.split import PLANS, Destroy, Effect, Emit, Seal, Tombstone
 from shredline.processors.validation import RECORD_TYPES, InvalidEvent, validate
-from shredline.schemas.codec import DecodeError, decode, encode
+from shredline.schemas.codec import DecodeError, decode, encode, writer_of
 from shredline.streams.catalog import topic_name
 
 log = logging.getLogger("shredline.splitter")
 Send = Callable[[Role, bytes | None, bytes | None], Awaitable[None]]
+Where = tuple[Role, int, int]  # ingest role, partition, offset
 _TENANT = re.compile(r"[a-z0-9][a-z0-9-]{1,62}")
 RETRY_S = 0.5
 SEAL_KINDS = {"conversation": "MESSAGE", "contact": "CONTACT"}
 
 
 class Splitter:
-    def __init__(self, keys: Keys, prefix: str, send: Send, clock: Callable[[], dt.datetime] | None = None) -> None:
+    """`allow_plaintext` is the migration switch (`allow_plaintext_ingest`): off, an unsealed
+    ingest event is dead-lettered as `not sealed`; on, it is processed as before sealed ingest."""
+
+    def __init__(
+        self,
+        keys: Keys,
+        prefix: str,
+        send: Send,
+        clock: Callable[[], dt.datetime] | None = None,
+        *,
+        allow_plaintext: bool = False,
+    ) -> None:
         self.keys = keys
         self.prefix = prefix
         self.send = send
         self.clock = clock or (lambda: dt.datetime.now(dt.UTC))
-        self.counts = {"processed": 0, "dead": 0, "dropped": 0}
+        self.allow_plaintext = allow_plaintext
+        self.counts = {"processed": 0, "dead": 0, "dropped": 0, "plaintext": 0}
 
-    async def handle(self, role: Role, partition: int, offset: int, value: bytes | None) -> str:
-        """Process one ingest record; returns what happened: processed, dead or dropped."""
-        try:
-            record, event = self._decode(value)
-        except DecodeError as exc:
-            await self._dead(role, partition, offset, exc.reason, None, exc.fingerprint)
-            return "dead"
-        except InvalidEvent as exc:
-            await self._dead(role, partition, offset, str(exc), None, None, exc.errors)
-            return "dead"
+    async def handle(
+        self, role: Role, partition: int, offset: int, value: bytes | None, timestamp: dt.datetime | None = None
+    ) -> str:
+        """Process one ingest record; returns what happened: processed, dead or dropped.
+
+        `timestamp` is the record's (broker) time: the minute counted when a sealed event of a
+        terminated tenant is dropped, since nothing inside it can be read any more."""
+        where = (role, partition, offset)
         while True:
             try:
-                outcome = await self._apply(PLANS[record](event), event)
+                outcome = await self._handle(where, value, timestamp)
             except KeyStoreUnavailable:
                 log.warning("key store unavailable; retrying in %.1fs (nothing written)", RETRY_S)
                 await asyncio.sleep(RETRY_S)
                 continue
-            except UnknownTenant:
-                await self._dead(role, partition, offset, "tenant: not provisioned", event["tenant"], None)
-                return "dead"
-            except Exception as exc:  # a bug must not stop the worker or drop the offset silently
-                log.exception("internal error on %s[%d]@%d", role, partition, offset)
-                await self._dead(
-                    role, partition, offset, f"internal error ({type(exc).__name__})", event["tenant"], None
-                )
-                return "dead"
-            self.counts[outcome] += 1
+            if outcome != "dead":  # _dead counted it
+                self.counts[outcome] += 1
             return outcome
 
-    def _decode(self, value: bytes | None) -> tuple[str, dict[str, Any]]:
+    async def _handle(self, where: Where, value: bytes | None, timestamp: dt.datetime | None) -> str:
+        try:
+            envelope = self._envelope(value)
+        except DecodeError as exc:
+            return await self._dead(where, exc.reason, None, exc.fingerprint)
+        except InvalidEvent as exc:
+            return await self._dead(where, str(exc), None)
+        if envelope is None:
+            if not self.allow_plaintext:
+                return await self._dead(where, "not sealed", _plaintext_tenant(value or b""))
+            self.counts["plaintext"] += 1
+            return await self._process(where, value or b"", None)
+        tenant = envelope["tenant"]
+        try:
+            inner = self.keys.open_ingest(
+                tenant,
+                envelope["generation"],
+                Kem(envelope["kem"]),
+                topic_name(self.prefix, where[0]),
+                envelope["ciphertext"],
+            )
+        except KeyDestroyed:  # TenantTerminated included
+            # Sealed to a destroyed key: nobody can open it any more. Counted with the tenant and
+            # the minute it reached the broker, and nothing else (there is nothing else to know).
+            dropped = dropped_metric(tenant, timestamp or self.clock())
+            await self._emit(Role.METRICS_USAGE, "usage_metric", {**dropped, "dedup": None})
+            return "dropped"
+        except UnknownTenant:
+            return await self._dead(where, "tenant: not provisioned", tenant)
+        except InvalidCiphertext:
+            return await self._dead(where, "sealed: cannot be opened", tenant)
+        except KeyStoreUnavailable:
+            raise
+        except Exception as exc:  # a bug must not stop the worker or drop the offset silently
+            log.exception("internal error opening %s[%d]@%d", *where)
+            return await self._dead(where, f"internal error ({type(exc).__name__})", tenant)
+        return await self._process(where, inner, tenant)
+
+    def _envelope(self, value: bytes | None) -> dict[str, Any] | None:
+        """The record's `sealed_ingest` envelope, None for a plaintext ingest event, or
+        `DecodeError` / `InvalidEvent` for anything else."""
+        if not value:
+            raise DecodeError("empty record")
+        writer = writer_of(value)
+        if writer.record in RECORD_TYPES:
+            return None
+        if writer.record != "sealed_ingest":
+            raise DecodeError(f"{writer.record} does not belong on an ingest topic", writer.fingerprint)
+        _record, envelope = decode(value)
+        if not _TENANT.fullmatch(envelope["tenant"]):
+            raise InvalidEvent.one("tenant", "not a tenant slug")
+        if envelope["kem"] not in Kem.__members__:
+            raise InvalidEvent.one("kem", "not a supported KEM")
+        return envelope
+
+    async def _process(self, where: Where, data: bytes, sealed_for: str | None) -> str:
+        """Validate one event (opened, or plaintext under the migration switch) and apply its plan."""
+        try:
+            record, event = self._decode(data)
+        except DecodeError as exc:
+            return await self._dead(where, exc.reason, sealed_for, exc.fingerprint)
+        except InvalidEvent as exc:
+            return await self._dead(where, str(exc), sealed_for)
+        if sealed_for is not None and event["tenant"] != sealed_for:
+            return await self._dead(where, "tenant: does not match the sealed envelope", sealed_for)
+        try:
+            return await self._apply(PLANS[record](event), event)
+        except UnknownTenant:
+            return await self._dead(where, "tenant: not provisioned", event["tenant"])
+        except KeyStoreUnavailable:
+            raise
+        except Exception as exc:  # a bug must not stop the worker or drop the offset silently
+            log.exception("internal error on %s[%d]@%d", *where)
+            return await self._dead(where, f"internal error ({type(exc).__name__})", event["tenant"])
+
+    def _decode(self, value: bytes) -> tuple[str, dict[str, Any]]:
         if not value:
             raise DecodeError("empty record")
         record, event = decode(value)
@@ -125,16 +217,8 @@ class Splitter:
     async def _emit(self, role: Role, schema: str, record: dict[str, Any]) -> None:
         await self.send(role, record["tenant"].encode(), encode(schema, record))
 
-    async def _dead(
-        self,
-        role: Role,
-        partition: int,
-        offset: int,
-        reason: str,
-        tenant: str | None,
-        fingerprint: bytes | None,
-        errors: object = None,
-    ) -> None:
+    async def _dead(self, where: Where, reason: str, tenant: str | None, fingerprint: bytes | None = None) -> str:
+        role, partition, offset = where
         self.counts["dead"] += 1
         letter = {
             "at": self.clock(),
@@ -147,3 +231,13 @@ class Splitter:
         }
         log.warning("dead letter: %s[%d]@%d: %s", letter["source_topic"], partition, offset, reason)
         await self.send(Role.DEADLETTER_INGEST, None, encode("dead_letter", letter))
+        return "dead"
+
+
+def _plaintext_tenant(value: bytes) -> str | None:
+    """The tenant of an unsealed event, for its dead letter, if it can be read at all."""
+    try:
+        tenant = decode(value)[1].get("tenant")
+    except DecodeError:
+        return None
+    return tenant if isinstance(tenant, str) else None

@@ -56,7 +56,7 @@ ALLOWED: dict[AccessRole, dict[str, str]] = {
     },
     SINK: dict.fromkeys(("metrics.usage", "logs.executions", "control.tenants", "audit.events"), "c"),
     OPERATOR: {
-        **dict.fromkeys(INGEST, "pd"),  # termination: trim and markers
+        **dict.fromkeys(INGEST, "pcd"),  # termination: count the sealed backlog, trim, markers
         "buffer.messages": "pc",  # purge markers, verify samples
         "buffer.contacts": "c",
         "control.tenants": "p",

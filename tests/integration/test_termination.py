@@ -27,7 +27,7 @@ from shredline.streams.operations.signing import PUBLIC_KEY_FILE, load_public_ke
 from shredline.streams.operations.termination import FAULT_EXIT, STEPS
 from shredline.streams.settings import Settings, load_settings
 from tests.conftest import Broker, read_topic, record_count, wait_for
-from tests.integration.test_worker import Worker, cli, publish
+from tests.integration.test_worker import Worker, cli, publish, stale_keys
 
 pytestmark = pytest.mark.kafka
 
@@ -173,6 +173,7 @@ def test_late_events_of_a_terminated_tenant_are_dropped_and_create_no_key(pipeli
     tenant = "late"
     pipeline.cli("tenant", "provision", tenant)
     pipeline.processed(tenant, 3, "late-a")
+    late = stale_keys(pipeline.data_dir, tenant)  # an upstream that has not heard of the termination
     assert pipeline.cli("tenant", "terminate", tenant, "--reason", "ended", "--yes").returncode == 0
     metrics = topic_name(pipeline.prefix, Role.METRICS_USAGE)
     conn = pipeline.broker.connection
@@ -184,7 +185,7 @@ def test_late_events_of_a_terminated_tenant_are_dropped_and_create_no_key(pipeli
             for r in records
         )
 
-    publish(pipeline.broker, pipeline.prefix, pipeline.events_for(tenant, 5, "late-b"))
+    publish(pipeline.broker, pipeline.prefix, pipeline.events_for(tenant, 5, "late-b"), keys=late)
     wait_for(lambda: dropped() == 5, 120, "late events dropped")
     keys = open_keys(Settings(data_dir=pipeline.data_dir))
     counts = next(c for c in keys.report() if c.tenant == tenant)

@@ -18,6 +18,7 @@ from shredline.processors.anonymise import metric_count
 from shredline.processors.roles import Role
 from shredline.schemas.codec import decode
 from shredline.streams.catalog import topic_name
+from shredline.streams.ingest.directory import IngestKeySource, NoIngestKey, StaticKeys
 from shredline.streams.ingest.generate import generate
 from shredline.streams.ingest.sdk import Publisher
 from shredline.streams.kafka.admin import apply_catalog
@@ -116,22 +117,28 @@ def provision(env: dict[str, str], tenants: set[str]) -> None:
         assert result.returncode == 0, result.stderr
 
 
-def publish(broker: Broker, prefix: str, events: list[dict[str, Any]]) -> None:
-    with Publisher(broker.connection, prefix) as publisher:
+def publish(broker: Broker, prefix: str, events: list[dict[str, Any]], keys: IngestKeySource | None = None) -> None:
+    """Publish through the SDK, sealing to keys from control.tenants (or `keys`)."""
+    with Publisher(broker.connection, prefix, keys=keys) as publisher:
         for event in events:
             publisher.publish(event)
 
 
+def stale_keys(data_dir: Path, tenant: str) -> StaticKeys:
+    """The tenant's public keys as an upstream that has not heard of its termination still holds them."""
+    return StaticKeys(open_keys(Settings(data_dir=data_dir)).ingest_public_keys(tenant))
+
+
 def all_topic_bytes(broker: Broker, prefix: str, group: str) -> bytes:
-    """Every key, value and header of every topic under the prefix, except the ingest topics."""
+    """Every key, value and header of every topic under the prefix, the ingest topics included."""
     from confluent_kafka.admin import AdminClient
 
     names = [
         t
         for t in AdminClient(broker.connection.confluent()).list_topics(timeout=10).topics
-        if t.startswith(prefix + ".") and not t.startswith(f"{prefix}.ingest.")
+        if t.startswith(prefix + ".")
     ]
-    assert any(t.endswith("buffer-view-changelog") for t in names)
+    assert any(t.endswith("buffer-view-changelog") for t in names) and f"{prefix}.ingest.messages" in names
     blob = bytearray()
     for name in names:
         for msg in read_topic(broker.connection, name, f"{group}-{name}"):
@@ -201,6 +208,7 @@ def test_termination_mid_stream_shreds_the_tenant_and_stops_new_buffer_records(
     first, second = events[:300], events[300:]
     metrics = topic_name(topic_prefix, Role.METRICS_USAGE)
     buffer = topic_name(topic_prefix, Role.BUFFER_MESSAGES)
+    upstream_not_told = stale_keys(tmp_path, doomed)
 
     worker = Worker(env, tmp_path / "worker.log")
     try:
@@ -209,9 +217,12 @@ def test_termination_mid_stream_shreds_the_tenant_and_stops_new_buffer_records(
         before = record_count(broker.connection, buffer)
         terminated = cli(env, "tenant", "terminate", doomed, "--reason", "contract ended", "--yes")
         assert terminated.returncode == 0, terminated.stderr
-        publish(broker, topic_prefix, second)
         survivor_second = [e for e in second if e["tenant"] == survivor]
         doomed_second = [e for e in second if e["tenant"] == doomed]
+        with pytest.raises(NoIngestKey):  # an SDK reading control.tenants refuses the terminated tenant...
+            publish(broker, topic_prefix, doomed_second[:1])
+        publish(broker, topic_prefix, survivor_second)
+        publish(broker, topic_prefix, doomed_second, keys=upstream_not_told)  # ...one that has not heard seals on
         wanted = expected_metrics(first) + expected_metrics(survivor_second) + len(doomed_second)
         wait_for(lambda: record_count(broker.connection, metrics) >= wanted, 180, "second half")
     finally:

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from shredline.keystore.ingest import Kem
 from shredline.streams.errors import ConfigError
 from shredline.streams.settings import Secret, Settings, load_settings
 
@@ -34,6 +35,8 @@ def test_environment_overrides_toml(tmp_path: Path) -> None:
         ({"SHREDLINE_REPLICATION_FACTOR": "three"}, "replication_factor"),
         ({"SHREDLINE_REPLICATION_FACTOR": "0"}, "replication_factor"),
         ({"SHREDLINE_TLS_CERT": "/c.pem"}, "tls_cert"),
+        ({"SHREDLINE_INGEST_KEM": "rsa"}, "ingest_kem"),
+        ({"SHREDLINE_ALLOW_PLAINTEXT_INGEST": "maybe"}, "allow_plaintext_ingest"),
     ],
 )
 def test_bad_values_name_the_field(env: dict[str, str], field: str) -> None:
@@ -41,6 +44,15 @@ def test_bad_values_name_the_field(env: dict[str, str], field: str) -> None:
         load_settings(env)
     assert str(err.value).startswith(f"{field}:")
     assert "\n" not in str(err.value)
+
+
+def test_sealed_ingest_settings_default_to_x25519_and_no_plaintext(tmp_path: Path) -> None:
+    assert (Settings().ingest_kem, Settings().allow_plaintext_ingest) == (Kem.X25519, False)
+    env = load_settings({"SHREDLINE_INGEST_KEM": "mlkem768_x25519", "SHREDLINE_ALLOW_PLAINTEXT_INGEST": "true"})
+    assert (env.ingest_kem, env.allow_plaintext_ingest) == (Kem.MLKEM768_X25519, True)
+    toml = tmp_path / "s.toml"
+    toml.write_text('ingest_kem = "X25519"\nallow_plaintext_ingest = false\n')
+    assert load_settings({}, toml) == Settings()
 
 
 def test_unknown_toml_key_and_missing_file_are_clear(tmp_path: Path) -> None:

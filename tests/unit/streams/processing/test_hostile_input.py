@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from shredline.processors.validation import validate
 from shredline.schemas import registry
 from shredline.schemas.codec import MARKER, decode, encode
-from tests.unit.streams.processing.test_splitter import NOW, Harness, message
+from tests.unit.streams.processing.test_splitter import NOW, Harness, message, plain
 
 EXAMPLES = 1500  # per test below: 4,500 generated inputs in all, plus the fixed hostile cases
 TOPICS = ("ingest.messages", "ingest.contacts", "ingest.executions")
@@ -37,9 +37,9 @@ def no_canary_in_dead_letters(h: Harness) -> None:
     assert CANARY.encode() not in letters.lower()
 
 
-def valid_wire(**extra: Any) -> bytes:
-    v = validate(message(**extra), NOW)
-    return encode(v.record, v.value)
+def valid_wire(h: Harness, **extra: Any) -> bytes:
+    """A valid message as the SDK publishes it (sealed)."""
+    return h.wire("ingest.messages", message(**extra))
 
 
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -49,10 +49,18 @@ def test_random_bytes(harness: Harness, data: bytes, topic: str) -> None:
 
 
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.integers(0, 2**32), st.sampled_from(TOPICS), st.sampled_from(["flip", "truncate", "extend", "splice"]))
-def test_mutated_valid_records(harness: Harness, seed: int, topic: str, how: str) -> None:
+@given(
+    st.integers(0, 2**32),
+    st.sampled_from(TOPICS),
+    st.sampled_from(["flip", "truncate", "extend", "splice"]),
+    st.sampled_from(["envelope", "sealed event"]),
+)
+def test_mutated_valid_records(harness: Harness, seed: int, topic: str, how: str, layer: str) -> None:
+    """Mutations of the sealed envelope (they must not open), and of the event inside, sealed
+    after the mutation (they must not pass validation unnoticed)."""
     rng = random.Random(seed)
-    data = bytearray(valid_wire(body=f"{CANARY} body {seed}", event_id=f"m-{seed}"))
+    event = message(body=f"{CANARY} body {seed}", event_id=f"m-{seed}")
+    data = bytearray(harness.wire(topic, event) if layer == "envelope" else plain(event))
     if how == "flip":
         for _ in range(rng.randint(1, 8)):
             data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
@@ -63,7 +71,8 @@ def test_mutated_valid_records(harness: Harness, seed: int, topic: str, how: str
     else:
         at = rng.randrange(10, len(data))
         data[at:at] = b"\xff\xfe" * rng.randint(1, 40)  # invalid UTF-8 inside a string field
-    assert harness.handle(topic, bytes(data)) in OUTCOMES
+    wire = bytes(data) if layer == "envelope" else harness.seal(bytes(data), topic)
+    assert harness.handle(topic, wire) in OUTCOMES
     no_canary_in_dead_letters(harness)
 
 
@@ -86,7 +95,7 @@ def test_schema_valid_records_with_hostile_values(harness: Harness, body: str, p
     buf = io.BytesIO()
     buf.write(MARKER + current.fingerprint)
     schemaless_writer(buf, current.parsed, value)
-    assert harness.handle("ingest.messages", buf.getvalue()) in OUTCOMES
+    assert harness.handle("ingest.messages", harness.seal(buf.getvalue(), "ingest.messages")) in OUTCOMES
 
 
 def test_fixed_hostile_cases_are_dead_lettered_with_their_reason(tmp_path: Path) -> None:
@@ -97,8 +106,13 @@ def test_fixed_hostile_cases_are_dead_lettered_with_their_reason(tmp_path: Path)
     cases = {
         "random": (random.Random(1).randbytes(512), "not Avro single-object encoded (missing C3 01 header)"),
         "unknown fingerprint": (MARKER + b"\x01" * 8 + CANARY.encode(), "unknown schema fingerprint"),
-        "truncated": (valid_wire()[:30], None),
-        "oversize body": (encode("message_event", oversize), "body: longer than 4096 characters"),
+        "truncated": (valid_wire(h)[:30], None),
+        "truncated inside": (h.seal(plain(message())[:30], "ingest.messages"), None),
+        "oversize body": (
+            h.seal(encode("message_event", oversize), "ingest.messages"),
+            "body: longer than 4096 characters",
+        ),
+        "plaintext": (plain(message(body=CANARY)), "not sealed"),
         "deeply nested JSON": (nested, "not Avro single-object encoded (missing C3 01 header)"),
         "empty": (b"", "empty record"),
     }

@@ -8,11 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from shredline.keystore.errors import KeyDestroyed
+from shredline.keystore.ingest import IngestPublicKey, Kem
 from shredline.keystore.keys import Keys, Sealed
 from shredline.keystore.master import load_keyring
 from shredline.keystore.sqlite_store import SqliteKeyStore
+from shredline.processors.roles import Role
 from shredline.processors.validation import validate
 from shredline.schemas.codec import decode, encode
 from shredline.streams.processing.splitter import Splitter
@@ -40,25 +43,45 @@ def message(**extra: Any) -> dict[str, Any]:
     return event
 
 
-def wire(event: dict[str, Any]) -> bytes:
+def plain(event: dict[str, Any]) -> bytes:
+    """An event as producers wrote it before sealed ingest: Avro, in the clear."""
     valid = validate(event, NOW)
     return encode(valid.record, valid.value)
 
 
+def envelope(key: IngestPublicKey, inner: bytes, topic: str) -> bytes:
+    """`inner` sealed to `key` for `topic` (a full topic name), as the SDK seals it."""
+    sealed = {
+        "tenant": key.tenant,
+        "generation": key.generation,
+        "kem": key.kem.value,
+        "ciphertext": key.seal(inner, topic),
+    }
+    return encode("sealed_ingest", sealed)
+
+
 class Harness:
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, *, allow_plaintext: bool = False) -> None:
         self.keys = Keys(
             SqliteKeyStore(tmp_path / "keys.sqlite"), load_keyring(None, tmp_path / "master.key", create=True)
         )
         self.sent: list[tuple[str, bytes | None, bytes | None]] = []
-        self.splitter = Splitter(self.keys, "t", self._send, clock=lambda: NOW)
+        self.splitter = Splitter(self.keys, "t", self._send, clock=lambda: NOW, allow_plaintext=allow_plaintext)
         self.keys.clock = NOW.timestamp
 
     async def _send(self, topic: str, key: bytes | None, value: bytes | None) -> None:
         self.sent.append((topic, key, value))
 
-    def handle(self, topic: str, value: bytes | None, offset: int = 0) -> str:
-        return asyncio.run(self.splitter.handle(topic, 0, offset, value))
+    def seal(self, inner: bytes, topic: str, tenant: str = "acme", kem: Kem = Kem.X25519) -> bytes:
+        """`inner` sealed to the tenant's current ingest key for `topic` (a role, under prefix `t`)."""
+        return envelope(self.keys.ingest_key(tenant, kem).public, inner, f"t.{topic}")
+
+    def wire(self, topic: str, event: dict[str, Any]) -> bytes:
+        """A valid event as the SDK publishes it: validated, encoded, sealed."""
+        return self.seal(plain(event), topic, str(event["tenant"]))
+
+    def handle(self, topic: str, value: bytes | None, offset: int = 0, at: dt.datetime | None = None) -> str:
+        return asyncio.run(self.splitter.handle(Role(topic), 0, offset, value, at))
 
     def on(self, topic: str) -> list[tuple[bytes | None, bytes | None]]:
         return [(k, v) for t, k, v in self.sent if t == topic]
@@ -67,7 +90,7 @@ class Harness:
 def test_message_is_sealed_and_counted_and_nothing_personal_leaves_in_clear(tmp_path: Path) -> None:
     h = Harness(tmp_path)
     h.keys.provision("acme")
-    assert h.handle("ingest.messages", wire(message())) == "processed"
+    assert h.handle("ingest.messages", h.wire("ingest.messages", message())) == "processed"
     ((key, value),) = h.on("buffer.messages")
     _r, env = decode(value or b"")
     assert key == env["record_id"].encode() and env["event_ref"]
@@ -83,7 +106,7 @@ def test_message_is_sealed_and_counted_and_nothing_personal_leaves_in_clear(tmp_
 def test_closing_message_destroys_the_conversation_key_after_sealing(tmp_path: Path) -> None:
     h = Harness(tmp_path)
     h.keys.provision("acme")
-    h.handle("ingest.messages", wire(message(closes_conversation=True)))
+    h.handle("ingest.messages", h.wire("ingest.messages", message(closes_conversation=True)))
     assert [decode(v or b"")[1]["kind"] for _k, v in h.on("metrics.usage")] == ["MESSAGE", "CONVERSATION_CLOSED"]
     _r, env = decode(h.on("buffer.messages")[0][1] or b"")
     with pytest.raises(KeyDestroyed):
@@ -106,8 +129,11 @@ def test_contact_delete_destroys_the_key_and_writes_a_tombstone(tmp_path: Path) 
         "phone": CANARY_PHONE,
         "name": CANARY_NAME,
     }
-    h.handle("ingest.contacts", wire(contact))
-    h.handle("ingest.contacts", wire({**contact, "event_id": "c2", "op": "DELETE", "phone": None, "name": None}))
+    h.handle("ingest.contacts", h.wire("ingest.contacts", contact))
+    h.handle(
+        "ingest.contacts",
+        h.wire("ingest.contacts", {**contact, "event_id": "c2", "op": "DELETE", "phone": None, "name": None}),
+    )
     (k1, sealed), (k2, tombstone) = h.on("buffer.contacts")
     assert k1 == k2 and sealed is not None and tombstone is None
     assert h.keys.report()[0].contact_keys == 0
@@ -131,12 +157,18 @@ def test_execution_logs_are_redacted(tmp_path: Path) -> None:
         "contact_phone": CANARY_PHONE,
         "contact_email": CANARY_MAIL,
     }
-    h.handle("ingest.executions", wire(execution))
+    h.handle("ingest.executions", h.wire("ingest.executions", execution))
     ((_k, log),) = h.on("logs.executions")
     record = decode(log or b"")[1]
     assert record["message"] == "sent reminder to [NAME] at [PHONE]" and record["error"] == "bounce [EMAIL]"
     assert record["minute"] == dt.datetime(2026, 11, 28, 11, 0, tzinfo=dt.UTC)
     assert decode(h.on("metrics.usage")[0][1] or b"")[1]["duration_bucket"] == "1-10s"
+
+
+def a_key_nobody_holds(tenant: str) -> IngestPublicKey:
+    """A well-formed ingest public key for `tenant` whose private half no key store has."""
+    raw = X25519PrivateKey.generate().public_key().public_bytes_raw()
+    return IngestPublicKey(tenant, 1, Kem.X25519, raw)
 
 
 def test_bad_input_goes_to_dead_letters_with_ids_and_reason_only(tmp_path: Path) -> None:
@@ -145,9 +177,12 @@ def test_bad_input_goes_to_dead_letters_with_ids_and_reason_only(tmp_path: Path)
     assert h.handle("ingest.messages", b"\xc3\x01" + b"\x00" * 8 + CANARY_BODY.encode(), offset=7) == "dead"
     assert h.handle("ingest.messages", CANARY_BODY.encode(), offset=8) == "dead"
     assert h.handle("ingest.messages", None, offset=9) == "dead"
-    assert h.handle("ingest.messages", wire(message(tenant="ghost")), offset=10) == "dead"
+    ghost = envelope(a_key_nobody_holds("ghost"), plain(message(tenant="ghost")), "t.ingest.messages")
+    assert h.handle("ingest.messages", ghost, offset=10) == "dead"
     bad_phone = validate(message(), NOW).value | {"contact_phone": "+1555"}
-    assert h.handle("ingest.messages", encode("message_event", bad_phone), offset=11) == "dead"
+    assert (
+        h.handle("ingest.messages", h.seal(encode("message_event", bad_phone), "ingest.messages"), offset=11) == "dead"
+    )
     letters = [decode(v or b"")[1] for _k, v in h.on("deadletter.ingest")]
     assert [(d["offset"], d["reason"]) for d in letters] == [
         (7, "unknown schema fingerprint"),
@@ -161,11 +196,56 @@ def test_bad_input_goes_to_dead_letters_with_ids_and_reason_only(tmp_path: Path)
     assert h.on("buffer.messages") == []
 
 
-def test_events_of_a_terminated_tenant_are_dropped_and_counted_without_ids(tmp_path: Path) -> None:
+def test_a_plaintext_event_is_dead_lettered_as_not_sealed_without_its_payload(tmp_path: Path) -> None:
     h = Harness(tmp_path)
     h.keys.provision("acme")
-    h.keys.destroy_tenant("acme", "ended")
-    assert h.handle("ingest.messages", wire(message())) == "dropped"
+    assert h.handle("ingest.messages", plain(message()), offset=3) == "dead"
+    ((_k, value),) = h.on("deadletter.ingest")
+    letter = decode(value or b"")[1]
+    assert (letter["reason"], letter["tenant"], letter["offset"]) == ("not sealed", "acme", 3)
+    assert b"zq9" not in (value or b"").lower()
+    assert h.on("buffer.messages") == [] and h.on("metrics.usage") == []
+    assert h.keys.report()[0].conversation_keys == 0  # nothing was processed
+
+
+def test_the_migration_switch_processes_plaintext_events_and_counts_them(tmp_path: Path) -> None:
+    h = Harness(tmp_path, allow_plaintext=True)
+    h.keys.provision("acme")
+    assert h.handle("ingest.messages", plain(message())) == "processed"
+    assert h.handle("ingest.messages", h.wire("ingest.messages", message(event_id="e2"))) == "processed"
+    assert len(h.on("buffer.messages")) == 2 and h.on("deadletter.ingest") == []
+    assert h.splitter.counts["plaintext"] == 1 and h.splitter.counts["processed"] == 2
+
+
+def test_sealed_events_open_for_either_kem_only_on_the_topic_and_tenant_they_were_sealed_for(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.keys.provision("acme")
+    h.keys.provision("globex")
+    inner = plain(message())
+    hybrid = h.seal(plain(message(event_id="pq-1")), "ingest.messages", kem=Kem.MLKEM768_X25519)
+    assert h.handle("ingest.messages", hybrid) == "processed"
+    cases = {
+        "other topic": h.seal(inner, "ingest.contacts"),
+        "sealed to another tenant's key, under this tenant's name": envelope(
+            IngestPublicKey("acme", 1, Kem.X25519, h.keys.ingest_key("globex", Kem.X25519).public.raw),
+            inner,
+            "t.ingest.messages",
+        ),
+        "key nobody holds": envelope(a_key_nobody_holds("acme"), inner, "t.ingest.messages"),
+    }
+    for name, data in cases.items():
+        assert h.handle("ingest.messages", data) == "dead", name
+    mismatched = h.seal(plain(message(tenant="globex")), "ingest.messages", tenant="acme")
+    assert h.handle("ingest.messages", mismatched) == "dead"
+    reasons = [decode(v or b"")[1]["reason"] for _k, v in h.on("deadletter.ingest")]
+    assert reasons == ["sealed: cannot be opened"] * 3 + ["tenant: does not match the sealed envelope"]
+    assert len(h.on("buffer.messages")) == 1
+
+
+def test_sealed_events_of_a_terminated_tenant_are_dropped_and_counted_by_their_broker_minute(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.keys.provision("acme")
+    message_wire = h.wire("ingest.messages", message())
     execution = {
         "type": "execution",
         "event_id": "x1",
@@ -175,16 +255,34 @@ def test_events_of_a_terminated_tenant_are_dropped_and_counted_without_ids(tmp_p
         "execution_id": "exec-1",
         "status": "SUCCEEDED",
     }
-    assert h.handle("ingest.executions", wire(execution)) == "dropped"
-    assert h.on("buffer.messages") == [] and h.on("logs.executions") == []
-    assert [decode(v or b"")[1]["kind"] for _k, v in h.on("metrics.usage")] == ["DROPPED_TERMINATED"] * 2
+    execution_wire = h.wire("ingest.executions", execution)
+    h.keys.destroy_tenant("acme", "ended")
+    arrived = dt.datetime(2026, 11, 28, 11, 58, 41, tzinfo=dt.UTC)
+    assert h.handle("ingest.messages", message_wire, at=arrived) == "dropped"
+    assert h.handle("ingest.executions", execution_wire) == "dropped"
+    assert h.on("buffer.messages") == [] and h.on("logs.executions") == [] and h.on("deadletter.ingest") == []
+    facts = [decode(v or b"")[1] for _k, v in h.on("metrics.usage")]
+    assert [f["kind"] for f in facts] == ["DROPPED_TERMINATED"] * 2
+    assert [f["minute"] for f in facts] == [arrived.replace(second=0), NOW]
+    assert all(f["tenant"] == "acme" and f["dedup"] is None for f in facts)
+    assert h.keys.report()[0].conversation_keys == 0  # no key was created for it
+
+
+def test_an_envelope_of_an_earlier_generation_is_dropped_after_reprovisioning(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.keys.provision("acme")
+    old = h.wire("ingest.messages", message())
+    h.keys.destroy_tenant("acme", "ended")
+    h.keys.provision("acme", reprovision=True)
+    assert h.handle("ingest.messages", old) == "dropped"
+    assert h.handle("ingest.messages", h.wire("ingest.messages", message())) == "processed"
 
 
 def test_processing_the_same_event_twice_is_harmless(tmp_path: Path) -> None:
     h = Harness(tmp_path)
     h.keys.provision("acme")
-    h.handle("ingest.messages", wire(message()))
-    h.handle("ingest.messages", wire(message()))
+    h.handle("ingest.messages", h.wire("ingest.messages", message()))
+    h.handle("ingest.messages", h.wire("ingest.messages", message()))
     refs = {decode(v or b"")[1]["event_ref"] for _k, v in h.on("buffer.messages")}
     assert len(refs) == 1  # same event, same ref: the buffer view shows it once
     tokens = [decode(v or b"")[1]["dedup"] for _k, v in h.on("metrics.usage")]
