@@ -244,6 +244,10 @@ def _reader(conn: Connection) -> Consumer:
                 **{
                     "group.id": "shredline-audit-reader",
                     "enable.auto.commit": False,
+                    # Every record anyone wrote, committed or not: read_committed stops at the first
+                    # record of an open transaction, which anyone may leave open for up to the
+                    # broker's transaction.max.timeout.ms, hiding the relay's own head behind it.
+                    "isolation.level": "read_uncommitted",
                     "fetch.wait.max.ms": 10,
                     "log_level": 3,
                 }

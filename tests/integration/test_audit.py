@@ -132,6 +132,36 @@ def test_a_transaction_written_to_the_topic_neither_stalls_nor_fools_the_relay(s
     assert verdict.returncode == 1 and "not an audit record" in verdict.stdout.splitlines()[0]
 
 
+def test_an_open_transaction_hides_nothing_from_the_relay_or_verify(site: Site) -> None:
+    """Anyone may leave a transaction open on the topic (up to the broker's transaction.max.timeout.ms,
+    15 min by default). A read_committed reader stops at its first record: the relay then lost sight
+    of its own head and wrote a false "head missing" alarm at every command, and verify said "cut"."""
+    site.ok("tenant", "provision", "alpha")
+    end = len(site.trail())
+    producer = Producer(
+        site.broker.connection.confluent(
+            **{"transactional.id": f"mallory-open-{site.prefix}", "transaction.timeout.ms": 300_000, "log_level": 0}
+        )
+    )
+    producer.init_transactions(30)
+    producer.begin_transaction()
+    producer.produce(site.topic, b"left open", partition=0)
+    producer.flush(30)
+    try:
+        for tenant in ("beta", "gamma"):
+            after = site.ok("tenant", "provision", tenant)
+            assert HEAD_MISSING not in after.stderr, after.stderr
+        verdict = site.cli("audit", "verify")
+        assert verdict.returncode == 1, verdict.stdout
+        assert verdict.stdout.startswith(f"audit trail BROKEN at offset {end}: not an audit record"), verdict.stdout
+        assert "cut" not in verdict.stdout and HEAD_MISSING not in verdict.stdout, verdict.stdout
+        alarms = [r["action"] for r in site.trail() if str(r.get("action")).startswith("audit.alarm.")]
+        assert alarms == [TAIL_NOT_OURS], alarms
+    finally:
+        producer.abort_transaction(30)
+    assert site.cli("audit", "verify").stdout == verdict.stdout  # the same verdict once it is aborted
+
+
 def audit_values(site: Site) -> list[bytes]:
     consumer = Consumer(site.broker.connection.confluent(**{"group.id": f"copy-{uuid.uuid4().hex[:6]}"}))
     try:
