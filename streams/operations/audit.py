@@ -394,7 +394,9 @@ def relay(conn: Connection, prefix: str, store: KeyStore, store_path: Path, sign
             topic = topic_name(prefix, Role.AUDIT_EVENTS)
             if records:
                 produce_and_wait(
-                    conn, [Record(topic, encode("audit_event", r), partition=0) for r in records], "audit records"
+                    conn,
+                    [Record(topic, encode("audit_event", r, canonical=True), partition=0) for r in records],
+                    "audit records",
                 )
             new_head = head_of(records[-1]) if records else tail.last
             if new_head is None:

@@ -177,7 +177,11 @@ def audit_values(site: Site) -> list[bytes]:
 
 def recreate_from_prefix(site: Site, keep: int) -> None:
     """Delete audit.events and write back its first `keep` records: what the owner of the topic can do."""
-    values = audit_values(site)[:keep]
+    recreate_from_values(site, audit_values(site)[:keep])
+
+
+def recreate_from_values(site: Site, values: list[bytes]) -> None:
+    """Delete audit.events and write `values` to it anew."""
     admin = AdminClient(site.broker.connection.confluent())
     admin.delete_topics([site.topic])[site.topic].result(timeout=30)
     wait_for(lambda: site.topic not in admin.list_topics(timeout=10).topics, 60, "the topic to be deleted")
@@ -241,6 +245,26 @@ def test_a_cut_tail_is_detected_by_the_anchor_and_by_any_certificate(site: Site,
     again = site.cli("audit", "verify")
     assert again.returncode == 1
     assert f"BROKEN at offset {head['seq']}: seq {anchor.seq + 1} where {head['seq']} was due" in again.stdout
+
+
+def test_a_signed_record_re_encoded_in_another_byte_form_is_named(site: Site) -> None:
+    """An Avro map may list its entries in any order: the same record, the same hash and signature,
+    other bytes. The topic re-written with such a copy of a genuine record verified intact."""
+    site.ok("tenant", "provision", "alpha")
+    values = audit_values(site)
+    records = site.trail()
+    index = next(i for i, r in enumerate(records) if len(r["details"]) > 1)
+    swapped = records[index] | {"details": dict(reversed(list(records[index]["details"].items())))}
+    assert record_hash(swapped) == records[index]["hash"]  # the signature still covers it
+    values[index] = encode("audit_event", swapped)
+    assert values[index] != audit_values(site)[index]
+    recreate_from_values(site, values)
+    verdict = site.cli("audit", "verify")
+    assert verdict.returncode == 1, verdict.stdout
+    assert (
+        verdict.stdout.startswith(f"audit trail BROKEN at offset {index}: not an audit record (audit_event")
+        and "not in its canonical encoding" in verdict.stdout.splitlines()[0]
+    ), verdict.stdout
 
 
 def test_a_clean_stop_relays_the_outbox_before_exiting(site: Site) -> None:
