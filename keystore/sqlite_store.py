@@ -394,6 +394,13 @@ class SqliteKeyStore:
                 ).fetchone()[0]
                 for scope in (CONVERSATION, CONTACT)
             }
+            if row[0] == TERMINATED:  # a re-run (the first crashed after committing): what it destroyed
+                for scope, n in db.execute(
+                    "SELECT d.scope, count(*) FROM destroyed_keys d JOIN tenants t ON t.tenant = d.tenant "
+                    "WHERE d.tenant = ? AND d.generation = ? AND d.destroyed_at = t.terminated_at GROUP BY d.scope",
+                    (tenant, row[1]),
+                ):
+                    by_scope[scope] = by_scope.get(scope, 0) + n
             ids = self._tombstone(db, "tenant = ?", (tenant,), reason, now, each=False)
             digest = hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()[:32]
             details = {"generation": str(row[1]), "reason": reason, "key_ids_sha256": digest}

@@ -99,7 +99,9 @@ class Destruction:
 
     tenant: str
     generation: int
-    key_ids: tuple[str, ...]
+    key_ids: tuple[str, ...]  # destroyed by this call
+    # data keys the tenant's destruction destroyed, by scope: for a tenant already terminated, those
+    # its first destruction did (so a run that crashed after it committed is reported right)
     by_scope: dict[str, int]
     already_terminated: bool
 

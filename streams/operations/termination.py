@@ -65,7 +65,8 @@ def _now() -> str:
 
 
 def _fault_point(step: str) -> None:
-    """Fault injection for the crash tests: SHREDLINE_FAULT_AFTER=<step> dies right after it."""
+    """Fault injection for the crash tests: SHREDLINE_FAULT_AFTER=<step> dies right after it
+    (`keys:destroyed`: inside the keys step, once the destruction committed)."""
     if os.environ.get("SHREDLINE_FAULT_AFTER") == step:
         os._exit(FAULT_EXIT)
 
@@ -145,6 +146,7 @@ class Termination:
         probes = probes_path(self.settings, tenant, generation)
         # The probes are on disk before the destruction commits, so verify can always check it.
         result = self.keys.destroy_tenant(tenant, state["reason"], witness=lambda p: write_private(probes, p.dump()))
+        _fault_point("keys:destroyed")  # a crash between the destruction and the rotation
         self.trail.flush()  # the store's own record of the destruction
         counts = dict(result.by_scope)
         version, master = self._rotate_master()

@@ -127,6 +127,26 @@ def test_a_crash_after_any_step_is_finished_by_re_running(pipeline: Pipeline, st
     assert actions(pipeline.trail(), tenant) == mine
 
 
+def test_a_crash_between_the_destruction_and_the_rotation_keeps_the_certificate_right(pipeline: Pipeline) -> None:
+    """The re-run found the tenant fenced with nothing left to destroy, and its certificate said 0
+    conversation keys destroyed by the termination and 3 destroyed before it."""
+    tenant = "crash-mid-keys"
+    assert pipeline.cli("tenant", "provision", tenant).returncode == 0
+    pipeline.processed(tenant, 9, tenant)
+    crashed = pipeline.cli(
+        "tenant", "terminate", tenant, "--reason", "contract ended", "--yes", SHREDLINE_FAULT_AFTER="keys:destroyed"
+    )
+    assert crashed.returncode == FAULT_EXIT, crashed.stderr
+    rerun = pipeline.cli("tenant", "terminate", tenant, "--reason", "contract ended", "--yes")
+    assert rerun.returncode == 0, rerun.stderr
+    assert [s for s in STEPS if f"{s}:" in rerun.stderr] == list(STEPS[1:])
+    body = json.loads((pipeline.data_dir / "certificates" / f"{tenant}.g1.json").read_text())["certificate"]
+    assert body["keys_destroyed"] == {"root": 1, "conversation": 3, "contact": 0, "before_termination": 0}
+    assert body["verification"]["master_key_rotated"] is True
+    keys_step = next(r for r in pipeline.trail() if r["tenant"] == tenant and r["action"] == "tenant.terminate.keys")
+    assert keys_step["details"]["conversation"] == "3"
+
+
 def test_the_audit_trail_verifies_and_a_forged_record_is_named(pipeline: Pipeline) -> None:
     pipeline.cli("tenant", "provision", "audited")
     pipeline.processed("audited", 3, "audited")

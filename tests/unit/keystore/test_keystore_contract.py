@@ -147,8 +147,10 @@ def test_destroy_tenant_removes_everything_and_fences_for_good(store: KeyStore) 
         store.acquire(key_row(subject="late"), block=1, cap=9)
     with pytest.raises(TenantExists):
         store.create_tenant(tenant_row(generation=2), reprovision=False)
-    again = store.destroy_tenant("acme", "contract ended", NOW)
+    again = store.destroy_tenant("acme", "contract ended", NOW + 60)
     assert again.already_terminated and again.key_ids == ()
+    # what the destruction did, for a termination that crashed after it and is re-run
+    assert again.by_scope == {"conversation": 3, "contact": 1}
 
 
 def test_unknown_tenant_can_be_fenced_before_it_ever_existed(store: KeyStore) -> None:
