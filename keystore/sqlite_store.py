@@ -98,7 +98,8 @@ CREATE TABLE IF NOT EXISTS audit_outbox (
     details TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS audit_head (
-    one INTEGER PRIMARY KEY CHECK (one = 1), seq INTEGER NOT NULL, hash BLOB NOT NULL, anchored_at REAL NOT NULL
+    one INTEGER PRIMARY KEY CHECK (one = 1), seq INTEGER NOT NULL, hash BLOB NOT NULL, anchored_at REAL NOT NULL,
+    topic_offset INTEGER
 );
 CREATE TABLE IF NOT EXISTS policies (
     version TEXT PRIMARY KEY, sha256 TEXT NOT NULL, published_at REAL NOT NULL, operator TEXT NOT NULL
@@ -136,6 +137,9 @@ class SqliteKeyStore:
             with self._write():
                 for statement in filter(str.strip, SCHEMA.split(";")):
                     self._db.execute(statement)
+                columns = {r[1] for r in self._db.execute("PRAGMA table_info(audit_head)")}
+                if "topic_offset" not in columns:  # a store from before the head's offset was kept
+                    self._db.execute("ALTER TABLE audit_head ADD COLUMN topic_offset INTEGER")
             self._store_id = str(self._read("SELECT v FROM meta WHERE k = 'store_id'")[0][0])
         except sqlite3.Error as exc:
             raise KeyStoreUnavailable(f"key store {path}: {exc}") from None
@@ -496,22 +500,26 @@ class SqliteKeyStore:
             for i, at, actor, action, tenant, subject, d in rows
         ]
 
-    def drop_audit(self, up_to: int, head: AuditHead) -> None:
+    def drop_audit(self, up_to: int, head: AuditHead, offset: int | None = None) -> None:
         with self._write() as db:
             anchored = db.execute("SELECT seq FROM audit_head").fetchone()
             if anchored is not None and head.seq <= anchored[0]:
                 raise KeystoreError(f"audit head seq {head.seq} is not past the anchored seq {anchored[0]}")
             db.execute("DELETE FROM audit_outbox WHERE id <= ?", (up_to,))
             db.execute(
-                "INSERT INTO audit_head (one, seq, hash, anchored_at) VALUES (1, ?, ?, ?) "
+                "INSERT INTO audit_head (one, seq, hash, anchored_at, topic_offset) VALUES (1, ?, ?, ?, ?) "
                 "ON CONFLICT (one) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, "
-                "anchored_at = excluded.anchored_at",
-                (head.seq, head.hash, time.time()),
+                "anchored_at = excluded.anchored_at, topic_offset = excluded.topic_offset",
+                (head.seq, head.hash, time.time(), offset),
             )
 
     def audit_head(self) -> AuditHead | None:
         rows = self._read("SELECT seq, hash FROM audit_head")
         return AuditHead(*rows[0]) if rows else None  # type: ignore[arg-type]
+
+    def audit_head_offset(self) -> int | None:
+        rows = self._read("SELECT topic_offset FROM audit_head")
+        return int(rows[0][0]) if rows and rows[0][0] is not None else None  # type: ignore[call-overload]
 
     # -- policies ------------------------------------------------------------------------------
     def publish_policy(self, policy: Policy) -> bool:

@@ -199,7 +199,7 @@ def _policy_publish(settings: Settings, args: argparse.Namespace) -> int:
 def _audit_verify(settings: Settings, args: argparse.Namespace) -> int:
     from shredline.streams.kafka.connection import resolve_connection
     from shredline.streams.key_store import audit_anchor
-    from shredline.streams.operations.audit import read_positioned, verify
+    from shredline.streams.operations.audit import iter_positioned, verify
 
     public = _public_key(settings, args)
     anchors: dict[str, AuditHead] = {}
@@ -208,7 +208,7 @@ def _audit_verify(settings: Settings, args: argparse.Namespace) -> int:
     anchor = audit_anchor(settings)  # read before the topic, which only grows after it
     if anchor is not None:
         anchors["the key store's anchor"] = anchor
-    verdict = verify(read_positioned(resolve_connection(settings), settings.topic_prefix), public, anchors)
+    verdict = verify(iter_positioned(resolve_connection(settings), settings.topic_prefix), public, anchors)
     if not verdict.ok:
         for n, finding in enumerate(verdict.findings[:10]):
             where = "" if finding.offset is None else f" at offset {finding.offset}"

@@ -24,7 +24,15 @@ from shredline.streams.catalog import topic_name
 from shredline.streams.kafka.admin import apply_catalog
 from shredline.streams.kafka.produce import Record, produce_and_wait
 from shredline.streams.key_store import open_keys
-from shredline.streams.operations.audit import HEAD_MISSING, TAIL_NOT_OURS, head_of, read_trail, record_hash
+from shredline.streams.operations import audit
+from shredline.streams.operations.audit import (
+    HEAD_MISSING,
+    TAIL_NOT_OURS,
+    TAIL_WINDOW,
+    head_of,
+    read_trail,
+    record_hash,
+)
 from shredline.streams.operations.signing import PUBLIC_KEY_FILE
 from shredline.streams.settings import Settings
 from tests.conftest import Broker, wait_for
@@ -265,6 +273,43 @@ def test_a_signed_record_re_encoded_in_another_byte_form_is_named(site: Site) ->
         verdict.stdout.startswith(f"audit trail BROKEN at offset {index}: not an audit record (audit_event")
         and "not in its canonical encoding" in verdict.stdout.splitlines()[0]
     ), verdict.stdout
+
+
+def test_the_relay_reads_only_what_follows_its_head_however_much_anyone_appends(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """More records after the head than the relay's window made it read the whole topic, in every
+    command, within one 60-s read: an attacker who appended enough (or a long trail) made every
+    audited command fail. The relay now reads from its head's anchored offset."""
+    site.ok("tenant", "provision", "alpha")
+    head = site.anchor()
+    assert head is not None
+    junk = TAIL_WINDOW + 100
+    produce_and_wait(
+        site.broker.connection, [Record(site.topic, b"junk", partition=0)] * junk, "records after the head"
+    )
+    read: list[int] = []
+    original = audit.read_positioned
+
+    def counting(*args: Any, **kwargs: Any) -> list[Any]:
+        records = original(*args, **kwargs)
+        read.append(len(records))
+        return records
+
+    monkeypatch.setattr(audit, "read_positioned", counting)
+    keys = open_keys(Settings(data_dir=site.data_dir))
+    try:
+        trail = audit.Trail(site.broker.connection, keys, Settings(data_dir=site.data_dir, topic_prefix=site.prefix))
+        trail.record("operator.command", details={"command": "test"})
+    finally:
+        keys.store.close()
+    assert sum(read) == junk + 1, read  # the head and what follows it, once
+    records = site.trail()
+    raised = records[head.seq + 1 + junk]
+    assert raised["action"] == TAIL_NOT_OURS and raised["details"]["offset"] == str(head.seq + 1)
+    assert (raised["seq"], raised["prev_hash"]) == (head.seq + 1, head.hash)
+    verdict = site.cli("audit", "verify")
+    assert verdict.returncode == 1 and verdict.stdout.startswith(f"audit trail BROKEN at offset {head.seq + 1}: ")
 
 
 def test_a_clean_stop_relays_the_outbox_before_exiting(site: Site) -> None:

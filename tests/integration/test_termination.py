@@ -21,7 +21,15 @@ from shredline.streams.catalog import topic_name
 from shredline.streams.kafka.admin import apply_catalog
 from shredline.streams.kafka.produce import Record, produce_and_wait
 from shredline.streams.key_store import open_keys
-from shredline.streams.operations.audit import Trail, chain, read_positioned, read_trail, verify
+from shredline.streams.operations.audit import (
+    Trail,
+    chain,
+    head_of,
+    read_positioned,
+    read_trail,
+    relay_lock,
+    verify,
+)
 from shredline.streams.operations.certificate import dump
 from shredline.streams.operations.signing import PUBLIC_KEY_FILE, load_public_key
 from shredline.streams.operations.termination import FAULT_EXIT, STEPS
@@ -286,13 +294,18 @@ def test_a_relay_that_died_after_sending_sends_nothing_twice(pipeline: Pipeline)
     trail = Trail(pipeline.broker.connection, keys, settings)
     trail.flush()
     keys.store.record("test.relay-crash", None, None, {"n": "1"})
-    entries = keys.store.pending_audit(10)
-    sent = chain(keys.store.audit_head(), entries, keys.store.store_id, trail.signer)  # what the dead relay had sent
-    topic = topic_name(pipeline.prefix, Role.AUDIT_EVENTS)
-    produce_and_wait(
-        pipeline.broker.connection, [Record(topic, encode("audit_event", r), partition=0) for r in sent], "x"
-    )
+    # The dead relay held the relay lock, as every relay does: without it the running worker could
+    # relay and anchor in between, and this "dead relay" would fork the chain instead.
+    with relay_lock(settings.key_store_path):
+        entries = keys.store.pending_audit(10)
+        sent = chain(keys.store.audit_head(), entries, keys.store.store_id, trail.signer)  # what it had sent
+        topic = topic_name(pipeline.prefix, Role.AUDIT_EVENTS)
+        values = [Record(topic, encode("audit_event", r, canonical=True), partition=0) for r in sent]
+        produce_and_wait(pipeline.broker.connection, values, "x")
     trail.flush()  # before dropping its outbox and anchoring the head
     records = pipeline.trail()
-    assert [r["action"] for r in records].count("test.relay-crash") == 1
-    assert [r["seq"] for r in records[-3:]] == [records[-3]["seq"] + i for i in range(3)]  # no gap, no repeat
+    assert [r.get("action") for r in records].count("test.relay-crash") == 1
+    crash = next(i for i, r in enumerate(records) if r.get("action") == "test.relay-crash")
+    seqs = [r["seq"] for r in records[crash:]]  # (an earlier test may have left a forgery just before)
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))  # no gap, no repeat
+    assert keys.store.pending_audit(10) == [] and keys.store.audit_head() == head_of(records[-1])
