@@ -199,6 +199,9 @@ def verify(
         if reason is not None:
             findings.append(Finding(offset, reason))
             continue
+        if chained.get(record["seq"]) == record["hash"]:  # a copy of a record already on the chain
+            findings.append(Finding(offset, f"a copy of seq {record['seq']}, already on the chain: replayed"))
+            continue  # the chain goes on from where it was, so what follows is judged against it
         if (link := unlinked(record, previous)) is not None:
             findings.append(Finding(offset, link))
         if str(record["action"]).startswith(ALARM):
