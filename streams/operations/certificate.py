@@ -166,6 +166,11 @@ def render_text(body: dict[str, Any]) -> str:
         f"  data keys left in the store  {checks['data_keys_remaining']}",
         f"  root key left in the store   {'yes' if checks['root_key_remaining'] else 'no'}",
         f"  key bytes left in its files  {checks['key_store_residue']} (scanned after the destruction)",
+        *(
+            [f"  key bytes in other files     {checks['other_files_residue']} (the data dir; broker storage aside)"]
+            if "other_files_residue" in checks
+            else []
+        ),
         f"  master key rotated           {'yes' if checks['master_key_rotated'] else 'no (kept outside Shredline)'}",
         "",
         f"Signed by the provider key {body['signer']} (Ed25519).",

@@ -18,7 +18,7 @@ import pytest
 from shredline.keystore.errors import MasterKeyError
 from shredline.keystore.keys import Keys
 from shredline.keystore.master import load_keyring, rotate
-from shredline.keystore.residue import SALT, WINDOW, Probes, ProbesInvalid, settle
+from shredline.keystore.residue import SALT, WINDOW, Probes, ProbesInvalid, scan_tree, settle
 from shredline.keystore.sqlite_store import SqliteKeyStore
 from shredline.keystore.store import CONTACT, CONVERSATION
 from tests.unit.keystore.forensics import Reader, raw_bytes, secrets_of
@@ -86,6 +86,26 @@ def test_probes_find_every_copy_at_any_offset_and_hold_no_byte_of_it(tmp_path: P
             assert probes.count_in(path) == 0
     with pytest.raises(ValueError):
         Probes.of([os.urandom(31)], os.urandom(SALT))  # too short to be found at every offset
+
+
+def test_the_tree_scan_reads_regular_files_only_and_honours_what_it_skips(tmp_path: Path) -> None:
+    secret = os.urandom(48)
+    probes = Probes.of([secret], os.urandom(SALT))
+    (tmp_path / "data" / "backups").mkdir(parents=True)
+    (tmp_path / "data" / "kafka").mkdir()
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "data" / "backups" / "copy.bak").write_bytes(b"x" * 7 + secret)
+    (tmp_path / "data" / "kafka" / "segment.log").write_bytes(secret)
+    (tmp_path / "data" / "keys.sqlite").write_bytes(secret)
+    (tmp_path / "data" / "clean").write_bytes(os.urandom(4096))
+    (tmp_path / "outside" / "elsewhere").write_bytes(secret)
+    (tmp_path / "data" / "link").symlink_to(tmp_path / "outside" / "elsewhere")
+    (tmp_path / "data" / "linked-dir").symlink_to(tmp_path / "outside")
+    os.mkfifo(tmp_path / "data" / "pipe")  # opening it would block for ever
+    found, unreadable = scan_tree(
+        [tmp_path / "data"], probes, [tmp_path / "data" / "kafka", tmp_path / "data" / "keys.sqlite"]
+    )
+    assert found == {str(tmp_path / "data" / "backups" / "copy.bak"): 1} and unreadable == []
 
 
 def test_a_reader_holding_a_snapshot_keeps_destroyed_keys_on_disk_but_blocks_no_writer(
