@@ -25,6 +25,7 @@ import fcntl
 import hashlib
 import json
 import logging
+import os
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -51,6 +52,8 @@ log = logging.getLogger("shredline.audit")
 GENESIS = bytes(32)
 RELAY_BATCH = 2000
 READ_STALL_S = 60.0  # a read of the trail fails when it has not advanced for this long
+RELAY_LOCK_WAIT_S = 120.0  # far longer than a relay takes (each of its reads gives up after 60 s stalled)
+RELAY_LOCK_TELL_S = 5.0
 TAIL_WINDOW = RELAY_BATCH + 2  # the head, a dead relay's batch and its alarm: where the head must be
 ALARM = "audit.alarm."
 TAIL_NOT_OURS = ALARM + "tail-not-ours"  # records after the head that the provider did not write
@@ -328,12 +331,52 @@ def read_trail(conn: Connection, prefix: str, last: int | None = None) -> list[d
 
 @contextlib.contextmanager
 def relay_lock(store_path: Path) -> Iterator[None]:
-    with open(store_path.with_name(store_path.name + ".audit-lock"), "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+    """One relay at a time across processes. Waits at most RELAY_LOCK_WAIT_S, saying after
+    RELAY_LOCK_TELL_S whom it waits for: a relay that never ends (a command suspended with Ctrl-Z, a
+    process stopped in a debugger) made every audited command, and the worker's last relay at
+    SIGTERM, wait for ever without a word. Giving up loses nothing: the records stay in the outbox."""
+    path = store_path.with_name(store_path.name + ".audit-lock")
+    with open(path, "a") as handle:
+        started = time.monotonic()
+        told = False
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                waited = time.monotonic() - started
+                if waited >= RELAY_LOCK_WAIT_S:
+                    raise AuditError(
+                        f"audit: {_holders(path)} has held the relay lock {path.name} for over "
+                        f"{RELAY_LOCK_WAIT_S:.0f} s (a relay stuck, or a command suspended?); nothing was "
+                        "recorded on the topic yet, the records wait in the outbox: retry when it ends"
+                    ) from None
+                if not told and waited >= RELAY_LOCK_TELL_S:
+                    log.warning("audit: waiting for the relay lock %s, held by %s", path.name, _holders(path))
+                    told = True
+                time.sleep(0.05)
         try:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _holders(path: Path) -> str:
+    """Who holds a flock on `path`, from /proc/locks (Linux; best effort)."""
+    try:
+        info = os.stat(path)
+        table = Path("/proc/locks").read_text()
+    except OSError:
+        return "another process"
+    where = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}:{info.st_ino}"
+    pids = sorted(
+        {
+            int(f[4])
+            for line in table.splitlines()
+            if len(f := line.split()) >= 6 and f[1] == "FLOCK" and f[5] == where and int(f[4]) != os.getpid()
+        }
+    )
+    return f"another process (pid {', '.join(map(str, pids))})" if pids else "another process"
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 import signal
+import subprocess
+import sys
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -310,6 +313,61 @@ def test_the_relay_reads_only_what_follows_its_head_however_much_anyone_appends(
     assert (raised["seq"], raised["prev_hash"]) == (head.seq + 1, head.hash)
     verdict = site.cli("audit", "verify")
     assert verdict.returncode == 1 and verdict.stdout.startswith(f"audit trail BROKEN at offset {head.seq + 1}: ")
+
+
+def test_a_relay_that_never_ends_makes_others_fail_in_one_line_not_wait_for_ever(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A command suspended (Ctrl-Z) while it relays holds the relay lock: every audited command, and
+    the worker's last relay at SIGTERM, waited on it for ever without a word."""
+    site.ok("tenant", "provision", "alpha")
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import os, signal, sys; from pathlib import Path; "
+            "from shredline.streams.operations.audit import relay_lock\n"
+            "with relay_lock(Path(sys.argv[1])):\n"
+            "    print('held', flush=True); os.kill(os.getpid(), signal.SIGSTOP)",
+            str(site.data_dir / "keys.sqlite"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        stat = Path(f"/proc/{holder.pid}/stat")
+        wait_for(lambda: stat.read_text().rsplit(")", 1)[1].split()[0] == "T", 30, "the holder to be suspended")
+        monkeypatch.setattr(audit, "RELAY_LOCK_WAIT_S", 2.0, raising=False)
+        keys = open_keys(Settings(data_dir=site.data_dir))
+        trail = audit.Trail(site.broker.connection, keys, Settings(data_dir=site.data_dir, topic_prefix=site.prefix))
+        trail.signer  # noqa: B018 - loaded before the lock is contended
+        outcome: list[BaseException | None] = []
+
+        def attempt() -> None:
+            try:
+                trail.record("operator.command", details={"command": "while suspended"})
+                outcome.append(None)
+            except BaseException as exc:  # reported to the test thread
+                outcome.append(exc)
+
+        started = time.monotonic()
+        worker = threading.Thread(target=attempt, daemon=True)
+        worker.start()
+        worker.join(timeout=30)
+        assert outcome, "the relay waited on the suspended holder for ever"
+        took = time.monotonic() - started
+        error = outcome[0]
+        assert isinstance(error, audit.AuditError) and took < 10, (error, took)
+        assert f"another process (pid {holder.pid}) has held the relay lock" in str(error), str(error)
+        assert [e.details for e in keys.store.pending_audit(10)] == [{"command": "while suspended"}]
+    finally:
+        holder.send_signal(signal.SIGCONT)
+        holder.wait(timeout=30)
+    trail.flush()  # once the holder is gone, the record goes out
+    assert keys.store.pending_audit(10) == []
+    assert site.trail()[-1]["details"]["command"] == "while suspended"
+    keys.store.close()
 
 
 def test_a_clean_stop_relays_the_outbox_before_exiting(site: Site) -> None:
