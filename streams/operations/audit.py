@@ -21,11 +21,9 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import fcntl
 import hashlib
 import json
 import logging
-import os
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -37,6 +35,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from shredline.keystore.keys import Keys
+from shredline.keystore.locking import LockTimeout, exclusive
 from shredline.keystore.store import AuditEntry, AuditHead, KeyStore
 from shredline.processors.roles import Role
 from shredline.schemas.codec import DecodeError, decode, encode
@@ -336,47 +335,19 @@ def relay_lock(store_path: Path) -> Iterator[None]:
     process stopped in a debugger) made every audited command, and the worker's last relay at
     SIGTERM, wait for ever without a word. Giving up loses nothing: the records stay in the outbox."""
     path = store_path.with_name(store_path.name + ".audit-lock")
-    with open(path, "a") as handle:
-        started = time.monotonic()
-        told = False
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                waited = time.monotonic() - started
-                if waited >= RELAY_LOCK_WAIT_S:
-                    raise AuditError(
-                        f"audit: {_holders(path)} has held the relay lock {path.name} for over "
-                        f"{RELAY_LOCK_WAIT_S:.0f} s (a relay stuck, or a command suspended?); nothing was "
-                        "recorded on the topic yet, the records wait in the outbox: retry when it ends"
-                    ) from None
-                if not told and waited >= RELAY_LOCK_TELL_S:
-                    log.warning("audit: waiting for the relay lock %s, held by %s", path.name, _holders(path))
-                    told = True
-                time.sleep(0.05)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _holders(path: Path) -> str:
-    """Who holds a flock on `path`, from /proc/locks (Linux; best effort)."""
     try:
-        info = os.stat(path)
-        table = Path("/proc/locks").read_text()
-    except OSError:
-        return "another process"
-    where = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}:{info.st_ino}"
-    pids = sorted(
-        {
-            int(f[4])
-            for line in table.splitlines()
-            if len(f := line.split()) >= 6 and f[1] == "FLOCK" and f[5] == where and int(f[4]) != os.getpid()
-        }
-    )
-    return f"another process (pid {', '.join(map(str, pids))})" if pids else "another process"
+        lock = exclusive(path, RELAY_LOCK_WAIT_S, RELAY_LOCK_TELL_S, mode=0o644)
+        lock.__enter__()
+    except LockTimeout as exc:
+        raise AuditError(
+            f"audit: {exc.holder} has held the relay lock {path.name} for over {exc.waited_s:.0f} s (a relay "
+            "stuck, or a command suspended?); nothing was recorded on the topic yet, the records wait in the "
+            "outbox: retry when it ends"
+        ) from None
+    try:
+        yield
+    finally:
+        lock.__exit__(None, None, None)
 
 
 @dataclass(frozen=True)

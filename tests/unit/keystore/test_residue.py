@@ -5,6 +5,7 @@ a provisioning process."""
 from __future__ import annotations
 
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -186,3 +187,53 @@ def test_an_old_wrapped_root_is_useless_once_its_master_version_is_destroyed(tmp
     rotate(tmp_path / "master.key", keys.rotate_master)
     with pytest.raises(MasterKeyError, match="version 1 is not in the keyring"):
         Keys._unwrap_root(load_keyring(None, tmp_path / "master.key", create=False), copied)
+
+
+def test_a_rotation_held_by_a_suspended_process_fails_in_one_line_not_for_ever(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`keys rotate-master` or a termination suspended (Ctrl-Z) inside the rotation: every other
+    rotation, so every termination, waited on it for ever without a word."""
+    from shredline.keystore import master
+    from shredline.keystore.errors import MasterKeyError
+
+    keys = open_keys(tmp_path)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import os, signal, sys; from pathlib import Path; from shredline.keystore.master import _rotation_lock\n"
+            "with _rotation_lock(Path(sys.argv[1])):\n"
+            "    print('held', flush=True); os.kill(os.getpid(), signal.SIGSTOP)",
+            str(tmp_path / "master.key"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    outcome: list[BaseException | None] = []
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        stat = Path(f"/proc/{holder.pid}/stat")
+        while stat.read_text().rsplit(")", 1)[1].split()[0] != "T":
+            time.sleep(0.01)
+        monkeypatch.setattr(master, "ROTATION_LOCK_WAIT_S", 1.0, raising=False)
+
+        def attempt() -> None:
+            try:
+                rotate(tmp_path / "master.key", keys.rotate_master)
+                outcome.append(None)
+            except BaseException as exc:  # reported to the test thread
+                outcome.append(exc)
+
+        thread = threading.Thread(target=attempt, daemon=True)
+        thread.start()
+        thread.join(timeout=20)
+        assert outcome, "the rotation waited on the suspended holder for ever"
+        error = outcome[0]
+        assert isinstance(error, MasterKeyError), error
+        assert f"another process (pid {holder.pid}) has held master.key.lock for over 1 s" in str(error)
+        assert load_keyring(None, tmp_path / "master.key", create=False).versions == [1]  # nothing rotated
+    finally:
+        holder.send_signal(signal.SIGCONT)
+        holder.wait(timeout=30)
+    assert rotate(tmp_path / "master.key", keys.rotate_master).version == 2  # once it ends
