@@ -152,7 +152,9 @@ class SqliteKeyStore:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError as exc:
-                raise KeyStoreUnavailable(f"key store locked: {exc}") from None
+                writers = _shm_lockers(self.path, _SHM_WRITE_LOCK)
+                who = f" (the write lock is held by pid {', '.join(map(str, writers))})" if writers else ""
+                raise KeyStoreUnavailable(f"key store locked: {exc}{who}") from None
             try:
                 yield self._db
             except BaseException:
@@ -569,11 +571,18 @@ class SqliteKeyStore:
 # SQLite's WAL locks are byte-range locks on the -shm file: bytes 120-127 are the write, checkpoint
 # and recovery locks and the five read marks, which a connection holds while it reads.
 _SHM_READ_MARKS = range(123, 128)
+_SHM_WRITE_LOCK = range(120, 121)
 
 
 def _wal_readers(path: Path) -> list[int]:
     """Other processes holding a read mark on the store's WAL (Linux /proc/locks; best effort,
     empty where that is not available)."""
+    return _shm_lockers(path, _SHM_READ_MARKS)
+
+
+def _shm_lockers(path: Path, locks: range) -> list[int]:
+    """Other processes holding any of the `locks` bytes of the store's -shm file (Linux /proc/locks;
+    best effort, empty where that is not available)."""
     try:
         shm = os.stat(path.with_name(path.name + "-shm"))
         table = Path("/proc/locks").read_text()
@@ -586,6 +595,6 @@ def _wal_readers(path: Path) -> list[int]:
         if len(fields) < 8 or fields[1] == "->" or fields[5] != where:
             continue
         start, end = int(fields[6]), (1 << 62 if fields[7] == "EOF" else int(fields[7]))
-        if start <= _SHM_READ_MARKS[-1] and end >= _SHM_READ_MARKS[0] and int(fields[4]) != os.getpid():
+        if start <= locks[-1] and end >= locks[0] and int(fields[4]) != os.getpid():
             pids.add(int(fields[4]))
     return sorted(pids)

@@ -237,3 +237,30 @@ def test_a_rotation_held_by_a_suspended_process_fails_in_one_line_not_for_ever(
         holder.send_signal(signal.SIGCONT)
         holder.wait(timeout=30)
     assert rotate(tmp_path / "master.key", keys.rotate_master).version == 2  # once it ends
+
+
+def test_a_store_locked_by_another_writer_names_its_pid(tmp_path: Path) -> None:
+    """`key store locked: database is locked`, after the busy timeout, said nothing of who."""
+    from shredline.keystore.errors import KeyStoreUnavailable
+
+    store = SqliteKeyStore(tmp_path / "keys.sqlite", busy_timeout_s=0.2)
+    writer = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sqlite3, sys, time; db = sqlite3.connect(sys.argv[1], isolation_level=None);"
+            "db.execute('BEGIN IMMEDIATE'); print('held', flush=True); time.sleep(60)",
+            str(tmp_path / "keys.sqlite"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert writer.stdout is not None and writer.stdout.readline() == "held\n"
+        with pytest.raises(KeyStoreUnavailable, match=rf"the write lock is held by pid {writer.pid}\)"):
+            store.record("operator.command")
+    finally:
+        writer.kill()
+        writer.wait()
+    store.record("operator.command")
+    store.close()
