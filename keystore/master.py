@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
-import fcntl
 import os
 import re
 import secrets
@@ -23,6 +22,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from shredline.keystore.errors import MasterKeyError
+from shredline.keystore.locking import LockTimeout, exclusive
 
 KEY_BYTES = 32
 _ENTRY = re.compile(r"v(\d{1,6}):([A-Za-z0-9+/=_-]+)")
@@ -149,14 +149,24 @@ class Rotation:
     roots: int  # tenant roots re-wrapped
 
 
+ROTATION_LOCK_WAIT_S = 120.0  # far longer than a rotation takes (25 ms for 1,000 tenants)
+
+
 @contextlib.contextmanager
 def _rotation_lock(path: Path) -> Iterator[None]:
-    fd = os.open(path.with_name(path.name + ".lock"), os.O_WRONLY | os.O_CREAT, 0o600)
+    lock = path.with_name(path.name + ".lock")
+    held = exclusive(lock, ROTATION_LOCK_WAIT_S)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        held.__enter__()
+    except LockTimeout as exc:
+        raise MasterKeyError(
+            f"master_key: {exc.holder} has held {lock.name} for over {exc.waited_s:.0f} s (a rotation stuck, "
+            "or a command suspended?); nothing was rotated: retry when it ends"
+        ) from None
+    try:
         yield
     finally:
-        os.close(fd)  # releases the lock
+        held.__exit__(None, None, None)
 
 
 def rotate(path: Path, rewrap: Callable[[MasterKeyring], int]) -> Rotation:

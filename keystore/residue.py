@@ -12,6 +12,8 @@ destruction is verified; a false match needs a 64-bit collision.
 from __future__ import annotations
 
 import hashlib
+import os
+import stat
 import struct
 import time
 from collections.abc import Iterable
@@ -102,6 +104,37 @@ class Residue:
     @property
     def windows(self) -> int:
         return sum(self.found.values())
+
+
+def scan_tree(roots: Iterable[Path], probes: Probes, skip: Iterable[Path]) -> tuple[dict[str, int], list[str]]:
+    """Windows of the probed secrets in every regular file under `roots` (symbolic links are not
+    followed; fifos and sockets are not opened), except the files and folders in `skip`. Returns
+    ({path: windows} for files with any, [paths that could not be read]); a file that vanishes
+    meanwhile holds nothing."""
+    skipped = {p.resolve() for p in skip}
+    found: dict[str, int] = {}
+    unreadable: list[str] = []
+    seen: set[Path] = set()
+    for root in roots:
+        for folder, dirs, files in os.walk(root):
+            here = Path(folder)
+            if here.resolve() in seen:
+                dirs[:] = []
+                continue
+            seen.add(here.resolve())
+            dirs[:] = sorted(d for d in dirs if (here / d).resolve() not in skipped)
+            for name in sorted(files):
+                path = here / name
+                try:
+                    if not stat.S_ISREG(os.lstat(path).st_mode) or path.resolve() in skipped:
+                        continue
+                    if windows := probes.count_in(path):
+                        found[str(path)] = windows
+                except FileNotFoundError:
+                    continue
+                except OSError:
+                    unreadable.append(str(path))
+    return found, unreadable
 
 
 def settle(store: KeyStore, probes: Probes, wait_s: float, poll_s: float = 0.1) -> Residue:

@@ -98,7 +98,8 @@ CREATE TABLE IF NOT EXISTS audit_outbox (
     details TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS audit_head (
-    one INTEGER PRIMARY KEY CHECK (one = 1), seq INTEGER NOT NULL, hash BLOB NOT NULL, anchored_at REAL NOT NULL
+    one INTEGER PRIMARY KEY CHECK (one = 1), seq INTEGER NOT NULL, hash BLOB NOT NULL, anchored_at REAL NOT NULL,
+    topic_offset INTEGER
 );
 CREATE TABLE IF NOT EXISTS policies (
     version TEXT PRIMARY KEY, sha256 TEXT NOT NULL, published_at REAL NOT NULL, operator TEXT NOT NULL
@@ -137,6 +138,9 @@ class SqliteKeyStore:
             with self._write():
                 for statement in filter(str.strip, SCHEMA.split(";")):
                     self._db.execute(statement)
+                columns = {r[1] for r in self._db.execute("PRAGMA table_info(audit_head)")}
+                if "topic_offset" not in columns:  # a store from before the head's offset was kept
+                    self._db.execute("ALTER TABLE audit_head ADD COLUMN topic_offset INTEGER")
             self._store_id = str(self._read("SELECT v FROM meta WHERE k = 'store_id'")[0][0])
         except sqlite3.Error as exc:
             raise KeyStoreUnavailable(f"key store {path}: {exc}") from None
@@ -149,7 +153,9 @@ class SqliteKeyStore:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError as exc:
-                raise KeyStoreUnavailable(f"key store locked: {exc}") from None
+                writers = _shm_lockers(self.path, _SHM_WRITE_LOCK)
+                who = f" (the write lock is held by pid {', '.join(map(str, writers))})" if writers else ""
+                raise KeyStoreUnavailable(f"key store locked: {exc}{who}") from None
             try:
                 yield self._db
             except BaseException:
@@ -395,6 +401,13 @@ class SqliteKeyStore:
                 ).fetchone()[0]
                 for scope in (CONVERSATION, CONTACT)
             }
+            if row[0] == TERMINATED:  # a re-run (the first crashed after committing): what it destroyed
+                for scope, n in db.execute(
+                    "SELECT d.scope, count(*) FROM destroyed_keys d JOIN tenants t ON t.tenant = d.tenant "
+                    "WHERE d.tenant = ? AND d.generation = ? AND d.destroyed_at = t.terminated_at GROUP BY d.scope",
+                    (tenant, row[1]),
+                ):
+                    by_scope[scope] = by_scope.get(scope, 0) + n
             ids = self._tombstone(db, "tenant = ?", (tenant,), reason, now, each=False)
             digest = hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()[:32]
             details = {"generation": str(row[1]), "reason": reason, "key_ids_sha256": digest}
@@ -490,22 +503,26 @@ class SqliteKeyStore:
             for i, at, actor, action, tenant, subject, d in rows
         ]
 
-    def drop_audit(self, up_to: int, head: AuditHead) -> None:
+    def drop_audit(self, up_to: int, head: AuditHead, offset: int | None = None) -> None:
         with self._write() as db:
             anchored = db.execute("SELECT seq FROM audit_head").fetchone()
             if anchored is not None and head.seq <= anchored[0]:
                 raise KeystoreError(f"audit head seq {head.seq} is not past the anchored seq {anchored[0]}")
             db.execute("DELETE FROM audit_outbox WHERE id <= ?", (up_to,))
             db.execute(
-                "INSERT INTO audit_head (one, seq, hash, anchored_at) VALUES (1, ?, ?, ?) "
+                "INSERT INTO audit_head (one, seq, hash, anchored_at, topic_offset) VALUES (1, ?, ?, ?, ?) "
                 "ON CONFLICT (one) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, "
-                "anchored_at = excluded.anchored_at",
-                (head.seq, head.hash, time.time()),
+                "anchored_at = excluded.anchored_at, topic_offset = excluded.topic_offset",
+                (head.seq, head.hash, time.time(), offset),
             )
 
     def audit_head(self) -> AuditHead | None:
         rows = self._read("SELECT seq, hash FROM audit_head")
         return AuditHead(*rows[0]) if rows else None  # type: ignore[arg-type]
+
+    def audit_head_offset(self) -> int | None:
+        rows = self._read("SELECT topic_offset FROM audit_head")
+        return int(rows[0][0]) if rows and rows[0][0] is not None else None  # type: ignore[call-overload]
 
     # -- policies ------------------------------------------------------------------------------
     def publish_policy(self, policy: Policy) -> bool:
@@ -573,11 +590,18 @@ class SqliteKeyStore:
 # SQLite's WAL locks are byte-range locks on the -shm file: bytes 120-127 are the write, checkpoint
 # and recovery locks and the five read marks, which a connection holds while it reads.
 _SHM_READ_MARKS = range(123, 128)
+_SHM_WRITE_LOCK = range(120, 121)
 
 
 def _wal_readers(path: Path) -> list[int]:
     """Other processes holding a read mark on the store's WAL (Linux /proc/locks; best effort,
     empty where that is not available)."""
+    return _shm_lockers(path, _SHM_READ_MARKS)
+
+
+def _shm_lockers(path: Path, locks: range) -> list[int]:
+    """Other processes holding any of the `locks` bytes of the store's -shm file (Linux /proc/locks;
+    best effort, empty where that is not available)."""
     try:
         shm = os.stat(path.with_name(path.name + "-shm"))
         table = Path("/proc/locks").read_text()
@@ -590,6 +614,6 @@ def _wal_readers(path: Path) -> list[int]:
         if len(fields) < 8 or fields[1] == "->" or fields[5] != where:
             continue
         start, end = int(fields[6]), (1 << 62 if fields[7] == "EOF" else int(fields[7]))
-        if start <= _SHM_READ_MARKS[-1] and end >= _SHM_READ_MARKS[0] and int(fields[4]) != os.getpid():
+        if start <= locks[-1] and end >= locks[0] and int(fields[4]) != os.getpid():
             pids.add(int(fields[4]))
     return sorted(pids)

@@ -99,7 +99,9 @@ class Destruction:
 
     tenant: str
     generation: int
-    key_ids: tuple[str, ...]
+    key_ids: tuple[str, ...]  # destroyed by this call
+    # data keys the tenant's destruction destroyed, by scope: for a tenant already terminated, those
+    # its first destruction did (so a run that crashed after it committed is reported right)
     by_scope: dict[str, int]
     already_terminated: bool
 
@@ -196,13 +198,18 @@ class KeyStore(Protocol):
 
     def pending_audit(self, limit: int) -> list[AuditEntry]: ...
 
-    def drop_audit(self, up_to: int, head: AuditHead) -> None:
+    def drop_audit(self, up_to: int, head: AuditHead, offset: int | None = None) -> None:
         """Forget outbox entries up to and including id `up_to` (they are on audit.events) and
-        anchor `head`, the chain's new last record, in one transaction. Raises `KeystoreError`
-        unless `head.seq` is past the anchored one (a head only moves forward)."""
+        anchor `head`, the chain's new last record, at `offset` on the topic if known, in one
+        transaction. Raises `KeystoreError` unless `head.seq` is past the anchored one (a head
+        only moves forward)."""
 
     def audit_head(self) -> AuditHead | None:
         """The anchored head of the audit chain; None before the first relay."""
+
+    def audit_head_offset(self) -> int | None:
+        """Where on audit.events the anchored head was written, if known: the relay reads on from
+        there, so what it reads is what follows its head, however long the topic."""
 
     # -- policies ------------------------------------------------------------------------------
     def publish_policy(self, policy: Policy) -> bool:

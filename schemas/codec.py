@@ -28,14 +28,25 @@ class DecodeError(ShredlineError):
         self.fingerprint = fingerprint
 
 
-def encode(record: str, value: dict[str, Any], reg: Registry | None = None) -> bytes:
-    """Encode with the current version of `record`."""
+def encode(record: str, value: dict[str, Any], reg: Registry | None = None, *, canonical: bool = False) -> bytes:
+    """Encode with the current version of `record`. `canonical` writes every map's entries in key
+    order: the one byte form that `decode(..., canonical=True)` accepts."""
     version = (reg or registry()).current(record)
     out = io.BytesIO()
     out.write(MARKER)
     out.write(version.fingerprint)
-    schemaless_writer(out, version.parsed, value)
+    schemaless_writer(out, version.parsed, _sorted_maps(value) if canonical else value)
     return out.getvalue()
+
+
+def _sorted_maps(value: Any) -> Any:
+    """`value` with every dict's entries in key order (Avro writes a map in the dict's order; a
+    record's fields are written in schema order whatever the dict's, so sorting those is harmless)."""
+    if isinstance(value, dict):
+        return {k: _sorted_maps(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [_sorted_maps(v) for v in value]
+    return value
 
 
 def writer_of(data: bytes, reg: Registry | None = None) -> SchemaVersion:
@@ -54,9 +65,11 @@ def decode(
 ) -> tuple[str, dict[str, Any]]:
     """Read `data` into the current version of its record; `expect` rejects other records.
 
-    `canonical` also requires `data` to be the one encoding of what was read (no duplicate map
-    keys, no over-long varints): for records that are hashed or signed, where two byte forms of
-    one record would let a reader see something the hash does not cover.
+    `canonical` also requires `data` to be the one encoding of what was read, as `encode(...,
+    canonical=True)` writes it (no duplicate map keys, map entries in key order, no over-long
+    varints, one block per map or array): for records that are hashed or signed, where two byte
+    forms of one record would let a reader see something the hash does not cover, or let a
+    signed record be re-encoded into bytes its writer never produced.
     """
     reg = reg or registry()
     writer = writer_of(data, reg)
@@ -65,7 +78,7 @@ def decode(
     if canonical:
         written = _read_body(data, writer, writer)
         again = io.BytesIO()
-        schemaless_writer(again, writer.parsed, written)
+        schemaless_writer(again, writer.parsed, _sorted_maps(written))
         if again.getvalue() != data[HEADER_LEN:]:
             raise DecodeError(f"{writer.label} body is not in its canonical encoding", writer.fingerprint)
     return writer.record, _read_body(data, writer, reg.current(writer.record))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from confluent_kafka import KafkaException, Producer
 
@@ -37,19 +38,28 @@ def close_producers() -> None:
     _producer.cache_clear()
 
 
-def produce_and_wait(conn: Connection, records: Sequence[Record], what: str) -> None:
-    """Durably write `records` (idempotent, acks=all) or raise naming `what` failed."""
+def produce_and_wait(conn: Connection, records: Sequence[Record], what: str) -> list[int]:
+    """Durably write `records` (idempotent, acks=all) or raise naming `what` failed; returns the
+    offset each was written at, in order."""
     errors: list[str] = []
+    offsets: list[int] = [-1] * len(records)
+
+    def delivered(index: int, err: object, msg: Any) -> None:
+        if err:
+            errors.append(str(err))
+        else:
+            offsets[index] = msg.offset()
+
     producer = _producer(conn)
     try:
-        for r in records:
+        for index, r in enumerate(records):
             producer.produce(
                 r.topic,
                 value=r.value,
                 key=r.key,
                 headers=r.headers or None,
                 partition=r.partition if r.partition is not None else PARTITION_UA,
-                on_delivery=lambda err, _m: errors.append(str(err)) if err else None,
+                on_delivery=functools.partial(delivered, index),
             )
         left = producer.flush(TIMEOUT_S)
     except (KafkaException, SystemError) as exc:
@@ -63,6 +73,7 @@ def produce_and_wait(conn: Connection, records: Sequence[Record], what: str) -> 
         raise KafkaOperationError(f"{what}: not written ({fatal.args[0] if fatal.args else fatal})") from None
     if left or errors:
         raise KafkaOperationError(f"{what}: not written ({errors[0] if errors else 'timed out'})")
+    return offsets
 
 
 def partitions_of(conn: Connection, topic: str) -> list[int]:

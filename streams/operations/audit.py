@@ -21,12 +21,11 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import fcntl
 import hashlib
 import json
 import logging
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from shredline.keystore.keys import Keys
+from shredline.keystore.locking import LockTimeout, exclusive
 from shredline.keystore.store import AuditEntry, AuditHead, KeyStore
 from shredline.processors.roles import Role
 from shredline.schemas.codec import DecodeError, decode, encode
@@ -51,6 +51,9 @@ from shredline.streams.settings import Settings
 log = logging.getLogger("shredline.audit")
 GENESIS = bytes(32)
 RELAY_BATCH = 2000
+READ_STALL_S = 60.0  # a read of the trail fails when it has not advanced for this long
+RELAY_LOCK_WAIT_S = 120.0  # far longer than a relay takes (each of its reads gives up after 60 s stalled)
+RELAY_LOCK_TELL_S = 5.0
 TAIL_WINDOW = RELAY_BATCH + 2  # the head, a dead relay's batch and its alarm: where the head must be
 ALARM = "audit.alarm."
 TAIL_NOT_OURS = ALARM + "tail-not-ours"  # records after the head that the provider did not write
@@ -182,7 +185,7 @@ class Verdict:
 
 
 def verify(
-    records: Sequence[Positioned], public_key: Ed25519PublicKey, anchors: Mapping[str, AuditHead] | None = None
+    records: Iterable[Positioned], public_key: Ed25519PublicKey, anchors: Mapping[str, AuditHead] | None = None
 ) -> Verdict:
     """Walk `records` ((offset, record) in topic order). Records the provider did not write are
     findings and are left out of the chain; a provider's record that does not follow the one
@@ -192,11 +195,16 @@ def verify(
     findings: list[Finding] = []
     previous: AuditHead | None = None
     chained: dict[int, bytes] = {}
+    count = 0
     for offset, record in records:
+        count += 1
         reason = not_the_providers(record, public_key)
         if reason is not None:
             findings.append(Finding(offset, reason))
             continue
+        if chained.get(record["seq"]) == record["hash"]:  # a copy of a record already on the chain
+            findings.append(Finding(offset, f"a copy of seq {record['seq']}, already on the chain: replayed"))
+            continue  # the chain goes on from where it was, so what follows is judged against it
         if (link := unlinked(record, previous)) is not None:
             findings.append(Finding(offset, link))
         if str(record["action"]).startswith(ALARM):
@@ -215,7 +223,7 @@ def verify(
             end = "nothing" if previous is None else f"seq {previous.seq}"
             reason = f"{name} says the trail reached seq {anchor.seq}, but the chain on the topic ends at {end}: cut"
         findings.append(Finding(None, reason))
-    return Verdict(len(records), len(chained), previous, tuple(findings))
+    return Verdict(count, len(chained), previous, tuple(findings))
 
 
 # -- Kafka and the lock ----------------------------------------------------------------------------
@@ -245,6 +253,10 @@ def _reader(conn: Connection, prefix: str) -> Consumer:
                 **{
                     "group.id": topic_name(prefix, Group.AUDIT_READER),
                     "enable.auto.commit": False,
+                    # Every record anyone wrote, committed or not: read_committed stops at the first
+                    # record of an open transaction, which anyone may leave open for up to the
+                    # broker's transaction.max.timeout.ms, hiding the relay's own head behind it.
+                    "isolation.level": "read_uncommitted",
                     "fetch.wait.max.ms": 10,
                     "log_level": 3,
                 }
@@ -260,39 +272,56 @@ def close_reader() -> None:
     _readers.clear()
 
 
-def read_positioned(conn: Connection, prefix: str, last: int | None = None) -> list[Positioned]:
-    """(offset, record) of the trail in topic order, up to its end as of the call: all of them, or
-    the `last` few. A record that cannot be decoded as an audit event comes as
-    {"seq": None, "undecodable": reason} so `verify` names it. Raises KafkaOperationError."""
+def iter_positioned(
+    conn: Connection, prefix: str, last: int | None = None, start: int | None = None
+) -> Iterator[Positioned]:
+    """(offset, record) of the trail in topic order, up to its end as of the call: all of them, the
+    `last` few, or those from offset `start` on. A record that cannot be decoded as an audit event
+    comes as {"seq": None, "undecodable": reason} so `verify` names it. Streams, so a trail of any
+    length is read in bounded memory; gives up (KafkaOperationError) only when the read stops
+    advancing for READ_STALL_S, never because the trail is long."""
     topic = topic_name(prefix, Role.AUDIT_EVENTS)
     consumer = _reader(conn, prefix)
     low, high = _watermarks(consumer, topic)
-    start = low if last is None else max(low, high - last)
-    if high <= start:
-        return []
-    partition = TopicPartition(topic, 0, start)
+    first = low if last is None else max(low, high - last)
+    if start is not None:
+        first = max(first, start)
+    if high <= first:
+        return
+    partition = TopicPartition(topic, 0, first)
     consumer.assign([partition])
-    out: list[Positioned] = []
-    deadline = time.monotonic() + 60
+    read, moved = 0, time.monotonic()
     try:
         # Up to the end by the consumer's position, not the last record's offset: a transaction's
         # control record (anyone may write one) takes an offset and is never delivered.
         while (position := consumer.position([partition])[0].offset) < high:
-            if time.monotonic() > deadline:
-                raise KafkaOperationError(f"audit: read {len(out)} records of {topic}, not up to offset {high}")
+            if time.monotonic() - moved > READ_STALL_S:
+                raise KafkaOperationError(
+                    f"audit: read {read} records of {topic}, then nothing for {READ_STALL_S:.0f} s before offset {high}"
+                )
             # consume(n) waits until n records or the timeout: never ask for more than remain
-            remaining = high - (position if position >= start else start)
-            for msg in consumer.consume(min(1000, remaining), 1.0):
+            remaining = high - (position if position >= first else first)
+            batch = consumer.consume(min(1000, remaining), 1.0)
+            if batch:
+                moved = time.monotonic()
+            for msg in batch:
                 offset = msg.offset()
                 if msg.error() is not None or offset is None or offset >= high:
                     continue
+                read += 1
                 try:
-                    out.append((offset, decode(msg.value() or b"", expect="audit_event", canonical=True)[1]))
+                    yield offset, decode(msg.value() or b"", expect="audit_event", canonical=True)[1]
                 except DecodeError as exc:
-                    out.append((offset, {"seq": None, "undecodable": exc.reason}))
+                    yield offset, {"seq": None, "undecodable": exc.reason}
     finally:
         consumer.unassign()
-    return out
+
+
+def read_positioned(
+    conn: Connection, prefix: str, last: int | None = None, start: int | None = None
+) -> list[Positioned]:
+    """`iter_positioned` as a list."""
+    return list(iter_positioned(conn, prefix, last, start))
 
 
 def read_trail(conn: Connection, prefix: str, last: int | None = None) -> list[dict[str, Any]]:
@@ -302,12 +331,24 @@ def read_trail(conn: Connection, prefix: str, last: int | None = None) -> list[d
 
 @contextlib.contextmanager
 def relay_lock(store_path: Path) -> Iterator[None]:
-    with open(store_path.with_name(store_path.name + ".audit-lock"), "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    """One relay at a time across processes. Waits at most RELAY_LOCK_WAIT_S, saying after
+    RELAY_LOCK_TELL_S whom it waits for: a relay that never ends (a command suspended with Ctrl-Z, a
+    process stopped in a debugger) made every audited command, and the worker's last relay at
+    SIGTERM, wait for ever without a word. Giving up loses nothing: the records stay in the outbox."""
+    path = store_path.with_name(store_path.name + ".audit-lock")
+    try:
+        lock = exclusive(path, RELAY_LOCK_WAIT_S, RELAY_LOCK_TELL_S, mode=0o644)
+        lock.__enter__()
+    except LockTimeout as exc:
+        raise AuditError(
+            f"audit: {exc.holder} has held the relay lock {path.name} for over {exc.waited_s:.0f} s (a relay "
+            "stuck, or a command suspended?); nothing was recorded on the topic yet, the records wait in the "
+            "outbox: retry when it ends"
+        ) from None
+    try:
+        yield
+    finally:
+        lock.__exit__(None, None, None)
 
 
 @dataclass(frozen=True)
@@ -317,17 +358,28 @@ class Tail:
     last: AuditHead | None  # the last record provably the provider's: where the chain goes on
     ours: list[dict[str, Any]]  # signed records chained from the head (sent by a relay that died)
     alarm: tuple[str, dict[str, str]] | None = None  # (action, details) when something else is there
+    last_offset: int | None = None  # where `last` is on the topic, when known
 
 
-def own_tail(conn: Connection, prefix: str, head: AuditHead | None, public_key: Ed25519PublicKey) -> Tail:
-    """Read the topic after `head` (the store's anchor; None: the store never relayed, so the whole
-    topic must be its own from the genesis) and tell the relay where it may chain on."""
+def own_tail(
+    conn: Connection, prefix: str, head: AuditHead | None, public_key: Ed25519PublicKey, at: int | None = None
+) -> Tail:
+    """Read the topic after `head` (the store's anchor, written at offset `at` if known; None: the
+    store never relayed, so the whole topic must be its own from the genesis) and tell the relay
+    where it may chain on. From a known offset it reads only what follows the head, however many
+    records anyone appended after it and however long the topic is."""
+    head_offset: int | None = None
     if head is None:
         records = read_positioned(conn, prefix)
         start = 0
     else:
-        records = read_positioned(conn, prefix, last=1)
-        found = _find(records, head, public_key)
+        records, found = [], None
+        if at is not None:
+            records = read_positioned(conn, prefix, start=at)
+            found = 0 if records and records[0][0] == at and _find(records[:1], head, public_key) == 0 else None
+        if found is None:
+            records = read_positioned(conn, prefix, last=1)
+            found = _find(records, head, public_key)
         if found is None:
             records = read_positioned(conn, prefix, last=TAIL_WINDOW)
             found = _find(records, head, public_key)
@@ -338,19 +390,20 @@ def own_tail(conn: Connection, prefix: str, head: AuditHead | None, public_key: 
             reason = f"the anchored head seq {head.seq} is not on the topic: the trail was cut or rewritten"
             return Tail(head, [], (HEAD_MISSING, {"head_seq": str(head.seq), "reason": reason}))
         start = found + 1
-    last, ours = head, list[dict[str, Any]]()
+        head_offset = records[found][0]
+    last, ours, last_offset = head, list[dict[str, Any]](), head_offset
     first_bad: tuple[int, str] | None = None
     for offset, record in records[start:]:  # as `verify` walks: skip what is not ours, keep what is
         problem = not_the_providers(record, public_key) or unlinked(record, last)
         if problem is None:
             ours.append(record)
-            last = head_of(record)
+            last, last_offset = head_of(record), offset
         elif first_bad is None:
             first_bad = offset, problem
     if first_bad is None:
-        return Tail(last, ours)
+        return Tail(last, ours, None, last_offset)
     offset, problem = first_bad
-    return Tail(last, ours, (TAIL_NOT_OURS, {"offset": str(offset), "reason": problem}))
+    return Tail(last, ours, (TAIL_NOT_OURS, {"offset": str(offset), "reason": problem}), last_offset)
 
 
 def _find(records: Sequence[Positioned], head: AuditHead, public_key: Ed25519PublicKey) -> int | None:
@@ -375,7 +428,7 @@ def relay(conn: Connection, prefix: str, store: KeyStore, store_path: Path, sign
     with relay_lock(store_path):
         while entries := store.pending_audit(RELAY_BATCH):
             head = store.audit_head()
-            tail = own_tail(conn, prefix, head, signer.public_key())
+            tail = own_tail(conn, prefix, head, signer.public_key(), store.audit_head_offset())
             mine = f"{store.store_id}:"
             sent = {
                 int(m.split(":", 1)[1])
@@ -389,14 +442,21 @@ def relay(conn: Connection, prefix: str, store: KeyStore, store_path: Path, sign
             fresh = [e for e in entries if e.id not in sent]
             records += chain(head_of(records[-1]) if records else tail.last, fresh, store.store_id, signer)
             topic = topic_name(prefix, Role.AUDIT_EVENTS)
-            if records:
+            offsets = (
                 produce_and_wait(
-                    conn, [Record(topic, encode("audit_event", r), partition=0) for r in records], "audit records"
+                    conn,
+                    [Record(topic, encode("audit_event", r, canonical=True), partition=0) for r in records],
+                    "audit records",
                 )
+                if records
+                else [tail.last_offset]
+            )
             new_head = head_of(records[-1]) if records else tail.last
             if new_head is None:
                 raise AssertionError("a relay with pending entries always has a head")
-            store.drop_audit(entries[-1].id, new_head)
+            store.drop_audit(
+                entries[-1].id, new_head, offsets[-1] if offsets[-1] is not None and offsets[-1] >= 0 else None
+            )
             if tail.alarm is not None:
                 action, details = tail.alarm
                 where = f" (offset {details['offset']})" if "offset" in details else ""

@@ -7,7 +7,8 @@ tampered ciphertext. It names keys only by digest and holds no personal data.
 A certificate file has exactly one byte form, `dump(document)`. `load` accepts those bytes and
 nothing else: no duplicate keys (a first-wins reader, or a person reading the top of the file,
 would see another tenant than the signature covers), no NaN, no trailing data, no other
-spacing, key order or escaping. So what a person reads is what was signed.
+spacing, key order or escaping, and the signature only in its one base64 form. So what a person
+reads is what was signed.
 """
 
 from __future__ import annotations
@@ -84,15 +85,31 @@ def load(data: bytes) -> dict[str, Any]:
         if isinstance(exc, CertificateMalformed):
             raise
         raise CertificateMalformed("not JSON") from None
+    except RecursionError:  # the parser recurses per level: thousands of `[` exhaust the stack
+        raise CertificateMalformed("nested too deeply to be a certificate") from None
     if text[end:] != "\n":
         raise CertificateMalformed(
             "trailing data after the JSON document" if text[end:].strip() else "not in canonical form"
         )
     if not isinstance(document, dict) or set(document) != {"certificate", "signature"}:
         raise CertificateMalformed('expected exactly the keys "certificate" and "signature"')
+    if _signature_bytes(document["signature"]) is None:
+        raise CertificateMalformed("the signature is not the canonical base64 of 64 bytes")
     if dump(document) != data:
         raise CertificateMalformed("not in canonical form (spacing, key order or escaping differ from what was signed)")
     return document
+
+
+def _signature_bytes(text: object) -> bytes | None:
+    """The Ed25519 signature `text` encodes, if it is the one base64 form of 64 bytes: the decoder
+    ignores the last character's unused bits, so 16 strings would decode to the same signature."""
+    if not isinstance(text, str):
+        return None
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return raw if len(raw) == 64 and base64.b64encode(raw).decode("ascii") == text else None
 
 
 def _canonical(body: dict[str, Any]) -> bytes:
@@ -108,8 +125,8 @@ def verify(document: dict[str, Any], public_key: Ed25519PublicKey) -> dict[str, 
     """The certificate body, if the document is exactly what this provider signed."""
     try:
         body = document["certificate"]
-        signature = base64.b64decode(document["signature"], validate=True)
-        if body.get("format") != FORMAT or body.get("signer") != fingerprint(public_key):
+        signature = _signature_bytes(document["signature"])
+        if signature is None or body.get("format") != FORMAT or body.get("signer") != fingerprint(public_key):
             raise CertificateInvalid()
         public_key.verify(signature, _canonical(body))
     except (KeyError, TypeError, AttributeError, ValueError, binascii.Error, InvalidSignature):
@@ -150,6 +167,11 @@ def render_text(body: dict[str, Any]) -> str:
         f"  data keys left in the store  {checks['data_keys_remaining']}",
         f"  root key left in the store   {'yes' if checks['root_key_remaining'] else 'no'}",
         f"  key bytes left in its files  {checks['key_store_residue']} (scanned after the destruction)",
+        *(
+            [f"  key bytes in other files     {checks['other_files_residue']} (the data dir; broker storage aside)"]
+            if "other_files_residue" in checks
+            else []
+        ),
         f"  master key rotated           {'yes' if checks['master_key_rotated'] else 'no (kept outside Shredline)'}",
         "",
         f"Signed by the provider key {body['signer']} (Ed25519).",

@@ -222,7 +222,7 @@ def _audit_verify(settings: Settings, args: argparse.Namespace) -> int:
     from shredline.streams.acl import AccessRole
     from shredline.streams.kafka.connection import resolve_connection
     from shredline.streams.key_store import audit_anchor
-    from shredline.streams.operations.audit import read_positioned, verify
+    from shredline.streams.operations.audit import iter_positioned, verify
 
     public = _public_key(settings, args)
     anchors: dict[str, AuditHead] = {}
@@ -232,7 +232,7 @@ def _audit_verify(settings: Settings, args: argparse.Namespace) -> int:
     if anchor is not None:
         anchors["the key store's anchor"] = anchor
     verdict = verify(
-        read_positioned(resolve_connection(settings, AccessRole.OPERATOR), settings.topic_prefix), public, anchors
+        iter_positioned(resolve_connection(settings, AccessRole.OPERATOR), settings.topic_prefix), public, anchors
     )
     if not verdict.ok:
         for n, finding in enumerate(verdict.findings[:10]):

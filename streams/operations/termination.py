@@ -30,7 +30,7 @@ from confluent_kafka import Consumer, TopicPartition
 from shredline.keystore.errors import KeystoreError, UnknownTenant
 from shredline.keystore.keys import Keys, Sealed
 from shredline.keystore.master import load_keyring, rotate, write_private
-from shredline.keystore.residue import Probes, ProbesInvalid, settle
+from shredline.keystore.residue import Probes, ProbesInvalid, scan_tree, settle
 from shredline.keystore.store import TERMINATED, TenantRow, key_digest
 from shredline.processors.roles import Role
 from shredline.schemas.codec import DecodeError, decode
@@ -68,7 +68,8 @@ def _now() -> str:
 
 
 def _fault_point(step: str) -> None:
-    """Fault injection for the crash tests: SHREDLINE_FAULT_AFTER=<step> dies right after it."""
+    """Fault injection for the crash tests: SHREDLINE_FAULT_AFTER=<step> dies right after it
+    (`keys:destroyed`: inside the keys step, once the destruction committed)."""
     if os.environ.get("SHREDLINE_FAULT_AFTER") == step:
         os._exit(FAULT_EXIT)
 
@@ -148,6 +149,7 @@ class Termination:
         probes = probes_path(self.settings, tenant, generation)
         # The probes are on disk before the destruction commits, so verify can always check it.
         result = self.keys.destroy_tenant(tenant, state["reason"], witness=lambda p: write_private(probes, p.dump()))
+        _fault_point("keys:destroyed")  # a crash between the destruction and the rotation
         self.trail.flush()  # the store's own record of the destruction
         counts = dict(result.by_scope)
         version, master = self._rotate_master()
@@ -210,7 +212,9 @@ class Termination:
         row = self.keys.store.tenant(tenant)
         remaining = 0 if counts is None else counts.conversation_keys + counts.contact_keys + counts.retired_keys
         root_left = row is not None and row.root_wrapped is not None
-        residue = settle(self.keys.store, self._probes(tenant, generation), RESIDUE_WAIT_S)
+        probes = self._probes(tenant, generation)
+        residue = settle(self.keys.store, probes, RESIDUE_WAIT_S)
+        elsewhere, unreadable = self._scan_other_files(tenant, generation, probes)
         rotated_to = state["steps"]["keys"].get("master_version")
         checks = {
             "buffer_records_sampled": sampled,
@@ -218,6 +222,7 @@ class Termination:
             "data_keys_remaining": remaining,
             "root_key_remaining": root_left,
             "key_store_residue": residue.windows,
+            "other_files_residue": sum(elsewhere.values()) + len(unreadable),
             "master_key_rotated": rotated_to is not None,
         }
         self.trail.record("tenant.terminate.verify", tenant, None, {k: str(v) for k, v in checks.items()})
@@ -231,13 +236,37 @@ class Termination:
                 f"terminate {tenant}: keys: {residue.blocker}; {where}; "
                 "no certificate until they are gone: re-run when it ends"
             )
+        if elsewhere or unreadable:
+            where = ", ".join(sorted(elsewhere)) or "nothing readable"
+            cannot = f"; cannot read {', '.join(sorted(unreadable))} to check it" if unreadable else ""
+            raise TerminationError(
+                f"terminate {tenant}: keys: bytes of the destroyed keys remain outside the key store, in {where}"
+                f" (a copy of it?){cannot}; no certificate until they are gone: move or delete them, then re-run"
+            )
         if rotated_to is not None:
             path = self.settings.master_key_path
             if older := [v for v in load_keyring(None, path, create=False).versions if v < rotated_to]:
                 raise TerminationError(
                     f"terminate {tenant}: keys: master key versions {older} are back in {path} after the rotation"
                 )
-        return {"summary": f"{sampled} sampled buffer records unreadable, no key or key residue left", **checks}
+        return {
+            "summary": f"{sampled} sampled buffer records unreadable, no key or key residue left in any file checked",
+            **checks,
+        }
+
+    def _scan_other_files(self, tenant: str, generation: int, probes: Probes) -> tuple[dict[str, int], list[str]]:
+        """Every other file of the data dir and of the key store's folder (a copy of the store made
+        by a backup tool or an operator sits there), once the store's own files are clean. Not the
+        broker's storage nor the jar cache: large, and neither ever holds a key."""
+        settings = self.settings
+        store_files = [settings.key_store_path.with_name(settings.key_store_path.name + s) for s in self._STORE]
+        roots = [settings.data_dir]
+        if not settings.key_store_path.resolve().is_relative_to(settings.data_dir.resolve()):
+            roots.append(settings.key_store_path.parent)
+        skip = [settings.kafka_dir, settings.jar_cache, probes_path(settings, tenant, generation), *store_files]
+        return scan_tree(roots, probes, skip)
+
+    _STORE = ("", "-wal", "-shm", "-journal")
 
     def _probes(self, tenant: str, generation: int) -> Probes:
         path = probes_path(self.settings, tenant, generation)

@@ -7,6 +7,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 import signal
+import subprocess
+import sys
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -24,7 +27,15 @@ from shredline.streams.catalog import topic_name
 from shredline.streams.kafka.admin import apply_catalog
 from shredline.streams.kafka.produce import Record, produce_and_wait
 from shredline.streams.key_store import open_keys
-from shredline.streams.operations.audit import HEAD_MISSING, TAIL_NOT_OURS, head_of, read_trail, record_hash
+from shredline.streams.operations import audit
+from shredline.streams.operations.audit import (
+    HEAD_MISSING,
+    TAIL_NOT_OURS,
+    TAIL_WINDOW,
+    head_of,
+    read_trail,
+    record_hash,
+)
 from shredline.streams.operations.signing import PUBLIC_KEY_FILE
 from shredline.streams.settings import Settings
 from tests.conftest import Broker, wait_for
@@ -132,6 +143,36 @@ def test_a_transaction_written_to_the_topic_neither_stalls_nor_fools_the_relay(s
     assert verdict.returncode == 1 and "not an audit record" in verdict.stdout.splitlines()[0]
 
 
+def test_an_open_transaction_hides_nothing_from_the_relay_or_verify(site: Site) -> None:
+    """Anyone may leave a transaction open on the topic (up to the broker's transaction.max.timeout.ms,
+    15 min by default). A read_committed reader stops at its first record: the relay then lost sight
+    of its own head and wrote a false "head missing" alarm at every command, and verify said "cut"."""
+    site.ok("tenant", "provision", "alpha")
+    end = len(site.trail())
+    producer = Producer(
+        site.broker.connection.confluent(
+            **{"transactional.id": f"mallory-open-{site.prefix}", "transaction.timeout.ms": 300_000, "log_level": 0}
+        )
+    )
+    producer.init_transactions(30)
+    producer.begin_transaction()
+    producer.produce(site.topic, b"left open", partition=0)
+    producer.flush(30)
+    try:
+        for tenant in ("beta", "gamma"):
+            after = site.ok("tenant", "provision", tenant)
+            assert HEAD_MISSING not in after.stderr, after.stderr
+        verdict = site.cli("audit", "verify")
+        assert verdict.returncode == 1, verdict.stdout
+        assert verdict.stdout.startswith(f"audit trail BROKEN at offset {end}: not an audit record"), verdict.stdout
+        assert "cut" not in verdict.stdout and HEAD_MISSING not in verdict.stdout, verdict.stdout
+        alarms = [r["action"] for r in site.trail() if str(r.get("action")).startswith("audit.alarm.")]
+        assert alarms == [TAIL_NOT_OURS], alarms
+    finally:
+        producer.abort_transaction(30)
+    assert site.cli("audit", "verify").stdout == verdict.stdout  # the same verdict once it is aborted
+
+
 def audit_values(site: Site) -> list[bytes]:
     consumer = Consumer(site.broker.connection.confluent(**{"group.id": f"copy-{uuid.uuid4().hex[:6]}"}))
     try:
@@ -147,7 +188,11 @@ def audit_values(site: Site) -> list[bytes]:
 
 def recreate_from_prefix(site: Site, keep: int) -> None:
     """Delete audit.events and write back its first `keep` records: what the owner of the topic can do."""
-    values = audit_values(site)[:keep]
+    recreate_from_values(site, audit_values(site)[:keep])
+
+
+def recreate_from_values(site: Site, values: list[bytes]) -> None:
+    """Delete audit.events and write `values` to it anew."""
     admin = AdminClient(site.broker.connection.confluent())
     admin.delete_topics([site.topic])[site.topic].result(timeout=30)
     wait_for(lambda: site.topic not in admin.list_topics(timeout=10).topics, 60, "the topic to be deleted")
@@ -211,6 +256,118 @@ def test_a_cut_tail_is_detected_by_the_anchor_and_by_any_certificate(site: Site,
     again = site.cli("audit", "verify")
     assert again.returncode == 1
     assert f"BROKEN at offset {head['seq']}: seq {anchor.seq + 1} where {head['seq']} was due" in again.stdout
+
+
+def test_a_signed_record_re_encoded_in_another_byte_form_is_named(site: Site) -> None:
+    """An Avro map may list its entries in any order: the same record, the same hash and signature,
+    other bytes. The topic re-written with such a copy of a genuine record verified intact."""
+    site.ok("tenant", "provision", "alpha")
+    values = audit_values(site)
+    records = site.trail()
+    index = next(i for i, r in enumerate(records) if len(r["details"]) > 1)
+    swapped = records[index] | {"details": dict(reversed(list(records[index]["details"].items())))}
+    assert record_hash(swapped) == records[index]["hash"]  # the signature still covers it
+    values[index] = encode("audit_event", swapped)
+    assert values[index] != audit_values(site)[index]
+    recreate_from_values(site, values)
+    verdict = site.cli("audit", "verify")
+    assert verdict.returncode == 1, verdict.stdout
+    assert (
+        verdict.stdout.startswith(f"audit trail BROKEN at offset {index}: not an audit record (audit_event")
+        and "not in its canonical encoding" in verdict.stdout.splitlines()[0]
+    ), verdict.stdout
+
+
+def test_the_relay_reads_only_what_follows_its_head_however_much_anyone_appends(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """More records after the head than the relay's window made it read the whole topic, in every
+    command, within one 60-s read: an attacker who appended enough (or a long trail) made every
+    audited command fail. The relay now reads from its head's anchored offset."""
+    site.ok("tenant", "provision", "alpha")
+    head = site.anchor()
+    assert head is not None
+    junk = TAIL_WINDOW + 100
+    produce_and_wait(
+        site.broker.connection, [Record(site.topic, b"junk", partition=0)] * junk, "records after the head"
+    )
+    read: list[int] = []
+    original = audit.read_positioned
+
+    def counting(*args: Any, **kwargs: Any) -> list[Any]:
+        records = original(*args, **kwargs)
+        read.append(len(records))
+        return records
+
+    monkeypatch.setattr(audit, "read_positioned", counting)
+    keys = open_keys(Settings(data_dir=site.data_dir))
+    try:
+        trail = audit.Trail(site.broker.connection, keys, Settings(data_dir=site.data_dir, topic_prefix=site.prefix))
+        trail.record("operator.command", details={"command": "test"})
+    finally:
+        keys.store.close()
+    assert sum(read) == junk + 1, read  # the head and what follows it, once
+    records = site.trail()
+    raised = records[head.seq + 1 + junk]
+    assert raised["action"] == TAIL_NOT_OURS and raised["details"]["offset"] == str(head.seq + 1)
+    assert (raised["seq"], raised["prev_hash"]) == (head.seq + 1, head.hash)
+    verdict = site.cli("audit", "verify")
+    assert verdict.returncode == 1 and verdict.stdout.startswith(f"audit trail BROKEN at offset {head.seq + 1}: ")
+
+
+def test_a_relay_that_never_ends_makes_others_fail_in_one_line_not_wait_for_ever(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A command suspended (Ctrl-Z) while it relays holds the relay lock: every audited command, and
+    the worker's last relay at SIGTERM, waited on it for ever without a word."""
+    site.ok("tenant", "provision", "alpha")
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import os, signal, sys; from pathlib import Path; "
+            "from shredline.streams.operations.audit import relay_lock\n"
+            "with relay_lock(Path(sys.argv[1])):\n"
+            "    print('held', flush=True); os.kill(os.getpid(), signal.SIGSTOP)",
+            str(site.data_dir / "keys.sqlite"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        stat = Path(f"/proc/{holder.pid}/stat")
+        wait_for(lambda: stat.read_text().rsplit(")", 1)[1].split()[0] == "T", 30, "the holder to be suspended")
+        monkeypatch.setattr(audit, "RELAY_LOCK_WAIT_S", 2.0, raising=False)
+        keys = open_keys(Settings(data_dir=site.data_dir))
+        trail = audit.Trail(site.broker.connection, keys, Settings(data_dir=site.data_dir, topic_prefix=site.prefix))
+        trail.signer  # noqa: B018 - loaded before the lock is contended
+        outcome: list[BaseException | None] = []
+
+        def attempt() -> None:
+            try:
+                trail.record("operator.command", details={"command": "while suspended"})
+                outcome.append(None)
+            except BaseException as exc:  # reported to the test thread
+                outcome.append(exc)
+
+        started = time.monotonic()
+        worker = threading.Thread(target=attempt, daemon=True)
+        worker.start()
+        worker.join(timeout=30)
+        assert outcome, "the relay waited on the suspended holder for ever"
+        took = time.monotonic() - started
+        error = outcome[0]
+        assert isinstance(error, audit.AuditError) and took < 10, (error, took)
+        assert f"another process (pid {holder.pid}) has held the relay lock" in str(error), str(error)
+        assert [e.details for e in keys.store.pending_audit(10)] == [{"command": "while suspended"}]
+    finally:
+        holder.send_signal(signal.SIGCONT)
+        holder.wait(timeout=30)
+    trail.flush()  # once the holder is gone, the record goes out
+    assert keys.store.pending_audit(10) == []
+    assert site.trail()[-1]["details"]["command"] == "while suspended"
+    keys.store.close()
 
 
 def test_a_clean_stop_relays_the_outbox_before_exiting(site: Site) -> None:

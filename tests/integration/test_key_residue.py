@@ -23,7 +23,7 @@ from shredline.keystore.keys import Keys
 from shredline.keystore.master import load_keyring
 from shredline.streams.kafka.admin import apply_catalog
 from shredline.streams.key_store import open_keys
-from shredline.streams.settings import Settings
+from shredline.streams.settings import Settings, load_settings
 from tests.conftest import Broker, wait_for
 from tests.integration.test_termination import Pipeline, pipeline  # noqa: F401 - the module's worker and broker
 from tests.integration.test_worker import cli
@@ -177,8 +177,48 @@ def test_a_reader_that_ends_while_verify_waits_lets_the_first_run_certify(pipeli
         "data_keys_remaining": 0,
         "root_key_remaining": False,
         "key_store_residue": 0,
+        "other_files_residue": 0,
         "master_key_rotated": True,
     }
+
+
+def test_a_copy_of_the_key_store_in_the_data_dir_fails_the_termination_until_it_is_gone(
+    broker: Broker, tmp_path: Path
+) -> None:
+    """A copy made by a backup tool or an operator next to the store (here while the key comes from
+    the environment, so nothing makes the copy useless): the certificate said no key bytes were
+    left, and the copy's wrapped root still opened with the live master key."""
+    prefix = f"copy{uuid.uuid4().hex[:8]}"
+    apply_catalog(broker.connection, prefix, 1)
+    env = {
+        **broker.client_env(prefix, tmp_path),
+        "SHREDLINE_MASTER_KEY": "v1:" + base64.b64encode(os.urandom(32)).decode(),
+    }
+    assert cli(env, "tenant", "provision", "copied").returncode == 0
+    keys = open_keys(load_settings(env))
+    secrets = secrets_of(keys, "copied")
+    keys.store.close()
+    copy = tmp_path / "backups" / "keys.sqlite.bak"
+    copy.parent.mkdir()
+    copy.write_bytes((tmp_path / "keys.sqlite").read_bytes())
+    (tmp_path / "a-fifo").mkdir()
+    os.mkfifo(tmp_path / "a-fifo" / "pipe")  # never opened: the scan reads regular files only
+
+    failed = cli(env, "tenant", "terminate", "copied", "--reason", "ended", "--yes")
+    assert failed.returncode == 1
+    assert failed.stderr.splitlines()[-1] == (
+        "shredline: error: terminate copied: keys: bytes of the destroyed keys remain outside the key store, "
+        f"in {copy} (a copy of it?); no certificate until they are gone: move or delete them, then re-run"
+    )
+    assert not (tmp_path / "certificates" / "copied.g1.json").exists()
+
+    copy.unlink()
+    done = cli(env, "tenant", "terminate", "copied", "--reason", "ended", "--yes")
+    assert done.returncode == 0, done.stderr
+    body = json.loads((tmp_path / "certificates" / "copied.g1.json").read_text())["certificate"]
+    assert body["verification"]["other_files_residue"] == 0 and body["verification"]["key_store_residue"] == 0
+    everything = b"".join(p.read_bytes() for p in tmp_path.rglob("*") if p.is_file() and "kafka" not in p.parts)
+    assert [i for i, s in enumerate(secrets) if s in everything] == []
 
 
 def test_a_master_key_from_the_environment_is_not_rotated_and_the_certificate_says_so(

@@ -21,7 +21,15 @@ from shredline.streams.catalog import topic_name
 from shredline.streams.kafka.admin import apply_catalog
 from shredline.streams.kafka.produce import Record, produce_and_wait
 from shredline.streams.key_store import open_keys
-from shredline.streams.operations.audit import Trail, chain, read_positioned, read_trail, verify
+from shredline.streams.operations.audit import (
+    Trail,
+    chain,
+    head_of,
+    read_positioned,
+    read_trail,
+    relay_lock,
+    verify,
+)
 from shredline.streams.operations.certificate import dump
 from shredline.streams.operations.signing import PUBLIC_KEY_FILE, load_public_key
 from shredline.streams.operations.termination import FAULT_EXIT, STEPS
@@ -125,6 +133,26 @@ def test_a_crash_after_any_step_is_finished_by_re_running(pipeline: Pipeline, st
     again = pipeline.cli("tenant", "terminate", tenant, "--reason", "again", "--yes")
     assert again.returncode == 0 and "already terminated; nothing changed" in again.stdout
     assert actions(pipeline.trail(), tenant) == mine
+
+
+def test_a_crash_between_the_destruction_and_the_rotation_keeps_the_certificate_right(pipeline: Pipeline) -> None:
+    """The re-run found the tenant fenced with nothing left to destroy, and its certificate said 0
+    conversation keys destroyed by the termination and 3 destroyed before it."""
+    tenant = "crash-mid-keys"
+    assert pipeline.cli("tenant", "provision", tenant).returncode == 0
+    pipeline.processed(tenant, 9, tenant)
+    crashed = pipeline.cli(
+        "tenant", "terminate", tenant, "--reason", "contract ended", "--yes", SHREDLINE_FAULT_AFTER="keys:destroyed"
+    )
+    assert crashed.returncode == FAULT_EXIT, crashed.stderr
+    rerun = pipeline.cli("tenant", "terminate", tenant, "--reason", "contract ended", "--yes")
+    assert rerun.returncode == 0, rerun.stderr
+    assert [s for s in STEPS if f"{s}:" in rerun.stderr] == list(STEPS[1:])
+    body = json.loads((pipeline.data_dir / "certificates" / f"{tenant}.g1.json").read_text())["certificate"]
+    assert body["keys_destroyed"] == {"root": 1, "conversation": 3, "contact": 0, "before_termination": 0}
+    assert body["verification"]["master_key_rotated"] is True
+    keys_step = next(r for r in pipeline.trail() if r["tenant"] == tenant and r["action"] == "tenant.terminate.keys")
+    assert keys_step["details"]["conversation"] == "3"
 
 
 def test_the_audit_trail_verifies_and_a_forged_record_is_named(pipeline: Pipeline) -> None:
@@ -252,13 +280,18 @@ def test_a_relay_that_died_after_sending_sends_nothing_twice(pipeline: Pipeline)
     trail = Trail(pipeline.broker.connection, keys, settings)
     trail.flush()
     keys.store.record("test.relay-crash", None, None, {"n": "1"})
-    entries = keys.store.pending_audit(10)
-    sent = chain(keys.store.audit_head(), entries, keys.store.store_id, trail.signer)  # what the dead relay had sent
-    topic = topic_name(pipeline.prefix, Role.AUDIT_EVENTS)
-    produce_and_wait(
-        pipeline.broker.connection, [Record(topic, encode("audit_event", r), partition=0) for r in sent], "x"
-    )
+    # The dead relay held the relay lock, as every relay does: without it the running worker could
+    # relay and anchor in between, and this "dead relay" would fork the chain instead.
+    with relay_lock(settings.key_store_path):
+        entries = keys.store.pending_audit(10)
+        sent = chain(keys.store.audit_head(), entries, keys.store.store_id, trail.signer)  # what it had sent
+        topic = topic_name(pipeline.prefix, Role.AUDIT_EVENTS)
+        values = [Record(topic, encode("audit_event", r, canonical=True), partition=0) for r in sent]
+        produce_and_wait(pipeline.broker.connection, values, "x")
     trail.flush()  # before dropping its outbox and anchoring the head
     records = pipeline.trail()
-    assert [r["action"] for r in records].count("test.relay-crash") == 1
-    assert [r["seq"] for r in records[-3:]] == [records[-3]["seq"] + i for i in range(3)]  # no gap, no repeat
+    assert [r.get("action") for r in records].count("test.relay-crash") == 1
+    crash = next(i for i, r in enumerate(records) if r.get("action") == "test.relay-crash")
+    seqs = [r["seq"] for r in records[crash:]]  # (an earlier test may have left a forgery just before)
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))  # no gap, no repeat
+    assert keys.store.pending_audit(10) == [] and keys.store.audit_head() == head_of(records[-1])

@@ -53,7 +53,9 @@ def facts() -> list[dict[str, Any]]:
                     )
                 )
             out += [fact("CONVERSATION_STARTED", day, i, tenant) for i in range(6)]
-            for i in range(12):
+            # enough executions that each (workflow, feature, status) cell of a day reaches k = 5:
+            # the views publish only cells of at least k, and derive rates from those alone
+            for i in range(60):
                 out.append(
                     fact(
                         "EXECUTION",
@@ -76,7 +78,7 @@ def logs() -> list[dict[str, Any]]:
             "minute": START,
             "workflow_id": "faq" if i % 2 else "order-status",
             "step": "respond",
-            "feature_id": None,
+            "feature_id": "llm-reply",  # lines count only where their execution cell is shown
             "status": "SUCCEEDED",
             "duration_ms": 80 + i * 37,
             "message": "sent [NAME]",

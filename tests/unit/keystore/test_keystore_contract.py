@@ -147,8 +147,10 @@ def test_destroy_tenant_removes_everything_and_fences_for_good(store: KeyStore) 
         store.acquire(key_row(subject="late"), block=1, cap=9)
     with pytest.raises(TenantExists):
         store.create_tenant(tenant_row(generation=2), reprovision=False)
-    again = store.destroy_tenant("acme", "contract ended", NOW)
+    again = store.destroy_tenant("acme", "contract ended", NOW + 60)
     assert again.already_terminated and again.key_ids == ()
+    # what the destruction did, for a termination that crashed after it and is re-run
+    assert again.by_scope == {"conversation": 3, "contact": 1}
 
 
 def test_unknown_tenant_can_be_fenced_before_it_ever_existed(store: KeyStore) -> None:
@@ -270,12 +272,34 @@ def test_the_audit_head_is_anchored_with_the_drop_and_only_moves_forward(store: 
     with pytest.raises(KeystoreError, match="not past the anchored seq 0"):
         store.drop_audit(second, AuditHead(0, b"\x02" * 32))
     assert [e.id for e in store.pending_audit(10)] == [second]  # the refused drop dropped nothing
-    store.drop_audit(second, AuditHead(7, b"\x03" * 32))
+    assert store.audit_head_offset() is None  # not said where
+    store.drop_audit(second, AuditHead(7, b"\x03" * 32), offset=41)
     assert store.audit_head() == AuditHead(7, b"\x03" * 32) and store.pending_audit(10) == []
+    assert store.audit_head_offset() == 41
     if isinstance(store, SqliteKeyStore):  # durable: another process opening the file sees it
         again = SqliteKeyStore(store.path)
-        assert again.audit_head() == AuditHead(7, b"\x03" * 32)
+        assert again.audit_head() == AuditHead(7, b"\x03" * 32) and again.audit_head_offset() == 41
         again.close()
+
+
+def test_a_store_from_before_the_head_offset_opens_and_keeps_its_head(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "keys.sqlite"
+    old = sqlite3.connect(path)
+    old.execute(
+        "CREATE TABLE audit_head (one INTEGER PRIMARY KEY CHECK (one = 1), seq INTEGER NOT NULL, "
+        "hash BLOB NOT NULL, anchored_at REAL NOT NULL)"
+    )
+    old.execute("INSERT INTO audit_head VALUES (1, 5, ?, 0)", (b"\x05" * 32,))
+    old.commit()
+    old.close()
+    store = SqliteKeyStore(path)
+    assert store.audit_head() == AuditHead(5, b"\x05" * 32) and store.audit_head_offset() is None
+    store.record("operator.command")
+    store.drop_audit(store.pending_audit(1)[0].id, AuditHead(6, b"\x06" * 32), offset=9)
+    assert store.audit_head_offset() == 9
+    store.close()
 
 
 def test_policies_are_published_once_and_accepted_by_active_tenants(store: KeyStore) -> None:

@@ -5,6 +5,7 @@ a provisioning process."""
 from __future__ import annotations
 
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -18,7 +19,7 @@ import pytest
 from shredline.keystore.errors import MasterKeyError
 from shredline.keystore.keys import Keys
 from shredline.keystore.master import load_keyring, rotate
-from shredline.keystore.residue import SALT, WINDOW, Probes, ProbesInvalid, settle
+from shredline.keystore.residue import SALT, WINDOW, Probes, ProbesInvalid, scan_tree, settle
 from shredline.keystore.sqlite_store import SqliteKeyStore
 from shredline.keystore.store import CONTACT, CONVERSATION
 from tests.unit.keystore.forensics import Reader, raw_bytes, secrets_of
@@ -86,6 +87,26 @@ def test_probes_find_every_copy_at_any_offset_and_hold_no_byte_of_it(tmp_path: P
             assert probes.count_in(path) == 0
     with pytest.raises(ValueError):
         Probes.of([os.urandom(31)], os.urandom(SALT))  # too short to be found at every offset
+
+
+def test_the_tree_scan_reads_regular_files_only_and_honours_what_it_skips(tmp_path: Path) -> None:
+    secret = os.urandom(48)
+    probes = Probes.of([secret], os.urandom(SALT))
+    (tmp_path / "data" / "backups").mkdir(parents=True)
+    (tmp_path / "data" / "kafka").mkdir()
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "data" / "backups" / "copy.bak").write_bytes(b"x" * 7 + secret)
+    (tmp_path / "data" / "kafka" / "segment.log").write_bytes(secret)
+    (tmp_path / "data" / "keys.sqlite").write_bytes(secret)
+    (tmp_path / "data" / "clean").write_bytes(os.urandom(4096))
+    (tmp_path / "outside" / "elsewhere").write_bytes(secret)
+    (tmp_path / "data" / "link").symlink_to(tmp_path / "outside" / "elsewhere")
+    (tmp_path / "data" / "linked-dir").symlink_to(tmp_path / "outside")
+    os.mkfifo(tmp_path / "data" / "pipe")  # opening it would block for ever
+    found, unreadable = scan_tree(
+        [tmp_path / "data"], probes, [tmp_path / "data" / "kafka", tmp_path / "data" / "keys.sqlite"]
+    )
+    assert found == {str(tmp_path / "data" / "backups" / "copy.bak"): 1} and unreadable == []
 
 
 def test_a_reader_holding_a_snapshot_keeps_destroyed_keys_on_disk_but_blocks_no_writer(
@@ -166,3 +187,80 @@ def test_an_old_wrapped_root_is_useless_once_its_master_version_is_destroyed(tmp
     rotate(tmp_path / "master.key", keys.rotate_master)
     with pytest.raises(MasterKeyError, match="version 1 is not in the keyring"):
         Keys._unwrap_root(load_keyring(None, tmp_path / "master.key", create=False), copied)
+
+
+def test_a_rotation_held_by_a_suspended_process_fails_in_one_line_not_for_ever(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`keys rotate-master` or a termination suspended (Ctrl-Z) inside the rotation: every other
+    rotation, so every termination, waited on it for ever without a word."""
+    from shredline.keystore import master
+    from shredline.keystore.errors import MasterKeyError
+
+    keys = open_keys(tmp_path)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import os, signal, sys; from pathlib import Path; from shredline.keystore.master import _rotation_lock\n"
+            "with _rotation_lock(Path(sys.argv[1])):\n"
+            "    print('held', flush=True); os.kill(os.getpid(), signal.SIGSTOP)",
+            str(tmp_path / "master.key"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    outcome: list[BaseException | None] = []
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        stat = Path(f"/proc/{holder.pid}/stat")
+        while stat.read_text().rsplit(")", 1)[1].split()[0] != "T":
+            time.sleep(0.01)
+        monkeypatch.setattr(master, "ROTATION_LOCK_WAIT_S", 1.0, raising=False)
+
+        def attempt() -> None:
+            try:
+                rotate(tmp_path / "master.key", keys.rotate_master)
+                outcome.append(None)
+            except BaseException as exc:  # reported to the test thread
+                outcome.append(exc)
+
+        thread = threading.Thread(target=attempt, daemon=True)
+        thread.start()
+        thread.join(timeout=20)
+        assert outcome, "the rotation waited on the suspended holder for ever"
+        error = outcome[0]
+        assert isinstance(error, MasterKeyError), error
+        assert f"another process (pid {holder.pid}) has held master.key.lock for over 1 s" in str(error)
+        assert load_keyring(None, tmp_path / "master.key", create=False).versions == [1]  # nothing rotated
+    finally:
+        holder.send_signal(signal.SIGCONT)
+        holder.wait(timeout=30)
+    assert rotate(tmp_path / "master.key", keys.rotate_master).version == 2  # once it ends
+
+
+def test_a_store_locked_by_another_writer_names_its_pid(tmp_path: Path) -> None:
+    """`key store locked: database is locked`, after the busy timeout, said nothing of who."""
+    from shredline.keystore.errors import KeyStoreUnavailable
+
+    store = SqliteKeyStore(tmp_path / "keys.sqlite", busy_timeout_s=0.2)
+    writer = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sqlite3, sys, time; db = sqlite3.connect(sys.argv[1], isolation_level=None);"
+            "db.execute('BEGIN IMMEDIATE'); print('held', flush=True); time.sleep(60)",
+            str(tmp_path / "keys.sqlite"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert writer.stdout is not None and writer.stdout.readline() == "held\n"
+        with pytest.raises(KeyStoreUnavailable, match=rf"the write lock is held by pid {writer.pid}\)"):
+            store.record("operator.command")
+    finally:
+        writer.kill()
+        writer.wait()
+    store.record("operator.command")
+    store.close()

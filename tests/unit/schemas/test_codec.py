@@ -132,6 +132,8 @@ def audit_record(seq: int = 0) -> bytes:
     [
         # a map with the key "a" twice: last-wins readers see {"a": "2"}, a first-wins reader "1"
         ("duplicate map key", lambda d: d.replace(b"\x02b\x022", b"\x02a\x022")),
+        # the same map with its entries the other way round: same content, same hash, other bytes
+        ("map entries out of key order", lambda d: d.replace(b"\x02a\x021\x02b\x022", b"\x02b\x022\x02a\x021")),
         # seq 0 written as an over-long varint (0x80 0x00) instead of 0x00
         ("over-long varint", lambda d: d[:10] + b"\x80\x00" + d[11:]),
     ],
@@ -145,3 +147,9 @@ def test_canonical_decoding_refuses_a_second_byte_form_of_a_record(name: str, fo
     with pytest.raises(DecodeError, match="not in its canonical encoding"):
         decode(forged, expect="audit_event", canonical=True)
     assert decode(data, expect="audit_event", canonical=True)[1]["details"] == {"a": "1", "b": "2"}
+
+
+def test_canonical_encoding_writes_map_entries_in_key_order() -> None:
+    value = decode(audit_record(), expect="audit_event")[1] | {"details": {"b": "2", "a": "1"}}
+    assert encode("audit_event", value) != audit_record()  # a map is written in the dict's order...
+    assert encode("audit_event", value, canonical=True) == audit_record()  # ...or in key order

@@ -104,12 +104,16 @@ def test_reordered_records_are_detected_at_the_first_one_out_of_place() -> None:
     assert first(records)[0] == 7
 
 
-def test_a_replayed_record_of_the_provider_is_out_of_place() -> None:
+def test_a_replayed_record_of_the_provider_is_named_and_the_chain_goes_on_past_it() -> None:
+    """The walk re-synced on the copy: the head was reported as seq 3, and the next genuine record
+    was reported out of place too."""
     records = trail()
-    assert first([*records, copy.deepcopy(records[3])]) == (
-        12,
-        "seq 3 where 12 was due: a record was removed, inserted or moved",
-    )
+    following = chain(head_of(records[-1]), entries(100, 2), "store1", KEY)
+    replayed = [*records, copy.deepcopy(records[3]), *through_avro(following)]
+    assert first(replayed) == (12, "a copy of seq 3, already on the chain: replayed")
+    verdict = verify(at(replayed), PUBLIC)
+    assert len(verdict.findings) == 1 and verdict.head == head_of(following[-1])
+    assert verdict.chained == len(records) + 2 and verdict.records == len(replayed)
 
 
 def test_a_record_that_is_not_an_audit_event_is_named() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import subprocess
@@ -108,6 +109,18 @@ def with_first_keys(data: bytes, inserted: str) -> bytes:
     return text.replace(head, head + inserted, 1).encode("ascii")
 
 
+def other_base64_of_the_signature(data: bytes) -> bytes:
+    document = json.loads(data)
+    text = document["signature"]
+    assert text.endswith("==")  # 64 bytes: the last character before the padding carries 4 unused bits
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    last = alphabet.index(text[-3])
+    other = text[:-3] + alphabet[last ^ 1] + "=="
+    assert base64.b64decode(other) == base64.b64decode(text)  # what a lenient verifier checked
+    document["signature"] = other
+    return dump(document)
+
+
 @pytest.mark.parametrize(
     ("forge", "reason"),
     [
@@ -132,6 +145,9 @@ def with_first_keys(data: bytes, inserted: str) -> bytes:
         (lambda d: d.replace(b'"alice"', '"alíce"'.encode()), "not ASCII"),
         (lambda d: d.replace(b'{\n "certificate"', b'{\n "extra": 1,\n "certificate"'), "exactly the keys"),
         (lambda d: b"[]\n", "exactly the keys"),
+        # the same 64 signature bytes in another base64 string: the last character's unused bits set
+        (lambda d: other_base64_of_the_signature(d), "canonical base64"),
+        (lambda d: b"[" * 100_000 + b"]" * 100_000 + b"\n", "nested too deeply"),
         (lambda d: b"", "not JSON"),
         (lambda d: d[: len(d) // 2], "not JSON"),
     ],
@@ -188,3 +204,17 @@ def test_the_command_refuses_the_duplicate_key_forgery_in_one_line(tmp_path: Pat
         'shredline: error: certificate: duplicate key "operator": '
         "a reader could see a value the signature does not cover"
     ]
+
+
+@pytest.mark.parametrize(
+    ("forge", "line"),
+    [
+        (other_base64_of_the_signature, "the signature is not the canonical base64 of 64 bytes"),
+        (lambda d: b"[" * 100_000 + b"]" * 100_000 + b"\n", "nested too deeply to be a certificate"),
+    ],
+)
+def test_the_command_refuses_other_byte_forms_in_one_line(tmp_path: Path, forge: Any, line: str) -> None:
+    """The command said "certificate valid" for the first, and failed with an internal error for the second."""
+    refused = run_verify(tmp_path, forge(signed_file()))
+    assert (refused.returncode, refused.stdout) == (1, "")
+    assert refused.stderr.splitlines() == [f"shredline: error: certificate: {line}"]
