@@ -32,12 +32,23 @@ def _secrets(settings: Settings) -> Iterator[tuple[str, Path]]:
         yield "tls_key", settings.tls_key
 
 
+def make_private_dir(path: Path) -> None:
+    """Create `path` and every missing parent owner-only (0700), so whichever command creates the
+    data dir first (the jar cache, the launcher, any command) leaves it as `check_private` wants
+    it. Directories that already exist are left as they are."""
+    missing = []
+    while not path.exists():
+        missing.append(path)
+        path = path.parent
+    for folder in reversed(missing):
+        folder.mkdir(mode=0o700, exist_ok=True)
+
+
 def check_private(settings: Settings) -> None:
     """Create the data dir (0700) if it is missing; raise ConfigError (exit 2), in one line naming
     the path, its mode and the fix, if it or any secret file is open to group or others."""
     data_dir = settings.data_dir
-    if not data_dir.exists():
-        data_dir.mkdir(mode=0o700, parents=True)
+    make_private_dir(data_dir)
     _owner_only("data_dir", data_dir, 0o700)
     for setting, path in _secrets(settings):
         _owner_only(setting, path, 0o600)

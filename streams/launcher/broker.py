@@ -35,6 +35,7 @@ from shredline.streams.kafka.admin import wait_until_ready
 from shredline.streams.kafka.connection import STATE_FILE, Connection, read_state, resolve_connection
 from shredline.streams.launcher.certs import BROKER_CN, TlsFiles, ensure_tls
 from shredline.streams.launcher.jars import KAFKA_VERSION, ensure_jars
+from shredline.streams.private import make_private_dir
 from shredline.streams.settings import Settings
 
 DEFAULT_PORT = 9093
@@ -257,7 +258,7 @@ class Launcher:
         self._stop_older_layout()
         java = check_java()
         jars = ensure_jars(self.settings.jar_cache, self.progress)
-        self.dir.mkdir(parents=True, exist_ok=True)
+        make_private_dir(self.dir)
         tls = ensure_tls(self.dir / "tls")
 
         previous = self.state()

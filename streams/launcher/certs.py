@@ -22,6 +22,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from shredline.streams.acl import AccessRole
 from shredline.streams.kafka.connection import role_cert, role_key
+from shredline.streams.private import make_private_dir
 
 VALIDITY = dt.timedelta(days=365)
 RENEW_BEFORE = dt.timedelta(days=7)
@@ -111,7 +112,7 @@ def ensure_tls(directory: Path, now: dt.datetime | None = None) -> TlsFiles:
     if is_current(files, now):
         return files
     for folder in (directory, files.credentials):
-        folder.mkdir(parents=True, exist_ok=True)
+        make_private_dir(folder)
         os.chmod(folder, 0o700)
 
     ca_key = ec.generate_private_key(ec.SECP256R1())

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from shredline.streams.errors import LauncherError
+from shredline.streams.private import make_private_dir
 
 KAFKA_VERSION = "4.1.1"
 LOG4J_VERSION = "2.25.3"
@@ -45,7 +46,7 @@ def ensure_jars(cache_dir: Path, progress: Callable[[str], None], version: str =
 
     work = cache_dir / f".kafka-{version}.partial"
     shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
+    make_private_dir(work)  # its parents too: the cache sits in the data dir by default
     (work / "pom.xml").write_text(_POM.format(kafka=version, log4j=LOG4J_VERSION), encoding="utf-8")
     progress(f"resolving Apache Kafka {version} jars from Maven Central (first run only)...")
     result = subprocess.run(

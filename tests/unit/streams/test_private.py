@@ -12,7 +12,7 @@ from shredline.streams.cli import main
 from shredline.streams.errors import ConfigError
 from shredline.streams.key_store import open_keys
 from shredline.streams.launcher.certs import ensure_tls
-from shredline.streams.private import check_private
+from shredline.streams.private import check_private, make_private_dir
 from shredline.streams.settings import Settings
 
 
@@ -83,3 +83,16 @@ def test_the_command_line_refuses_to_start_with_exit_2(
         f"shredline: error: master_key_file: {data_dir / 'master.key'} is open to group or others (mode 0644); "
         f"refusing to start: chmod 600 {data_dir / 'master.key'}"
     ]
+
+
+def test_a_folder_made_inside_a_missing_data_dir_leaves_the_data_dir_owner_only(tmp_path: Path) -> None:
+    """`make test` resolves the Kafka jars into `.shredline/cache` first; `make demo` after it must
+    start (it refused when the jar cache had created the data dir 0755)."""
+    os.chmod(tmp_path, 0o755)  # noqa: S103 - a parent that is not ours to tighten
+    cache = tmp_path / "data" / "cache" / ".kafka-4.1.1.partial"
+    make_private_dir(cache)
+    for folder in (tmp_path / "data", tmp_path / "data" / "cache", cache):
+        assert os.stat(folder).st_mode & 0o777 == 0o700, folder
+    assert os.stat(tmp_path).st_mode & 0o777 == 0o755  # what existed is left alone
+    check_private(Settings(data_dir=tmp_path / "data"))
+    make_private_dir(cache)  # idempotent
