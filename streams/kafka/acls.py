@@ -13,6 +13,7 @@ import time
 from collections.abc import Mapping
 from concurrent.futures import Future
 from enum import Enum
+from typing import TypeVar
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import (
@@ -59,20 +60,12 @@ def _binding(acl: AclBinding) -> Binding:
     )
 
 
-def _acl(b: Binding) -> AclBinding:
-    return AclBinding(
-        ResourceType[b.resource],
-        b.name,
-        ResourcePatternType[b.pattern],
-        b.principal,
-        b.host,
-        AclOperation[b.op],
-        AclPermissionType[b.permission],
-    )
+_Acl = TypeVar("_Acl", AclBinding, AclBindingFilter)
 
 
-def _filter(b: Binding) -> AclBindingFilter:
-    return AclBindingFilter(
+def _as(kind: type[_Acl], b: Binding) -> _Acl:
+    """`b` as confluent's AclBinding (to create) or AclBindingFilter (to delete exactly it)."""
+    return kind(
         ResourceType[b.resource],
         b.name,
         ResourcePatternType[b.pattern],
@@ -104,10 +97,14 @@ def apply_acls(conn: Connection, prefix: str, principals: Mapping[AccessRole, tu
         return changes
     who = _principal(conn)
     if changes.create:
-        for fut in admin.create_acls([_acl(b) for b in changes.create], request_timeout=REQUEST_TIMEOUT_S).values():
+        for fut in admin.create_acls(
+            [_as(AclBinding, b) for b in changes.create], request_timeout=REQUEST_TIMEOUT_S
+        ).values():
             _result(fut, "creating ACLs", who)
     if changes.delete:
-        for fut in admin.delete_acls([_filter(b) for b in changes.delete], request_timeout=REQUEST_TIMEOUT_S).values():
+        for fut in admin.delete_acls(
+            [_as(AclBindingFilter, b) for b in changes.delete], request_timeout=REQUEST_TIMEOUT_S
+        ).values():
             _result(fut, "deleting ACLs", who)
     deadline = time.monotonic() + REQUEST_TIMEOUT_S
     while pending := plan(desired, describe_owned(admin, prefix)):
