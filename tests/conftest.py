@@ -26,6 +26,7 @@ from shredline.streams.catalog import topic_name
 from shredline.streams.kafka.acls import apply_acls
 from shredline.streams.kafka.admin import consumer_lag, record_counts
 from shredline.streams.kafka.connection import Connection, client_environment, resolve_connection
+from shredline.streams.kafka.offsets import watermarks
 from shredline.streams.kafka.produce import close_producers
 from shredline.streams.kafka.trim import INGEST
 from shredline.streams.launcher.broker import Launcher
@@ -140,7 +141,7 @@ def read_topic(conn: Connection, topic: str, group: str, timeout_s: float = 60.0
         ends: dict[int, int] = {}
         starts = []
         for partition in consumer.list_topics(topic, timeout=30).topics[topic].partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+            low, high = watermarks(consumer, topic, partition)
             if high > low:
                 ends[partition] = high
                 starts.append(TopicPartition(topic, partition, low))

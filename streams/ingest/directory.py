@@ -28,6 +28,7 @@ from shredline.streams.acl import Group
 from shredline.streams.catalog import topic_name
 from shredline.streams.errors import KafkaOperationError
 from shredline.streams.kafka.connection import Connection
+from shredline.streams.kafka.offsets import watermarks
 
 log = logging.getLogger("shredline.ingest")
 MAX_AGE_S = 5.0
@@ -127,7 +128,7 @@ class ControlDirectory:
         consumer = self._open()
         ends = {}
         for partition in self._next:
-            _low, high = consumer.get_watermark_offsets(TopicPartition(self._topic, partition), timeout=10)
+            _low, high = watermarks(consumer, self._topic, partition)
             if high > self._next[partition]:
                 ends[partition] = high
         deadline = self._clock() + READ_TIMEOUT_S

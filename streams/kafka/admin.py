@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from typing import Any
 
-from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaError, KafkaException
 from confluent_kafka.admin import (
     AdminClient,
     AlterConfigOpType,
@@ -20,6 +20,7 @@ from confluent_kafka.admin import (
 from shredline.streams.catalog import CATALOG, Change, ObservedTopic, TopicSpec, plan, topic_name
 from shredline.streams.errors import KafkaOperationError
 from shredline.streams.kafka.connection import Connection
+from shredline.streams.kafka.offsets import watermarks
 
 REQUEST_TIMEOUT_S = 30.0
 
@@ -189,7 +190,7 @@ def record_counts(conn: Connection, topic: str) -> tuple[int, int]:
         meta = consumer.list_topics(topic, timeout=REQUEST_TIMEOUT_S).topics.get(topic)
         if meta is None or meta.error is not None:
             return 0, 0
-        marks = [consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10) for p in meta.partitions]
+        marks = [watermarks(consumer, topic, p) for p in meta.partitions]
         return sum(hi - lo for lo, hi in marks), sum(hi for _lo, hi in marks)
     finally:
         consumer.close()
@@ -215,7 +216,7 @@ def consumer_lag(conn: Connection, group: str, topics: Iterable[str]) -> int:
         lag = 0
         for topic in topics:
             for p in consumer.list_topics(topic, timeout=REQUEST_TIMEOUT_S).topics[topic].partitions:
-                _low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+                _low, high = watermarks(consumer, topic, p)
                 lag += max(0, high - max(committed.get((topic, p), 0), 0))
         return lag
     finally:

@@ -19,6 +19,7 @@ from shredline.streams.catalog import MARKER_HEADER
 from shredline.streams.errors import KafkaOperationError
 from shredline.streams.kafka.admin import committed_offsets
 from shredline.streams.kafka.connection import Connection
+from shredline.streams.kafka.offsets import watermarks
 
 READ_TIMEOUT_S = 120.0
 
@@ -50,7 +51,7 @@ def unprocessed(conn: Connection, group: str, topics: Iterable[str], tenant: str
         ends, starts = {}, []
         for topic in topics:
             for partition in consumer.list_topics(topic, timeout=30).topics[topic].partitions:
-                low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+                low, high = watermarks(consumer, topic, partition)
                 start = max(low, committed.get((topic, partition), low))
                 if high > start:
                     ends[(topic, partition)] = high

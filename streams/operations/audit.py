@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
@@ -44,6 +44,7 @@ from shredline.streams.acl import Group
 from shredline.streams.catalog import topic_name
 from shredline.streams.errors import KafkaOperationError
 from shredline.streams.kafka.connection import Connection
+from shredline.streams.kafka.offsets import watermarks
 from shredline.streams.kafka.produce import Record, produce_and_wait
 from shredline.streams.operations.signing import export_public_key, provider_key
 from shredline.streams.settings import Settings
@@ -58,13 +59,6 @@ TAIL_WINDOW = RELAY_BATCH + 2  # the head, a dead relay's batch and its alarm: w
 ALARM = "audit.alarm."
 TAIL_NOT_OURS = ALARM + "tail-not-ours"  # records after the head that the provider did not write
 HEAD_MISSING = ALARM + "head-missing"  # the anchored head is not on the topic: the trail was cut
-_TRANSIENT = {
-    KafkaError.UNKNOWN_TOPIC_OR_PART,
-    KafkaError.NOT_LEADER_FOR_PARTITION,
-    KafkaError.LEADER_NOT_AVAILABLE,
-    KafkaError._TRANSPORT,
-    KafkaError._TIMED_OUT,
-}
 Positioned = tuple[int, dict[str, Any]]  # (offset on audit.events, decoded record)
 
 
@@ -227,21 +221,6 @@ def verify(
 
 
 # -- Kafka and the lock ----------------------------------------------------------------------------
-def _watermarks(consumer: Consumer, topic: str, attempts: int = 20) -> tuple[int, int]:
-    """Retries while a just-created topic's metadata is still propagating to the broker."""
-    for attempt in range(attempts):
-        try:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
-            return int(low), int(high)
-        except KafkaException as exc:
-            error = exc.args[0] if exc.args else None
-            transient = isinstance(error, KafkaError) and (error.retriable() or error.code() in _TRANSIENT)
-            if attempt == attempts - 1 or not transient:
-                raise KafkaOperationError(f"audit: cannot read {topic}: {exc}") from None
-            time.sleep(0.5)
-    raise AssertionError("unreachable")
-
-
 _readers: dict[tuple[Connection, str], Consumer] = {}
 
 
@@ -282,7 +261,10 @@ def iter_positioned(
     advancing for READ_STALL_S, never because the trail is long."""
     topic = topic_name(prefix, Role.AUDIT_EVENTS)
     consumer = _reader(conn, prefix)
-    low, high = _watermarks(consumer, topic)
+    try:
+        low, high = watermarks(consumer, topic, 0)
+    except KafkaException as exc:
+        raise KafkaOperationError(f"audit: cannot read {topic}: {exc}") from None
     first = low if last is None else max(low, high - last)
     if start is not None:
         first = max(first, start)

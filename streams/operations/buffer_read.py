@@ -19,6 +19,7 @@ from shredline.schemas.errors import ShredlineError
 from shredline.streams.acl import VIEW_CHANGELOG, Group
 from shredline.streams.catalog import topic_name
 from shredline.streams.kafka.connection import Connection
+from shredline.streams.kafka.offsets import watermarks
 from shredline.streams.operations.audit import Trail
 from shredline.streams.processing.app import view_entry_envelopes
 from shredline.streams.settings import Settings
@@ -42,7 +43,7 @@ def latest_view_value(conn: Connection, prefix: str, key: bytes, timeout_s: floa
             return None
         ends = {}
         for p in metadata.partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)
+            low, high = watermarks(consumer, topic, p, timeout_s=timeout_s)
             if high > low:
                 ends[p] = high
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])

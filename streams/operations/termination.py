@@ -39,6 +39,7 @@ from shredline.streams.acl import Group
 from shredline.streams.catalog import MARKER_HEADER, topic_name
 from shredline.streams.kafka.backlog import unprocessed
 from shredline.streams.kafka.connection import Connection
+from shredline.streams.kafka.offsets import watermarks
 from shredline.streams.kafka.produce import Record, produce_and_wait
 from shredline.streams.kafka.trim import INGEST, IngestTrimmer, app_id
 from shredline.streams.operations import certificate
@@ -294,7 +295,7 @@ class Termination:
             for logical, scope in ((Role.BUFFER_MESSAGES, "conversation"), (Role.BUFFER_CONTACTS, "contact")):
                 topic = topic_name(self.prefix, logical)
                 for partition in consumer.list_topics(topic, timeout=10).topics[topic].partitions:
-                    low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+                    low, high = watermarks(consumer, topic, partition)
                     if high <= low or sampled >= SAMPLE:
                         continue
                     start = max(low, high - SAMPLE_TAIL)

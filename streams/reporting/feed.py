@@ -14,6 +14,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from shredline.analytics.sink import SINK_INPUTS, Position, SinkRecord
 from shredline.streams.catalog import topic_name
 from shredline.streams.kafka.connection import Connection
+from shredline.streams.kafka.offsets import watermarks
 
 
 class KafkaSinkSource:
@@ -53,7 +54,7 @@ class KafkaSinkSource:
 
     def caught_up(self, stored: Mapping[Position, int]) -> bool:
         for tp in self._assigned:
-            _low, high = self._consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=10)
+            _low, high = watermarks(self._consumer, tp.topic, tp.partition)
             if stored.get((tp.topic, tp.partition), 0) < high:
                 return False
         return True
