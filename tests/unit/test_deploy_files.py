@@ -254,14 +254,19 @@ def test_the_image_installs_the_wheel_and_runs_shredline_unprivileged() -> None:
             assert not re.search(r"PASSWORD|MASTER_KEY|SECRET|KEY_STORE", arg), arg
 
 
-def test_the_build_context_holds_the_sources_only() -> None:
+def admitted_by_dockerignore() -> set[str]:
+    """The paths the allowlist re-includes after its leading `*`."""
     patterns = [
         line.strip()
         for line in (REPO / ".dockerignore").read_text(encoding="utf-8").splitlines()
         if line.strip() and not line.startswith("#")
     ]
     assert patterns[0] == "*", "deny by default"
-    admitted = {p[1:].rstrip("/") for p in patterns if p.startswith("!")}
+    return {p[1:].rstrip("/") for p in patterns if p.startswith("!")}
+
+
+def test_the_build_context_holds_the_sources_only() -> None:
+    admitted = admitted_by_dockerignore()
     for forbidden in (".venv", ".shredline", "build", ".git", "tests", "bench", "dist"):
         assert not any(a == forbidden or a.startswith(forbidden + "/") for a in admitted), forbidden
     for op, arg in instructions(DOCKERFILE.read_text(encoding="utf-8")):
@@ -270,6 +275,29 @@ def test_the_build_context_holds_the_sources_only() -> None:
             for source in sources:
                 assert source.rstrip("/") in admitted, f"COPY {source}: excluded by .dockerignore"
                 assert (REPO / source).exists(), source
+
+
+def test_the_wheel_builds_from_the_build_context_alone(tmp_path: Path) -> None:
+    """The image's build stage, without an engine: `pip wheel` on a copy of just what the
+    .dockerignore admits (a file the build needs but the context lacks fails here)."""
+    context = tmp_path / "context"
+    for path in admitted_by_dockerignore():
+        source = REPO / path
+        if source.is_dir():
+            shutil.copytree(source, context / path, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        else:
+            (context / path).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, context / path)
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(tmp_path / "wheels"), "."],
+        cwd=context,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert len(list((tmp_path / "wheels").glob("shredline-*.whl"))) == 1
 
 
 # -- the init one-shot ---------------------------------------------------------------------------
