@@ -19,9 +19,12 @@ import os
 import re
 import shlex
 import shutil
+import socket
+import ssl
 import stat
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +34,11 @@ from cryptography import x509
 from shredline.keystore.master import load_keyring
 from shredline.streams.acl import AccessRole, principal_of_subject
 from shredline.streams.cli import build_parser
+from shredline.streams.kafka.connection import resolve_connection
 from shredline.streams.launcher.broker import check_java
 from shredline.streams.launcher.jars import ensure_jars
+from shredline.streams.private import check_private
+from shredline.streams.settings import load_settings
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "docker-compose.yml"
@@ -385,3 +391,82 @@ def test_init_writes_each_volume_what_its_service_needs_and_keeps_it(config: dic
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
 
     _validate_with_kafka(out / "kafka" / "server.properties", out / "kafka" / "tls", tmp_path)
+
+
+def _handshake(broker_pem: Path, ca: Path, cert: Path, key: Path, hostname: str) -> str:
+    """A TLS handshake as the broker does it (client certificate required) against a client that
+    verifies the broker's name; returns the CN the server saw."""
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(broker_pem)  # key and chain in one file, as Kafka's PEM keystore
+    server_ctx.verify_mode = ssl.CERT_REQUIRED
+    server_ctx.load_verify_locations(ca)
+    client_ctx = ssl.create_default_context(cafile=str(ca))
+    client_ctx.load_cert_chain(cert, key)
+    seen: list[str] = []
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+
+        def serve() -> None:
+            conn, _ = listener.accept()
+            try:
+                with server_ctx.wrap_socket(conn, server_side=True) as tls:
+                    subject = dict(item[0] for item in tls.getpeercert()["subject"])
+                    seen.append(subject["commonName"])
+            except (ssl.SSLError, OSError):
+                pass
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        try:
+            with (
+                socket.create_connection(listener.getsockname(), timeout=10) as raw,
+                client_ctx.wrap_socket(raw, server_hostname=hostname),
+            ):
+                pass
+        finally:
+            thread.join(10)
+    return seen[0]
+
+
+def test_each_service_connects_as_its_role_with_what_its_volumes_hold(config: dict[str, Any], tmp_path: Path) -> None:
+    """Each service's environment, its container paths mapped onto what init wrote: settings load,
+    the private-file check passes, the connection uses the role's certificate, and a TLS handshake
+    to a server holding the broker's certificate succeeds under the name `kafka` with it."""
+    out = tmp_path / "out"
+    services = shredline_services(config)
+    volume_dir: dict[str, Path] = {}
+    for target, (volume, _) in mounts(services["init"]).items():
+        if target.startswith(INIT_OUT):
+            volume_dir[volume] = out / target.rsplit("/", 1)[1]
+            volume_dir[volume].mkdir(parents=True)
+    _run_init(out, tmp_path / "pki")
+    broker_pem, ca = out / "kafka" / "tls" / "broker.pem", out / "kafka" / "tls" / "ca.pem"
+
+    for name, role in ROLE_OF.items():
+        service = services[name]
+        paths = {
+            target: volume_dir.get(volume, tmp_path / name / volume) for target, (volume, _) in mounts(service).items()
+        }
+
+        def local(value: str, paths: dict[str, Path] = paths) -> str:
+            for target, directory in paths.items():
+                if value == target or value.startswith(target + "/"):
+                    return str(directory) + value[len(target) :]
+            return value
+
+        env = {k: local(v) for k, v in service["environment"].items() if v is not None}
+        env.setdefault("SHREDLINE_DATA_DIR", str(tmp_path / name / "data"))
+        settings = load_settings(env)
+        check_private(settings)
+        conn = resolve_connection(settings, AccessRole(role))
+        assert conn.cert is not None and conn.key is not None and conn.ca is not None
+        assert conn.bootstrap == "kafka:9092"
+        assert _handshake(broker_pem, conn.ca, conn.cert, conn.key, "kafka") == role, name
+        if settings.master_key_file is not None:
+            assert load_keyring(None, settings.master_key_file, create=False).current == 1
+        if "PGPASSFILE" in env:
+            assert Path(env["PGPASSFILE"]).read_text(encoding="utf-8").startswith("*:*:*:*:")
+
+    # Positive control: the broker's certificate is refused under a name it does not carry.
+    worker = out / "worker"
+    with pytest.raises(ssl.SSLCertVerificationError):
+        _handshake(broker_pem, ca, worker / "worker.pem", worker / "worker.key", "postgres")
