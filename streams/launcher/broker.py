@@ -33,13 +33,14 @@ from shredline.streams.acl import PRINCIPAL_MAPPING_RULES, AccessRole, principal
 from shredline.streams.errors import KafkaOperationError, LauncherError
 from shredline.streams.kafka.admin import wait_until_ready
 from shredline.streams.kafka.connection import STATE_FILE, Connection, read_state, resolve_connection
-from shredline.streams.launcher.certs import BROKER_CN, TlsFiles, ensure_tls
+from shredline.streams.launcher.certs import BROKER_CN, COMPOSE_HOST, HOSTS, TlsFiles, ensure_tls
 from shredline.streams.launcher.jars import KAFKA_VERSION, ensure_jars
 from shredline.streams.private import make_private_dir
 from shredline.streams.settings import Settings
 
 DEFAULT_PORT = 9093
 DEFAULT_CONTROLLER_PORT = 9094
+COMPOSE_PORT = 9092  # the broker's listener for containers on the Compose network (`kafka:9092`)
 READY_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 30.0
 NO_JAVA = (
@@ -123,20 +124,38 @@ SUPER_USERS = f"{principal_of_subject('CN=' + BROKER_CN)};{principal_of_subject(
 
 
 def server_properties(
-    *, log_dir: str, tls: TlsFiles, port: int, controller_port: int, bind: str = "127.0.0.1", host: str = "127.0.0.1"
+    *,
+    log_dir: str,
+    tls: TlsFiles,
+    port: int,
+    controller_port: int,
+    bind: str = "127.0.0.1",
+    host: str = "127.0.0.1",
+    compose_listener: tuple[str, int] | None = None,
 ) -> str:
     """One combined broker+controller; TLS with client certificates on every listener.
 
     `bind` is the client listener's address and `host` the name clients and the node itself
-    use; the Docker Compose variant binds 0.0.0.0 and advertises `localhost`.
+    use; the Docker Compose variant binds 0.0.0.0 and advertises `localhost` (for clients on
+    the host, through the published port), plus `compose_listener` (name, port): a second TLS
+    listener advertised under the broker's service name, for the containers on the Compose
+    network (to them `localhost` is themselves).
     """
+    listeners = [f"SSL://{bind}:{port}", f"CONTROLLER://{host}:{controller_port}"]
+    advertised = [f"SSL://{host}:{port}"]
+    protocols = ["SSL:SSL", "CONTROLLER:SSL"]
+    if compose_listener is not None:
+        name, compose_port = compose_listener
+        listeners.insert(1, f"COMPOSE://{bind}:{compose_port}")
+        advertised.append(f"COMPOSE://{name}:{compose_port}")
+        protocols.insert(1, "COMPOSE:SSL")
     props = {
         "node.id": "1",
         "process.roles": "broker,controller",
         "controller.quorum.voters": f"1@{host}:{controller_port}",
-        "listeners": f"SSL://{bind}:{port},CONTROLLER://{host}:{controller_port}",
-        "advertised.listeners": f"SSL://{host}:{port}",
-        "listener.security.protocol.map": "SSL:SSL,CONTROLLER:SSL",
+        "listeners": ",".join(listeners),
+        "advertised.listeners": ",".join(advertised),
+        "listener.security.protocol.map": ",".join(protocols),
         "inter.broker.listener.name": "SSL",
         "controller.listener.names": "CONTROLLER",
         "ssl.keystore.type": "PEM",
@@ -334,8 +353,9 @@ class Launcher:
         return state, True
 
     def prepare_compose(self) -> Path:
-        """TLS material and a server.properties for `docker compose up kafka` (paths inside the container)."""
-        ensure_tls(self.dir / "tls")
+        """TLS material and a server.properties for `docker compose up kafka` (paths inside the container):
+        the broker certificate also names the Compose service, `kafka`, which containers connect to."""
+        ensure_tls(self.dir / "tls", hosts=(*HOSTS, COMPOSE_HOST))
         target = self.dir / "compose" / "server.properties"
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(
@@ -346,6 +366,7 @@ class Launcher:
                 controller_port=DEFAULT_CONTROLLER_PORT,
                 bind="0.0.0.0",  # noqa: S104 - inside the container; compose publishes it on 127.0.0.1 only
                 host="localhost",
+                compose_listener=(COMPOSE_HOST, COMPOSE_PORT),
             ),
             encoding="utf-8",
         )

@@ -28,6 +28,8 @@ VALIDITY = dt.timedelta(days=365)
 RENEW_BEFORE = dt.timedelta(days=7)
 HOSTS = ("localhost",)
 IPS = ("127.0.0.1", "::1")
+#: The broker's name on the Docker Compose network (the service name in docker-compose.yml).
+COMPOSE_HOST = "kafka"
 
 
 BROKER_CN = "shredline-broker"
@@ -70,9 +72,10 @@ def _leaf(
     common_name: str,
     usages: list[x509.ObjectIdentifier],
     now: dt.datetime,
+    hosts: tuple[str, ...] = HOSTS,
 ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     key = ec.generate_private_key(ec.SECP256R1())
-    san = [x509.DNSName(h) for h in HOSTS] + [x509.IPAddress(ipaddress.ip_address(ip)) for ip in IPS]
+    san = [x509.DNSName(h) for h in hosts] + [x509.IPAddress(ipaddress.ip_address(ip)) for ip in IPS]
     cert = (
         x509.CertificateBuilder()
         .subject_name(_name(common_name))
@@ -97,19 +100,28 @@ def _write(path: Path, data: bytes, mode: int) -> None:
     os.replace(tmp, path)
 
 
-def is_current(files: TlsFiles, now: dt.datetime) -> bool:
-    """True when every file exists and the broker certificate is not about to expire."""
+def broker_hosts(files: TlsFiles) -> set[str]:
+    """The DNS names the broker certificate is valid for."""
+    certs = x509.load_pem_x509_certificates(files.broker_keystore.read_bytes())
+    return set(
+        certs[0].extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)
+    )
+
+
+def is_current(files: TlsFiles, now: dt.datetime, hosts: tuple[str, ...] = HOSTS) -> bool:
+    """True when every file exists and the broker certificate names `hosts` and is not about to expire."""
     if not all(p.exists() for p in files.all()):
         return False
     certs = x509.load_pem_x509_certificates(files.broker_keystore.read_bytes())
-    return certs[0].not_valid_after_utc > now + RENEW_BEFORE
+    return certs[0].not_valid_after_utc > now + RENEW_BEFORE and set(hosts) <= broker_hosts(files)
 
 
-def ensure_tls(directory: Path, now: dt.datetime | None = None) -> TlsFiles:
-    """Create the CA, broker and client material unless a current set is already there."""
+def ensure_tls(directory: Path, now: dt.datetime | None = None, hosts: tuple[str, ...] = HOSTS) -> TlsFiles:
+    """Create the CA, broker and client material unless a current set is already there. `hosts`
+    are the names the broker certificate must carry (the Compose variant adds the service name)."""
     now = now or dt.datetime.now(dt.UTC)
     files = TlsFiles.under(directory)
-    if is_current(files, now):
+    if is_current(files, now, hosts):
         return files
     for folder in (directory, files.credentials):
         make_private_dir(folder)
@@ -131,7 +143,7 @@ def ensure_tls(directory: Path, now: dt.datetime | None = None) -> TlsFiles:
     ca_pem = ca_cert.public_bytes(serialization.Encoding.PEM)
     # The broker also connects to itself (inter-broker and controller traffic), so it is a client too.
     broker_key, broker_cert = _leaf(
-        ca_key, ca_cert, BROKER_CN, [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH], now
+        ca_key, ca_cert, BROKER_CN, [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH], now, hosts
     )
     _write(files.ca, ca_pem, 0o644)
     _write(

@@ -134,3 +134,42 @@ def test_maven_gets_absolute_paths_even_for_a_relative_cache_dir(
     cmd = seen[0]
     assert Path(cmd[cmd.index("-f") + 1]).is_absolute()
     assert Path(next(a for a in cmd if a.startswith("-DoutputDirectory=")).split("=", 1)[1]).is_absolute()
+
+
+def test_compose_properties_add_a_tls_listener_advertised_under_the_service_name(tmp_path: Path) -> None:
+    """Containers on the Compose network reach the broker as `kafka:9092`; the host as localhost:9093."""
+    props = _props(
+        server_properties(
+            log_dir=str(tmp_path),
+            tls=TlsFiles.under(tmp_path),
+            port=9093,
+            controller_port=9094,
+            bind="0.0.0.0",  # noqa: S104 - only a string under test
+            host="localhost",
+            compose_listener=("kafka", 9092),
+        )
+    )
+    assert props["listeners"] == "SSL://0.0.0.0:9093,COMPOSE://0.0.0.0:9092,CONTROLLER://localhost:9094"
+    assert props["advertised.listeners"] == "SSL://localhost:9093,COMPOSE://kafka:9092"
+    assert props["listener.security.protocol.map"] == "SSL:SSL,COMPOSE:SSL,CONTROLLER:SSL"
+    assert props["inter.broker.listener.name"] == "SSL"
+
+
+def _dns_names(files: TlsFiles) -> set[str]:
+    leaf = x509.load_pem_x509_certificates(files.broker_keystore.read_bytes())[0]
+    return set(
+        leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)
+    )
+
+
+def test_tls_material_is_renewed_when_the_broker_certificate_lacks_a_name(tmp_path: Path) -> None:
+    """A data dir made for the local broker, then asked for Compose: the broker certificate must
+    also name `kafka`, or containers fail hostname verification; the local broker accepts either."""
+    files = ensure_tls(tmp_path / "tls")
+    assert _dns_names(files) == {"localhost"}
+    old = files.ca.read_bytes()
+    ensure_tls(tmp_path / "tls", hosts=("localhost", "kafka"))
+    assert _dns_names(files) == {"localhost", "kafka"} and files.ca.read_bytes() != old
+    renewed = files.ca.read_bytes()
+    ensure_tls(tmp_path / "tls")  # a superset is current for the local broker
+    assert files.ca.read_bytes() == renewed
