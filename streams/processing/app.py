@@ -30,6 +30,7 @@ from shredline.streams.catalog import CATALOG, MARKER_HEADER, PURGE_HEADER, topi
 from shredline.streams.kafka.connection import Connection
 from shredline.streams.kafka.trim import INGEST, IngestTrimmer, app_id
 from shredline.streams.operations.audit import Trail
+from shredline.streams.processing.repeats import quiet_repeats
 from shredline.streams.processing.splitter import Splitter
 from shredline.streams.processing.supervise import STALLED
 from shredline.streams.settings import Settings
@@ -66,6 +67,7 @@ def faust_app(settings: Settings, conn: Connection, name: str) -> faust.App:
     # per send: that alone cost ~10% of throughput. Library chatter is never needed below INFO.
     for library in ("faust", "mode", "aiokafka"):
         logging.getLogger(library).setLevel(logging.INFO)
+    quiet_repeats()  # a reconnect loop logs ~12k lines/s while the broker is down
     (settings.data_dir / "worker").parent.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
     return faust.App(
         name,
