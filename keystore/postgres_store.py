@@ -271,13 +271,22 @@ class PostgresKeyStore:
         subject: str | None = None,
         details: dict[str, str] | None = None,
     ) -> int:
-        db.execute("SELECT pg_advisory_xact_lock_shared(%s, %s)", (_NAMESPACE, _OUTBOX_LOCK))
+        # The shared outbox lock is taken (in the FROM) before the id is drawn (in the insert's row).
         return int(
             _one(
                 db,
                 "INSERT INTO audit_outbox (at, actor, action, tenant, subject, details) "
-                "VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
-                (time.time(), self.actor, action, tenant, subject, json.dumps(details or {}, sort_keys=True)),
+                "SELECT %s, %s, %s, %s, %s, %s FROM pg_advisory_xact_lock_shared(%s, %s) RETURNING id",
+                (
+                    time.time(),
+                    self.actor,
+                    action,
+                    tenant,
+                    subject,
+                    json.dumps(details or {}, sort_keys=True),
+                    _NAMESPACE,
+                    _OUTBOX_LOCK,
+                ),
             )[0]
         )
 
