@@ -23,11 +23,13 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from bench.results import Figure, save
+from shredline.keystore.dburl import DatabaseUrl
 from shredline.keystore.errors import KeyDestroyed
 from shredline.keystore.keys import DEFAULT_STALENESS_S, Keys, Sealed
 from shredline.keystore.master import load_keyring
@@ -37,6 +39,7 @@ from shredline.keystore.store import CONVERSATION, KeyStore
 from shredline.streams.launcher.postgres import running_postgres
 
 TOPIC = "buffer.messages"
+PARALLEL = 4  # processes creating keys at once in the parallel measurement
 
 
 def open_keys(directory: Path, store: KeyStore | None = None) -> Keys:
@@ -93,15 +96,52 @@ def seal_open(directory: Path, messages: int) -> dict[str, float]:
     return out
 
 
-def creation_rate(keys: Keys, count: int) -> float:
+def creation_rate(keys: Keys, count: int, tenant: str = "create", provision: bool = True) -> float:
     """Data keys created per second, one new conversation each (a durable commit each)."""
-    keys.provision("create")
+    if provision:
+        keys.provision(tenant)
     start = time.perf_counter()
     for i in range(count):
-        keys.sealing_key("create", CONVERSATION, f"new-{i}")
+        keys.sealing_key(tenant, CONVERSATION, f"new-{os.getpid()}-{i}")
     rate = count / (time.perf_counter() - start)
     keys.store.close()
     return rate
+
+
+def _open_store(where: str) -> KeyStore:
+    return PostgresKeyStore(DatabaseUrl(where)) if DatabaseUrl.looks_like(where) else SqliteKeyStore(Path(where))
+
+
+def _create_in_process(where: str, directory: str, count: int, go: Any, done: Any) -> None:
+    keys = open_keys(Path(directory), _open_store(where))
+    done.put("ready")
+    go.wait()
+    done.put(creation_rate(keys, count, "parallel", provision=False))
+
+
+def parallel_creations(where: str, directory: Path, processes: int, count: int) -> float:
+    """Data keys created per second by `processes` processes at once on one store (a path or URL),
+    each creating `count`: what several workers (or hosts) get together."""
+    keys = open_keys(directory, _open_store(where))
+    keys.provision("parallel")
+    keys.store.close()
+    ctx = multiprocessing.get_context("spawn")
+    go, done = ctx.Event(), ctx.Queue()
+    children = [
+        ctx.Process(target=_create_in_process, args=(where, str(directory), count, go, done)) for _ in range(processes)
+    ]
+    for child in children:
+        child.start()
+    for _ in children:  # every child imported and connected before the start signal
+        assert done.get(timeout=120) == "ready"
+    start = time.perf_counter()
+    go.set()
+    for _ in children:
+        done.get(timeout=600)
+    elapsed = time.perf_counter() - start
+    for child in children:
+        child.join(timeout=60)
+    return processes * count / elapsed
 
 
 def bare_rate(count: int, insert: Callable[[int], None]) -> float:
@@ -115,6 +155,7 @@ def postgres_creations(directory: Path, count: int) -> dict[str, float]:
     """The PostgreSQL store against a bare insert with a commit each, on one server (fsync on)."""
     with running_postgres(durable=True) as server:
         ours = creation_rate(open_keys(directory, PostgresKeyStore(server.url())), count)
+        parallel = parallel_creations(server.url().reveal(), directory, PARALLEL, count // PARALLEL)
         with contextlib.closing(psycopg.connect(server.url().reveal(), autocommit=True)) as db:
             db.execute("CREATE TABLE k (id TEXT PRIMARY KEY, wrapped BYTEA)")
 
@@ -122,11 +163,12 @@ def postgres_creations(directory: Path, count: int) -> dict[str, float]:
                 db.execute("INSERT INTO k VALUES (%s, %s)", (f"id-{i}", os.urandom(48)))
 
             bare = bare_rate(count, insert)
-    return {"pg_bare_inserts_per_s": bare, "pg_creations_per_s": ours}
+    return {"pg_bare_inserts_per_s": bare, "pg_creations_per_s": ours, "pg_parallel_creations_per_s": parallel}
 
 
 def creations(directory: Path, count: int) -> dict[str, float]:
     ours = creation_rate(open_keys(directory), count)
+    parallel = parallel_creations(str(directory / "keys.sqlite"), directory, PARALLEL, count // PARALLEL)
 
     db = sqlite3.connect(directory / "bare.sqlite", isolation_level=None)
     for pragma in ("journal_mode=WAL", "synchronous=FULL", "secure_delete=ON"):
@@ -139,7 +181,7 @@ def creations(directory: Path, count: int) -> dict[str, float]:
         db.execute("COMMIT")
 
     bare = bare_rate(count, insert)
-    return {"bare_inserts_per_s": bare, "creations_per_s": ours}
+    return {"bare_inserts_per_s": bare, "creations_per_s": ours, "parallel_creations_per_s": parallel}
 
 
 def _worker(directory: str, jobs: multiprocessing.Queue, done: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
@@ -217,6 +259,12 @@ def main() -> int:
             cr["creations_per_s"],
             "SQLite store creations/s",
         ),
+        (
+            f"creations/s, {PARALLEL} processes at once, PostgreSQL",
+            pg["pg_parallel_creations_per_s"],
+            cr["parallel_creations_per_s"],
+            f"SQLite store, {PARALLEL} processes",
+        ),
         ("destroy -> cached worker refuses, p50 (s)", sh["p50_s"], DEFAULT_STALENESS_S, "staleness bound"),
         ("destroy -> cached worker refuses, p99 (s)", sh["p99_s"], DEFAULT_STALENESS_S, "staleness bound"),
     ]
@@ -233,7 +281,7 @@ def main() -> int:
         "creations": args.creations,
         "runs": args.runs,
     }
-    units = ("us", "us", "/s", "/s", "/s", "s", "s")
+    units = ("us", "us", "/s", "/s", "/s", "/s", "s", "s")
     save("keystore", [Figure(n, o, w, b, u) for (n, o, b, w), u in zip(rows, units, strict=True)], **result)
     return 0
 

@@ -34,7 +34,6 @@ import hashlib
 import json
 import logging
 import secrets
-import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator
@@ -163,7 +162,6 @@ class PostgresKeyStore:
         self.actor = actor  # who the audit records of this process's key changes name
         self._timeout_s = busy_timeout_s
         timeout_ms = max(1, int(busy_timeout_s * 1000))
-        self._local = threading.local()
         try:
             self._pool = psycopg_pool.ConnectionPool(
                 url.reveal(),
@@ -211,7 +209,7 @@ class PostgresKeyStore:
             ) from None
         except pg_errors.LockNotAvailable:
             raise self._locked() from None
-        except psycopg.OperationalError as exc:
+        except (psycopg.OperationalError, pg_errors.InsufficientPrivilege) as exc:
             raise KeyStoreUnavailable(f"key store {self.url}: {_one_line(exc, self.url)}") from None
 
     @contextlib.contextmanager

@@ -215,7 +215,7 @@ class Termination:
         root_left = row is not None and row.root_wrapped is not None
         probes = self._probes(tenant, generation)
         residue = settle(self.keys.store, probes, RESIDUE_WAIT_S)
-        elsewhere, unreadable = self._scan_other_files(tenant, generation, probes)
+        elsewhere, unreadable = self._scan_other_files(probes)
         rotated_to = state["steps"]["keys"].get("master_version")
         checks = {
             "buffer_records_sampled": sampled,
@@ -272,7 +272,7 @@ class Termination:
                 "destroyed: rotate the master key (a key file, not SHREDLINE_MASTER_KEY), then re-run"
             )
 
-    def _scan_other_files(self, tenant: str, generation: int, probes: Probes) -> tuple[dict[str, int], list[str]]:
+    def _scan_other_files(self, probes: Probes) -> tuple[dict[str, int], list[str]]:
         """Every other file of the data dir and of the key store's folder (a copy of the store made
         by a backup tool or an operator sits there), once the store's own files are clean. Not the
         broker's storage nor the jar cache: large, and neither ever holds a key."""

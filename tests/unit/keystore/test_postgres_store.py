@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import uuid
 
 import psycopg
 import pytest
@@ -17,6 +18,7 @@ from shredline.keystore.postgres_store import PostgresKeyStore
 from shredline.keystore.store import ACTIVE, AuditHead, TenantRow
 from shredline.streams.errors import ConfigError
 from shredline.streams.launcher.broker import pick_port
+from shredline.streams.launcher.postgres import PostgresServer
 from shredline.streams.settings import load_settings
 
 PASSWORD = "s3cr3t-Pa55"
@@ -92,3 +94,13 @@ def test_an_outbox_record_committed_after_a_later_one_is_not_dropped_unrelayed(p
     assert store.pending_audit(10) == []
     store.close()
     slow.close()
+
+
+def test_a_role_that_may_not_create_the_tables_fails_in_one_line(postgres: PostgresServer) -> None:
+    role, password = f"weak{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    with psycopg.connect(postgres.url().reveal(), autocommit=True) as db:
+        db.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{password}'")  # generated: letters and digits only
+    url = DatabaseUrl(f"postgresql://{role}:{password}@127.0.0.1:{postgres.port}/postgres")
+    with pytest.raises(KeyStoreUnavailable, match="permission denied for schema public") as caught:
+        PostgresKeyStore(url, busy_timeout_s=2.0)
+    assert "\n" not in str(caught.value) and password not in str(caught.value) and f"{role}:***@" in str(caught.value)
