@@ -162,19 +162,26 @@ class PostgresKeyStore:
         self.actor = actor  # who the audit records of this process's key changes name
         self._timeout_s = busy_timeout_s
         timeout_ms = max(1, int(busy_timeout_s * 1000))
+        settings: dict[str, Any] = {
+            "autocommit": True,
+            "application_name": f"shredline {actor}"[:63],
+            # after the URL's own options (a search_path, say), which these would otherwise replace
+            "options": f"{_url_options(url)} -c lock_timeout={timeout_ms} "
+            "-c idle_in_transaction_session_timeout=600000".strip(),
+        }
         try:
+            # One connection first, so a refusal (TLS, password, server down) is said as the server
+            # said it, rather than as a pool that did not fill in time.
+            first: dict[str, Any] = dict(settings)
+            if "connect_timeout" not in url.reveal():
+                first["connect_timeout"] = max(2, int(busy_timeout_s))
+            psycopg.connect(url.reveal(), **first).close()
             self._pool = psycopg_pool.ConnectionPool(
                 url.reveal(),
                 min_size=1,
                 max_size=max(2, pool_max),
                 timeout=max(busy_timeout_s, 1.0),
-                kwargs={
-                    "autocommit": True,
-                    "application_name": f"shredline {actor}"[:63],
-                    # after the URL's own options (a search_path, say), which these would otherwise replace
-                    "options": f"{_url_options(url)} -c lock_timeout={timeout_ms} "
-                    "-c idle_in_transaction_session_timeout=600000".strip(),
-                },
+                kwargs=settings,
                 name="shredline-keys",
                 open=False,
             )

@@ -109,7 +109,7 @@ def postgres() -> Iterator[PostgresServer]:
         if os.environ.get("CI") == "true":
             pytest.fail(f"CI=true and {exc}")
         pytest.skip(str(exc))
-    with running_postgres(durable=False) as server:
+    with running_postgres(durable=False, tls=True) as server:
         yield server
 
 

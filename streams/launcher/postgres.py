@@ -25,6 +25,7 @@ from urllib.parse import urlencode
 from shredline.keystore.dburl import DatabaseUrl
 from shredline.streams.errors import LauncherError
 from shredline.streams.launcher.broker import pick_port
+from shredline.streams.launcher.certs import ensure_tls
 
 START_TIMEOUT_S = 60
 SUPERUSER = "shredline"
@@ -61,6 +62,7 @@ class PostgresServer:
     data_dir: Path  # the cluster's directory (base/, pg_wal/, ...): what residue scans read
     port: int
     password: str
+    ca: Path | None = None  # with TLS: the CA that signed the server's certificate (localhost, 127.0.0.1)
 
     def url(self, database: str = "postgres", options: str | None = None) -> DatabaseUrl:
         """As the superuser; `options` are libpq's (e.g. `-csearch_path=<schema>`)."""
@@ -90,12 +92,34 @@ def _run(args: list[str], user: str | None, what: str) -> None:
         raise LauncherError(f"postgres: {what} failed: {detail[-1] if detail else f'exit {done.returncode}'}")
 
 
+def _server_tls(folder: Path, uid: int | None) -> tuple[Path, Path, Path]:
+    """(CA certificate, server certificate chain, server key) for localhost and 127.0.0.1, made by
+    the broker's TLS code (`certs.ensure_tls`: the CA key is never written); the key owned by the
+    server's user, 0600, as PostgreSQL demands."""
+    files = ensure_tls(folder)
+    pem = files.broker_keystore.read_text(encoding="ascii")
+    end = "-----END PRIVATE KEY-----\n"
+    key, chain = pem[: pem.index(end) + len(end)], pem[pem.index(end) + len(end) :]
+    cert_path, key_path = folder / "server.crt", folder / "server.key"
+    cert_path.write_text(chain, encoding="ascii")
+    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as out:
+        out.write(key)
+    if uid is not None:
+        for path in (folder, cert_path, key_path):
+            os.chown(path, uid, -1)
+    return files.ca, cert_path, key_path
+
+
 @contextlib.contextmanager
-def running_postgres(parent: Path | None = None, *, durable: bool = True) -> Iterator[PostgresServer]:
+def running_postgres(
+    parent: Path | None = None, *, durable: bool = True, tls: bool = False
+) -> Iterator[PostgresServer]:
     """A fresh server for the block; stopped (fast shutdown) and its directory removed after.
     `durable=False` turns fsync off (tests: the files' contents are the same, only a crash of the
-    machine could lose them). Raises LauncherError (one line) when the binaries are missing or the
-    server does not start."""
+    machine could lose them). `tls` also serves TLS with a throwaway CA (`PostgresServer.ca`), so
+    clients can use `sslmode=verify-full`. Raises LauncherError (one line) when the binaries are
+    missing or the server does not start."""
     bindir = server_bindir()
     user, uid = _runner()
     base = Path(tempfile.mkdtemp(prefix="shredline-pg-", dir=parent))
@@ -127,6 +151,10 @@ def running_postgres(parent: Path | None = None, *, durable: bool = True) -> Ite
         options = f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1 -c max_connections=100"
         if not durable:
             options += " -c fsync=off"
+        ca = None
+        if tls:
+            ca, cert, key = _server_tls(base / "tls", uid)
+            options += f" -c ssl=on -c ssl_cert_file={cert} -c ssl_key_file={key}"
         log = base / "server.log"
         _run(
             [str(bindir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(log), "-w", "-t", str(START_TIMEOUT_S),
@@ -135,7 +163,7 @@ def running_postgres(parent: Path | None = None, *, durable: bool = True) -> Ite
             "start",
         )  # fmt: skip
         started = True
-        yield PostgresServer(data, port, password)
+        yield PostgresServer(data, port, password, ca)
     finally:
         if started:
             with contextlib.suppress(LauncherError, subprocess.TimeoutExpired):

@@ -8,6 +8,7 @@ import logging
 import os
 import time
 import uuid
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -18,6 +19,7 @@ from shredline.keystore.postgres_store import PostgresKeyStore
 from shredline.keystore.store import ACTIVE, AuditHead, TenantRow
 from shredline.streams.errors import ConfigError
 from shredline.streams.launcher.broker import pick_port
+from shredline.streams.launcher.certs import ensure_tls
 from shredline.streams.launcher.postgres import PostgresServer
 from shredline.streams.settings import load_settings
 
@@ -104,3 +106,18 @@ def test_a_role_that_may_not_create_the_tables_fails_in_one_line(postgres: Postg
     with pytest.raises(KeyStoreUnavailable, match="permission denied for schema public") as caught:
         PostgresKeyStore(url, busy_timeout_s=2.0)
     assert "\n" not in str(caught.value) and password not in str(caught.value) and f"{role}:***@" in str(caught.value)
+
+
+def test_tls_with_verify_full_reaches_the_server_and_a_foreign_ca_is_refused(
+    postgres: PostgresServer, tmp_path: Path
+) -> None:
+    assert postgres.ca is not None
+    base = f"postgresql://shredline:{postgres.password}@127.0.0.1:{postgres.port}/postgres?sslmode=verify-full"
+    store = PostgresKeyStore(DatabaseUrl(f"{base}&sslrootcert={postgres.ca}"), busy_timeout_s=2.0)
+    with store._connection() as conn:
+        assert conn.execute("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()").fetchone() == (True,)
+    store.close()
+    foreign = ensure_tls(tmp_path / "other").ca  # another CA: the server's certificate does not chain to it
+    with pytest.raises(KeyStoreUnavailable, match="SSL error") as caught:
+        PostgresKeyStore(DatabaseUrl(f"{base}&sslrootcert={foreign}&connect_timeout=2"), busy_timeout_s=1.0)
+    assert "\n" not in str(caught.value) and postgres.password not in str(caught.value)
