@@ -310,20 +310,23 @@ class Keys:
         return ids
 
     def destroy_tenant(
-        self, tenant: str, reason: str, *, witness: Callable[[Probes], None] | None = None
+        self, tenant: str, reason: str, *, witness: Callable[[Probes], bytes | None] | None = None
     ) -> Destruction:
         """Crypto-shred the tenant: its root and every data key, and fence it for good.
         `witness` gets, inside the destroying transaction, `Probes` of every key about to go (each
-        wrapped as stored and unwrapped), to check later that no copy of them is left on disk; it
-        must persist them before returning, and if it raises nothing is destroyed."""
+        wrapped as stored and unwrapped), to check later that no copy of them is left on disk; bytes
+        it returns the store keeps with the tenant's termination record, in that same transaction;
+        if it raises nothing is destroyed."""
 
         seen = None if witness is None else functools.partial(self._witness, witness)
         result = self.store.destroy_tenant(tenant, reason, self.clock(), seen)
         self.evict_tenant(tenant)
         return result
 
-    def _witness(self, report: Callable[[Probes], None], root: TenantRow, rows: Sequence[KeyRow]) -> None:
-        report(Probes.of(self._destroyed_secrets(root, rows), secrets.token_bytes(SALT)))
+    def _witness(
+        self, report: Callable[[Probes], bytes | None], root: TenantRow, rows: Sequence[KeyRow]
+    ) -> bytes | None:
+        return report(Probes.of(self._destroyed_secrets(root, rows), secrets.token_bytes(SALT)))
 
     def _destroyed_secrets(self, root: TenantRow, rows: Sequence[KeyRow]) -> list[bytes]:
         """The tenant's root and data keys, wrapped as stored and unwrapped; only what unwraps."""

@@ -21,9 +21,9 @@ log = logging.getLogger("shredline.locks")
 class LockTimeout(Exception):
     """The lock was held by someone else for the whole wait; `holder` says who, if known."""
 
-    def __init__(self, path: Path, holder: str, waited_s: float) -> None:
-        super().__init__(f"{holder} has held {path.name} for over {waited_s:.0f} s")
-        self.path, self.holder, self.waited_s = path, holder, waited_s
+    def __init__(self, name: str, holder: str, waited_s: float) -> None:
+        super().__init__(f"{holder} has held {name} for over {waited_s:.0f} s")
+        self.name, self.holder, self.waited_s = name, holder, waited_s
 
 
 @contextlib.contextmanager
@@ -50,7 +50,7 @@ def _acquire(
         except BlockingIOError:
             waited = clock() - started
             if waited >= wait_s:
-                raise LockTimeout(path, holders(path), wait_s) from None
+                raise LockTimeout(path.name, holders(path), wait_s) from None
             if not told and waited >= tell_s:
                 log.warning("waiting for the lock %s, held by %s", path.name, holders(path))
                 told = True

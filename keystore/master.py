@@ -22,7 +22,8 @@ from pathlib import Path
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from shredline.keystore.errors import MasterKeyError
-from shredline.keystore.locking import LockTimeout, exclusive
+from shredline.keystore.locking import LockTimeout
+from shredline.keystore.store import MASTER_ROTATION, KeyStore
 
 KEY_BYTES = 32
 _ENTRY = re.compile(r"v(\d{1,6}):([A-Za-z0-9+/=_-]+)")
@@ -150,17 +151,18 @@ class Rotation:
 
 
 ROTATION_LOCK_WAIT_S = 120.0  # far longer than a rotation takes (25 ms for 1,000 tenants)
+ROTATION_LOCK_TELL_S = 5.0
 
 
 @contextlib.contextmanager
-def _rotation_lock(path: Path) -> Iterator[None]:
-    lock = path.with_name(path.name + ".lock")
-    held = exclusive(lock, ROTATION_LOCK_WAIT_S)
+def _rotation_lock(store: KeyStore) -> Iterator[None]:
+    """The key store's rotation lock: every host that shares the store (and so the keyring) waits on it."""
+    held = store.lock(MASTER_ROTATION, ROTATION_LOCK_WAIT_S, ROTATION_LOCK_TELL_S)
     try:
         held.__enter__()
     except LockTimeout as exc:
         raise MasterKeyError(
-            f"master_key: {exc.holder} has held {lock.name} for over {exc.waited_s:.0f} s (a rotation stuck, "
+            f"master_key: {exc.holder} has held {exc.name} for over {exc.waited_s:.0f} s (a rotation stuck, "
             "or a command suspended?); nothing was rotated: retry when it ends"
         ) from None
     try:
@@ -169,12 +171,13 @@ def _rotation_lock(path: Path) -> Iterator[None]:
         held.__exit__(None, None, None)
 
 
-def rotate(path: Path, rewrap: Callable[[MasterKeyring], int]) -> Rotation:
+def rotate(path: Path, store: KeyStore, rewrap: Callable[[MasterKeyring], int]) -> Rotation:
     """Add a master version to the key file, re-wrap every tenant root under it with `rewrap`
     (`Keys.rotate_master`, which also makes the store refuse roots wrapped under older versions),
-    then destroy every older version. One rotation at a time across processes (a lock file beside
-    the key file); a crash anywhere leaves a keyring that opens every root, and a re-run finishes."""
-    with _rotation_lock(path):
+    then destroy every older version. One rotation at a time across processes and hosts (the
+    `store`'s rotation lock); a crash anywhere leaves a keyring that opens every root, and a re-run
+    finishes."""
+    with _rotation_lock(store):
         version = add_version(path)
         roots = rewrap(load_keyring(None, path, create=False))
         retired = retire_versions_below(path, version)

@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from shredline.keystore import locking
 from shredline.keystore.errors import (
     KeystoreError,
     KeyStoreUnavailable,
@@ -45,6 +46,7 @@ from shredline.keystore.store import (
     TenantCounts,
     TenantFenced,
     TenantRow,
+    TerminationRecord,
     Witness,
     key_digest,
 )
@@ -109,6 +111,9 @@ CREATE TABLE IF NOT EXISTS policy_acceptances (
     PRIMARY KEY (tenant, version)
 );
 CREATE TABLE IF NOT EXISTS operators (principal TEXT PRIMARY KEY, added_at REAL NOT NULL, added_by TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS terminations (
+    tenant TEXT NOT NULL, generation INTEGER NOT NULL, progress TEXT, probes BLOB, PRIMARY KEY (tenant, generation)
+);
 INSERT OR IGNORE INTO meta (k, v) VALUES ('schema_version', '1');
 INSERT OR IGNORE INTO meta (k, v) VALUES ('store_id', lower(hex(randomblob(8))));
 """
@@ -173,6 +178,10 @@ class SqliteKeyStore:
                 return self._db.execute(sql, args).fetchall()
             except sqlite3.OperationalError as exc:
                 raise KeyStoreUnavailable(f"key store read failed: {exc}") from None
+
+    @property
+    def local(self) -> bool:
+        return True
 
     def files(self) -> list[Path]:
         candidates = [self.path, *(self.path.with_name(self.path.name + s) for s in ("-wal", "-shm", "-journal"))]
@@ -387,7 +396,13 @@ class SqliteKeyStore:
                     for r in db.execute(f"SELECT {_KEY_COLUMNS} FROM data_keys WHERE tenant = ?", (tenant,))
                 ]
                 if root.root_wrapped is not None or keys:
-                    witness(root, keys)
+                    probes = witness(root, keys)
+                    if probes is not None:
+                        db.execute(
+                            "INSERT INTO terminations (tenant, generation, probes) VALUES (?, ?, ?) "
+                            "ON CONFLICT (tenant, generation) DO UPDATE SET probes = excluded.probes",
+                            (tenant, root.generation, probes),
+                        )
             if row is None:
                 # Fence a tenant we never saw, too: old events for it must never create keys.
                 db.execute(
@@ -481,6 +496,28 @@ class SqliteKeyStore:
             (tenant, generation),
         )
         return [(str(k), str(s)) for k, s in rows]
+
+    # -- terminations and store-wide locks ----------------------------------------------------
+    def termination(self, tenant: str, generation: int) -> TerminationRecord | None:
+        rows = self._read(
+            "SELECT progress, probes FROM terminations WHERE tenant = ? AND generation = ?", (tenant, generation)
+        )
+        return TerminationRecord(*rows[0]) if rows else None  # type: ignore[arg-type]
+
+    def save_termination(self, tenant: str, generation: int, progress: str, *, drop_probes: bool = False) -> None:
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO terminations (tenant, generation, progress) VALUES (?, ?, ?) ON CONFLICT "
+                "(tenant, generation) DO UPDATE SET progress = excluded.progress, "
+                "probes = CASE WHEN ? THEN NULL ELSE probes END",
+                (tenant, generation, progress, drop_probes),
+            )
+
+    @contextlib.contextmanager
+    def lock(self, name: str, wait_s: float, tell_s: float) -> Iterator[None]:
+        """A flock on `<store file>.<name>-lock` (one host: every user of the file is on it)."""
+        with locking.exclusive(self.path.with_name(f"{self.path.name}.{name}-lock"), wait_s, tell_s):
+            yield
 
     # -- audit outbox --------------------------------------------------------------------------
     @property

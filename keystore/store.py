@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -118,7 +119,21 @@ class TenantCounts:
     destroyed_keys: int
 
 
-Witness = Callable[[TenantRow, Sequence[KeyRow]], None]
+@dataclass(frozen=True)
+class TerminationRecord:
+    """A termination's progress as the store keeps it, so any host can resume it."""
+
+    progress: str | None  # JSON text of the steps done so far (None: nothing saved yet)
+    probes: bytes | None  # what the destruction's witness returned (`residue.Probes.dump()`), until done
+
+
+# Sees a tenant's root and keys inside the destroying transaction; what it returns (if not None)
+# is kept with the tenant's termination record in that same transaction.
+Witness = Callable[[TenantRow, Sequence[KeyRow]], bytes | None]
+
+# Store-wide locks (`KeyStore.lock`): one audit relay at a time, one master key rotation at a time.
+AUDIT_RELAY = "audit"
+MASTER_ROTATION = "rotation"
 
 
 class TenantFenced(Exception):
@@ -162,7 +177,8 @@ class KeyStore(Protocol):
     def destroy_tenant(self, tenant: str, reason: str, now: float, witness: Witness | None = None) -> Destruction:
         """Fence the tenant and destroy its root and every data key, in one transaction.
         `witness`, if given, sees the rows inside that transaction just before they are
-        overwritten, and only when there is something to destroy; if it raises, nothing changes."""
+        overwritten, and only when there is something to destroy; if it raises, nothing changes;
+        bytes it returns are kept as the probes of the tenant's `termination` record."""
 
     def expire(self, now: float, limit: int) -> list[str]:
         """Destroy up to `limit` conversation keys whose expiry has passed; returns their ids."""
@@ -176,6 +192,11 @@ class KeyStore(Protocol):
     def counts(self) -> list[TenantCounts]: ...
 
     # -- residue: bytes of destroyed keys that the store's files may still hold ---------------
+    @property
+    def local(self) -> bool:
+        """True when `files` lists every file that holds the store's bytes (an embedded store on
+        this host), so a scan can prove residue gone; False for a server whose files are elsewhere."""
+
     def files(self) -> list[Path]:
         """Every local file that holds the store's bytes (those that exist), for residue scans."""
 
@@ -185,6 +206,19 @@ class KeyStore(Protocol):
 
     def destroyed_keys(self, tenant: str, generation: int) -> list[tuple[str, str]]:
         """(key_id, scope) of every data key destroyed for that generation of the tenant."""
+
+    # -- what used to be local files and file locks, for several hosts --------------------------
+    def termination(self, tenant: str, generation: int) -> TerminationRecord | None:
+        """The saved progress of that generation's termination; None if it never started."""
+
+    def save_termination(self, tenant: str, generation: int, progress: str, *, drop_probes: bool = False) -> None:
+        """Save a termination's progress (JSON text); `drop_probes` forgets its probes (it is done)."""
+
+    def lock(self, name: str, wait_s: float, tell_s: float) -> AbstractContextManager[None]:
+        """Hold the store-wide lock `name` (`AUDIT_RELAY`, `MASTER_ROTATION`) for the block, across
+        every process and host that uses this store; logs whom it waits for after `tell_s`, raises
+        `locking.LockTimeout` (naming the holder when known) after `wait_s`. A holder that dies
+        releases it."""
 
     # -- audit outbox: every method above that changes keys adds its records here --------------
     @property

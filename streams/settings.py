@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from shredline.keystore.dburl import DatabaseUrl, DatabaseUrlError
 from shredline.keystore.ingest import Kem
 from shredline.streams.errors import ConfigError
 
@@ -65,7 +66,8 @@ class Settings:
     replication_factor: int = 1
     master_key: Secret | None = None  # keyring text `v1:<base64>`; else the key file
     master_key_file: Path | None = None  # default <data_dir>/master.key, created on first local use
-    key_store: Path | None = None  # default <data_dir>/keys.sqlite
+    # default <data_dir>/keys.sqlite; a `postgresql://` URL selects the PostgreSQL store (several hosts)
+    key_store: Path | DatabaseUrl | None = None
     key_cache_staleness_s: float = 1.0
     ingest_kem: Kem = Kem.X25519  # which of a tenant's key pairs producers seal ingest events to
     # Migration switch, off by default: the worker also processes plaintext (unsealed) ingest
@@ -98,8 +100,14 @@ class Settings:
         return self.master_key_file if self.master_key_file is not None else self.data_dir / "master.key"
 
     @property
+    def key_store_url(self) -> DatabaseUrl | None:
+        """The PostgreSQL key store, when one is configured (else the SQLite file is used)."""
+        return self.key_store if isinstance(self.key_store, DatabaseUrl) else None
+
+    @property
     def key_store_path(self) -> Path:
-        return self.key_store if self.key_store is not None else self.data_dir / "keys.sqlite"
+        """The SQLite key store file (also where a PostgreSQL store's host keeps nothing: unused then)."""
+        return self.key_store if isinstance(self.key_store, Path) else self.data_dir / "keys.sqlite"
 
     @property
     def kafka_dir(self) -> Path:
@@ -114,6 +122,11 @@ def _coerce(name: str, raw: Any) -> Any:
     """Turn a raw env/TOML value into the field's type, naming the field on failure."""
     if raw is None:
         return None
+    if name == "key_store" and isinstance(raw, str) and DatabaseUrl.looks_like(raw):
+        try:
+            return DatabaseUrl(raw)
+        except DatabaseUrlError as exc:
+            raise ConfigError(f"{name}: {exc}") from None
     if name in _PATHS:
         if not isinstance(raw, str) or not raw:
             raise ConfigError(f"{name}: expected a non-empty path")

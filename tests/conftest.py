@@ -21,8 +21,10 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
+from shredline.keystore.dburl import DatabaseUrl
 from shredline.streams.acl import AccessRole, default_principals
 from shredline.streams.catalog import topic_name
+from shredline.streams.errors import LauncherError
 from shredline.streams.kafka.acls import apply_acls
 from shredline.streams.kafka.admin import consumer_lag, record_counts
 from shredline.streams.kafka.connection import Connection, client_environment, resolve_connection
@@ -30,6 +32,7 @@ from shredline.streams.kafka.offsets import watermarks
 from shredline.streams.kafka.produce import close_producers
 from shredline.streams.kafka.trim import INGEST
 from shredline.streams.launcher.broker import Launcher
+from shredline.streams.launcher.postgres import PostgresServer, running_postgres, server_bindir
 from shredline.streams.operations.audit import close_reader
 from shredline.streams.settings import Settings, load_settings
 
@@ -94,6 +97,32 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
         close_reader()  # cached clients would log connection errors once the broker is gone
         close_producers()
         launcher.down()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One real PostgreSQL server for the session (Debian's packages, `streams/launcher/postgres.py`).
+    Skipped when the server binaries are missing, except under CI=true, where that fails."""
+    try:
+        server_bindir()
+    except LauncherError as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true and {exc}")
+        pytest.skip(str(exc))
+    with running_postgres(durable=False, tls=True) as server:
+        yield server
+
+
+@pytest.fixture
+def pg_url(postgres: PostgresServer) -> DatabaseUrl:
+    """A fresh, empty schema on the session's server (its URL sets the search path): one key store
+    per test, cheaper than a database each."""
+    import psycopg
+
+    name = f"t{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres.url().reveal(), autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {name}")  # a generated name: letters and digits only
+    return postgres.url(options=f"-csearch_path={name}")
 
 
 @pytest.fixture

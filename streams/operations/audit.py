@@ -27,7 +27,6 @@ import logging
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
@@ -35,8 +34,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from shredline.keystore.keys import Keys
-from shredline.keystore.locking import LockTimeout, exclusive
-from shredline.keystore.store import AuditEntry, AuditHead, KeyStore
+from shredline.keystore.locking import LockTimeout
+from shredline.keystore.store import AUDIT_RELAY, AuditEntry, AuditHead, KeyStore
 from shredline.processors.roles import Role
 from shredline.schemas.codec import DecodeError, decode, encode
 from shredline.schemas.errors import ShredlineError
@@ -312,18 +311,19 @@ def read_trail(conn: Connection, prefix: str, last: int | None = None) -> list[d
 
 
 @contextlib.contextmanager
-def relay_lock(store_path: Path) -> Iterator[None]:
-    """One relay at a time across processes. Waits at most RELAY_LOCK_WAIT_S, saying after
-    RELAY_LOCK_TELL_S whom it waits for: a relay that never ends (a command suspended with Ctrl-Z, a
-    process stopped in a debugger) made every audited command, and the worker's last relay at
-    SIGTERM, wait for ever without a word. Giving up loses nothing: the records stay in the outbox."""
-    path = store_path.with_name(store_path.name + ".audit-lock")
+def relay_lock(store: KeyStore) -> Iterator[None]:
+    """One relay at a time across processes and hosts: the store's own lock (a file lock beside a
+    SQLite store, an advisory lock in PostgreSQL), so one chain grows in one order. Waits at most
+    RELAY_LOCK_WAIT_S, saying after RELAY_LOCK_TELL_S whom it waits for: a relay that never ends (a
+    command suspended with Ctrl-Z, a process stopped in a debugger) made every audited command, and
+    the worker's last relay at SIGTERM, wait for ever without a word. Giving up loses nothing: the
+    records stay in the outbox."""
     try:
-        lock = exclusive(path, RELAY_LOCK_WAIT_S, RELAY_LOCK_TELL_S, mode=0o644)
+        lock = store.lock(AUDIT_RELAY, RELAY_LOCK_WAIT_S, RELAY_LOCK_TELL_S)
         lock.__enter__()
     except LockTimeout as exc:
         raise AuditError(
-            f"audit: {exc.holder} has held the relay lock {path.name} for over {exc.waited_s:.0f} s (a relay "
+            f"audit: {exc.holder} has held the relay lock {exc.name} for over {exc.waited_s:.0f} s (a relay "
             "stuck, or a command suspended?); nothing was recorded on the topic yet, the records wait in the "
             "outbox: retry when it ends"
         ) from None
@@ -400,14 +400,14 @@ def _find(records: Sequence[Positioned], head: AuditHead, public_key: Ed25519Pub
     )
 
 
-def relay(conn: Connection, prefix: str, store: KeyStore, store_path: Path, signer: Ed25519PrivateKey) -> int:
+def relay(conn: Connection, prefix: str, store: KeyStore, signer: Ed25519PrivateKey) -> int:
     """Move the store's pending audit records onto audit.events; returns how many records were
     appended (alarms included). Safe to crash anywhere: entries are dropped from the outbox, and
     the head anchored, only once the broker has them; a relay that died between the two left its
     records after the anchored head, where the next one recognises them by their outbox marker
     and sends nothing twice. Raises KafkaOperationError or KeyStoreUnavailable (nothing dropped)."""
     total = 0
-    with relay_lock(store_path):
+    with relay_lock(store):
         while entries := store.pending_audit(RELAY_BATCH):
             head = store.audit_head()
             tail = own_tail(conn, prefix, head, signer.public_key(), store.audit_head_offset())
@@ -483,7 +483,7 @@ class Trail:
 
     def flush(self) -> int:
         signer = self.signer  # before the lock: first use creates the key (itself an audited change)
-        return relay(self.conn, self.prefix, self.keys.store, self.settings.key_store_path, signer)
+        return relay(self.conn, self.prefix, self.keys.store, signer)
 
     def head(self) -> AuditHead:
         """The chain's head once everything recorded so far is on the topic (what certificates carry)."""

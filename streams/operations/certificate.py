@@ -166,7 +166,12 @@ def render_text(body: dict[str, Any]) -> str:
         f"  of which still readable      {checks['buffer_records_readable']}",
         f"  data keys left in the store  {checks['data_keys_remaining']}",
         f"  root key left in the store   {'yes' if checks['root_key_remaining'] else 'no'}",
-        f"  key bytes left in its files  {checks['key_store_residue']} (scanned after the destruction)",
+        (
+            f"  key bytes left in its files  {checks['key_store_residue']} (scanned after the destruction)"
+            if checks.get("key_store_files_scanned", True)
+            else "  key bytes left in its files  not scannable from here (a database server): its old row versions"
+            " and WAL may hold wrapped copies, under master key versions destroyed with the root"
+        ),
         *(
             [f"  key bytes in other files     {checks['other_files_residue']} (the data dir; broker storage aside)"]
             if "other_files_residue" in checks

@@ -23,11 +23,10 @@ import re
 import time
 
 from shredline.keystore.keys import Keys
-from shredline.keystore.sqlite_store import SqliteKeyStore
 from shredline.schemas.errors import ShredlineError
 from shredline.streams.acl import AccessRole, default_principals, principals_with_operators
 from shredline.streams.kafka.connection import Connection, certificate_principal, resolve_connection, role_certificate
-from shredline.streams.key_store import open_keys
+from shredline.streams.key_store import open_keys, open_store, store_exists
 from shredline.streams.operations.audit import Trail
 from shredline.streams.settings import Settings
 
@@ -40,9 +39,9 @@ class Refused(ShredlineError):
 
 def allow_list(settings: Settings) -> list[str]:
     """The allow-listed operator principals; empty without an allow-list (or a key store)."""
-    if not settings.key_store_path.exists():
+    if not store_exists(settings):
         return []
-    store = SqliteKeyStore(settings.key_store_path, actor="shredline")
+    store = open_store(settings)
     try:
         return store.operators()
     finally:

@@ -6,9 +6,10 @@
     unreadable, no key left, no byte of a destroyed key in any file of the key store) →
     certificate (signed JSON + text)
 
-Progress lives in `<data_dir>/terminations/<tenant>.g<generation>.json`, rewritten atomically
-after each step; a re-run skips finished steps and never destroys anything twice (the key store
-already refuses: a terminated tenant has nothing left to destroy). Every step is audited.
+Progress lives in the key store (`KeyStore.save_termination`), saved after each step, so a re-run
+on any host that shares the store resumes it; a re-run skips finished steps and never destroys
+anything twice (the key store already refuses: a terminated tenant has nothing left to destroy).
+Every step is audited.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from shredline.keystore.errors import KeystoreError, UnknownTenant
 from shredline.keystore.keys import Keys, Sealed
-from shredline.keystore.master import load_keyring, rotate, write_private
+from shredline.keystore.master import MasterKeyring, load_keyring, rotate
 from shredline.keystore.residue import Probes, ProbesInvalid, scan_tree, settle
 from shredline.keystore.store import TERMINATED, TenantRow, key_digest
 from shredline.processors.roles import Role
@@ -85,16 +86,6 @@ def _write_atomic(path: Path, text: str) -> None:
     partial.replace(path)
 
 
-def progress_path(settings: Settings, tenant: str, generation: int) -> Path:
-    return settings.data_dir / "terminations" / f"{tenant}.g{generation}.json"
-
-
-def probes_path(settings: Settings, tenant: str, generation: int) -> Path:
-    """Digests of the destroyed keys (never their bytes: `keystore/residue.py`), from the keys step
-    until the termination is done."""
-    return settings.data_dir / "terminations" / f"{tenant}.g{generation}.probes"
-
-
 def certificate_paths(settings: Settings, tenant: str, generation: int) -> tuple[Path, Path]:
     folder = settings.data_dir / "certificates"
     return folder / f"{tenant}.g{generation}.json", folder / f"{tenant}.g{generation}.txt"
@@ -113,16 +104,15 @@ class Termination:
 
     def run(self, tenant: str, operator: str, reason: str) -> Outcome:
         row = self.tenant_row(tenant)
-        path = progress_path(self.settings, tenant, row.generation)
+        store = self.keys.store
+        saved = store.termination(tenant, row.generation)
         state: dict[str, Any] = (
-            json.loads(path.read_text(encoding="utf-8"))
-            if path.exists()
+            json.loads(saved.progress)
+            if saved is not None and saved.progress is not None
             else {"tenant": tenant, "generation": row.generation, "operator": operator, "reason": reason, "steps": {}}
         )
         cert_json, _txt = certificate_paths(self.settings, tenant, row.generation)
-        probes = probes_path(self.settings, tenant, row.generation)
         if "certificate" in state["steps"]:
-            probes.unlink(missing_ok=True)
             return Outcome(cert_json, already_done=True)
         if state["steps"]:
             self.say(f"resuming the termination of {tenant} started by {state['operator']}")
@@ -133,11 +123,12 @@ class Termination:
             started = time.monotonic()
             result = getattr(self, f"_{step}")(tenant, row.generation, state)
             state["steps"][step] = {"at": _now(), **result}
-            _write_atomic(path, json.dumps(state, indent=1, sort_keys=True))
+            store.save_termination(
+                tenant, row.generation, json.dumps(state, sort_keys=True), drop_probes=step == "certificate"
+            )
             took = time.monotonic() - started
             self.say(f"  {number}/{len(STEPS)} {step}: {result.get('summary', 'done')} ({took:.1f} s)")
             _fault_point(step)
-        probes.unlink(missing_ok=True)
         return Outcome(cert_json, already_done=False)
 
     # -- the steps; each returns what the progress file and certificate keep -------------------
@@ -147,9 +138,13 @@ class Termination:
         return {"summary": "recorded in the audit trail"}
 
     def _keys(self, tenant: str, generation: int, state: dict[str, Any]) -> dict[str, Any]:
-        probes = probes_path(self.settings, tenant, generation)
-        # The probes are on disk before the destruction commits, so verify can always check it.
-        result = self.keys.destroy_tenant(tenant, state["reason"], witness=lambda p: write_private(probes, p.dump()))
+        # At most the master version that wrapped the root: what must be destroyed for residue to be
+        # useless (a rotation in between only moves the root up, and the keyring's current is read after).
+        before = self.keys.store.tenant(tenant)
+        wrapped_under = max((before.master_version if before else None) or 0, self._keyring().current)
+        # The probes are kept in the store by the destroying transaction, so verify (on any host) can
+        # always check the destruction.
+        result = self.keys.destroy_tenant(tenant, state["reason"], witness=lambda p: p.dump())
         _fault_point("keys:destroyed")  # a crash between the destruction and the rotation
         self.trail.flush()  # the store's own record of the destruction
         counts = dict(result.by_scope)
@@ -160,7 +155,12 @@ class Termination:
             done = "already fenced; nothing left to destroy"
         else:
             done = f"fenced; root key and {sum(counts.values())} data keys destroyed"
-        return {"summary": f"{done}; {master}", **counts, "master_version": version}
+        return {"summary": f"{done}; {master}", **counts, "master_version": version, "wrapped_under": wrapped_under}
+
+    def _keyring(self) -> MasterKeyring:
+        """The keyring as this host loads it now (the file may have been rotated by another process)."""
+        env = self.settings.master_key.reveal() if self.settings.master_key else None
+        return load_keyring(env, self.settings.master_key_path, create=False)
 
     def _rotate_master(self) -> tuple[int | None, str]:
         """Destroy the master version that wrapped the destroyed root (every root is re-wrapped under
@@ -168,7 +168,7 @@ class Termination:
         A keyring given in SHREDLINE_MASTER_KEY cannot be rotated from here; the step says so."""
         if self.settings.master_key is not None:
             return None, "master key NOT rotated: it comes from SHREDLINE_MASTER_KEY; rotate it where it is kept"
-        rotation = rotate(self.settings.master_key_path, self.keys.rotate_master)
+        rotation = rotate(self.settings.master_key_path, self.keys.store, self.keys.rotate_master)
         self.trail.flush()  # the store's record of the re-wrap
         retired = ", ".join(f"v{v}" for v in rotation.retired) or "nothing"
         return rotation.version, f"master key {retired} destroyed, roots re-wrapped under v{rotation.version}"
@@ -215,7 +215,7 @@ class Termination:
         root_left = row is not None and row.root_wrapped is not None
         probes = self._probes(tenant, generation)
         residue = settle(self.keys.store, probes, RESIDUE_WAIT_S)
-        elsewhere, unreadable = self._scan_other_files(tenant, generation, probes)
+        elsewhere, unreadable = self._scan_other_files(probes)
         rotated_to = state["steps"]["keys"].get("master_version")
         checks = {
             "buffer_records_sampled": sampled,
@@ -225,6 +225,7 @@ class Termination:
             "key_store_residue": residue.windows,
             "other_files_residue": sum(elsewhere.values()) + len(unreadable),
             "master_key_rotated": rotated_to is not None,
+            "key_store_files_scanned": self.keys.store.local,
         }
         self.trail.record("tenant.terminate.verify", tenant, None, {k: str(v) for k, v in checks.items()})
         if readable or remaining or root_left or row is None or row.state != TERMINATED:
@@ -244,6 +245,8 @@ class Termination:
                 f"terminate {tenant}: keys: bytes of the destroyed keys remain outside the key store, in {where}"
                 f" (a copy of it?){cannot}; no certificate until they are gone: move or delete them, then re-run"
             )
+        if not self.keys.store.local:
+            self._check_unscannable_store(tenant, state)
         if rotated_to is not None:
             path = self.settings.master_key_path
             if older := [v for v in load_keyring(None, path, create=False).versions if v < rotated_to]:
@@ -255,7 +258,21 @@ class Termination:
             **checks,
         }
 
-    def _scan_other_files(self, tenant: str, generation: int, probes: Probes) -> tuple[dict[str, int], list[str]]:
+    def _check_unscannable_store(self, tenant: str, state: dict[str, Any]) -> None:
+        """A store on a server (PostgreSQL): its files (old row versions until vacuum, the WAL, base
+        backups) cannot be scanned from here and may keep the destroyed root wrapped. That residue is
+        useless only once every master version that may have wrapped it is destroyed: certify then."""
+        bound = state["steps"]["keys"].get("wrapped_under")
+        alive = [v for v in self._keyring().versions if bound is None or v <= bound]
+        if alive:
+            raise TerminationError(
+                f"terminate {tenant}: keys: the key store is a server whose files this host cannot scan, and master "
+                f"key version(s) {', '.join(f'v{v}' for v in alive)} that may have wrapped the destroyed root still "
+                "exist: its old row versions or WAL could be opened with them; no certificate until they are "
+                "destroyed: rotate the master key (a key file, not SHREDLINE_MASTER_KEY), then re-run"
+            )
+
+    def _scan_other_files(self, probes: Probes) -> tuple[dict[str, int], list[str]]:
         """Every other file of the data dir and of the key store's folder (a copy of the store made
         by a backup tool or an operator sits there), once the store's own files are clean. Not the
         broker's storage nor the jar cache: large, and neither ever holds a key."""
@@ -264,19 +281,21 @@ class Termination:
         roots = [settings.data_dir]
         if not settings.key_store_path.resolve().is_relative_to(settings.data_dir.resolve()):
             roots.append(settings.key_store_path.parent)
-        skip = [settings.kafka_dir, settings.jar_cache, probes_path(settings, tenant, generation), *store_files]
+        skip = [settings.kafka_dir, settings.jar_cache, *store_files]
         return scan_tree(roots, probes, skip)
 
     _STORE = ("", "-wal", "-shm", "-journal")
 
     def _probes(self, tenant: str, generation: int) -> Probes:
-        path = probes_path(self.settings, tenant, generation)
+        record = self.keys.store.termination(tenant, generation)
         try:
-            return Probes.load(path.read_bytes())
-        except (OSError, ProbesInvalid):
+            if record is None or record.probes is None:
+                raise ProbesInvalid("missing")
+            return Probes.load(record.probes)
+        except ProbesInvalid:
             raise TerminationError(
-                f"terminate {tenant}: verify: {path} (written by the keys step) is missing or damaged; "
-                "the key store cannot be checked for residue"
+                f"terminate {tenant}: verify: the probes of the destroyed keys (kept by the keys step in the key "
+                "store) are missing or damaged; the key store cannot be checked for residue"
             ) from None
 
     def _try_buffer_sample(self, tenant: str) -> tuple[int, int]:

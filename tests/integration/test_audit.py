@@ -326,8 +326,9 @@ def test_a_relay_that_never_ends_makes_others_fail_in_one_line_not_wait_for_ever
             sys.executable,
             "-c",
             "import os, signal, sys; from pathlib import Path; "
+            "from shredline.keystore.sqlite_store import SqliteKeyStore\n"
             "from shredline.streams.operations.audit import relay_lock\n"
-            "with relay_lock(Path(sys.argv[1])):\n"
+            "with relay_lock(SqliteKeyStore(Path(sys.argv[1]))):\n"
             "    print('held', flush=True); os.kill(os.getpid(), signal.SIGSTOP)",
             str(site.data_dir / "keys.sqlite"),
         ],

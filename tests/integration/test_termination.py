@@ -282,7 +282,7 @@ def test_a_relay_that_died_after_sending_sends_nothing_twice(pipeline: Pipeline)
     keys.store.record("test.relay-crash", None, None, {"n": "1"})
     # The dead relay held the relay lock, as every relay does: without it the running worker could
     # relay and anchor in between, and this "dead relay" would fork the chain instead.
-    with relay_lock(settings.key_store_path):
+    with relay_lock(keys.store):
         entries = keys.store.pending_audit(10)
         sent = chain(keys.store.audit_head(), entries, keys.store.store_id, trail.signer)  # what it had sent
         topic = topic_name(pipeline.prefix, Role.AUDIT_EVENTS)

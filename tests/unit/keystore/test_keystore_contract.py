@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from shredline.keystore.errors import KeystoreError, StaleMasterKey, TenantExists
+from shredline.keystore.locking import LockTimeout
 from shredline.keystore.sqlite_store import SqliteKeyStore
 from shredline.keystore.store import (
     ACTIVE,
@@ -26,16 +29,29 @@ from shredline.keystore.store import (
 NOW = 1_800_000_000.0
 
 
-def sqlite_backend(tmp_path: Path) -> KeyStore:
-    return SqliteKeyStore(tmp_path / "keys.sqlite")
+def sqlite_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], KeyStore]:
+    return lambda: SqliteKeyStore(tmp_path / "keys.sqlite")
 
 
-BACKENDS: dict[str, Callable[[Path], KeyStore]] = {"sqlite": sqlite_backend}
+def postgres_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], KeyStore]:
+    from shredline.keystore.postgres_store import PostgresKeyStore
+
+    url = request.getfixturevalue("pg_url")  # a fresh database on the session's real server
+    return lambda: PostgresKeyStore(url)
+
+
+BACKENDS = {"sqlite": sqlite_backend, "postgresql": postgres_backend}
 
 
 @pytest.fixture(params=sorted(BACKENDS))
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[KeyStore]:
-    backend = BACKENDS[request.param](tmp_path)
+def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], KeyStore]:
+    """Opens another handle on the test's store, as another process would."""
+    return BACKENDS[request.param](request, tmp_path)
+
+
+@pytest.fixture
+def store(opener: Callable[[], KeyStore]) -> Iterator[KeyStore]:
+    backend = opener()
     yield backend
     backend.close()
 
@@ -217,7 +233,8 @@ def test_the_witness_sees_what_a_tenant_destruction_overwrites_and_can_stop_it(s
 def test_an_idle_store_checkpoints_and_names_its_files(store: KeyStore) -> None:
     store.create_tenant(tenant_row(), reprovision=False)
     assert store.checkpoint() is None
-    assert store.files() and all(p.exists() for p in store.files())
+    assert all(p.exists() for p in store.files())
+    assert bool(store.files()) == store.local  # a server's files are not on this host
 
 
 def test_counts_per_tenant_and_state(store: KeyStore) -> None:
@@ -263,7 +280,9 @@ def test_every_key_change_leaves_an_audit_record_in_the_same_transaction(store: 
     assert len(store.store_id) == 16
 
 
-def test_the_audit_head_is_anchored_with_the_drop_and_only_moves_forward(store: KeyStore) -> None:
+def test_the_audit_head_is_anchored_with_the_drop_and_only_moves_forward(
+    store: KeyStore, opener: Callable[[], KeyStore]
+) -> None:
     assert store.audit_head() is None
     first = store.record("operator.command")
     store.drop_audit(first, AuditHead(0, b"\x01" * 32))
@@ -276,10 +295,9 @@ def test_the_audit_head_is_anchored_with_the_drop_and_only_moves_forward(store: 
     store.drop_audit(second, AuditHead(7, b"\x03" * 32), offset=41)
     assert store.audit_head() == AuditHead(7, b"\x03" * 32) and store.pending_audit(10) == []
     assert store.audit_head_offset() == 41
-    if isinstance(store, SqliteKeyStore):  # durable: another process opening the file sees it
-        again = SqliteKeyStore(store.path)
-        assert again.audit_head() == AuditHead(7, b"\x03" * 32) and again.audit_head_offset() == 41
-        again.close()
+    again = opener()  # durable: another process opening the store sees it
+    assert again.audit_head() == AuditHead(7, b"\x03" * 32) and again.audit_head_offset() == 41
+    again.close()
 
 
 def test_a_store_from_before_the_head_offset_opens_and_keeps_its_head(tmp_path: Path) -> None:
@@ -335,3 +353,72 @@ def test_the_operator_allow_list_changes_are_audited_and_idempotent(store: KeySt
         ("operators.allow", "User:alice"),
         ("operators.revoke", "User:bob"),
     ]
+
+
+def test_a_termination_record_keeps_the_witness_probes_and_its_progress(store: KeyStore) -> None:
+    store.create_tenant(tenant_row(), reprovision=False)
+    store.acquire(key_row(), block=1, cap=9)
+    assert store.termination("acme", 1) is None
+    store.save_termination("acme", 1, '{"steps": {"intent": {}}}')
+    store.destroy_tenant("acme", "ended", NOW, lambda root, keys: b"probes of " + bytes(len(keys)))
+    record = store.termination("acme", 1)
+    assert record is not None and record.progress == '{"steps": {"intent": {}}}' and record.probes == b"probes of \0"
+    store.save_termination("acme", 1, '{"steps": {"keys": {}}}')
+    assert store.termination("acme", 1).probes == b"probes of \0"  # type: ignore[union-attr]
+    store.save_termination("acme", 1, '{"steps": {"certificate": {}}}', drop_probes=True)
+    done = store.termination("acme", 1)
+    assert done is not None and done.probes is None and "certificate" in (done.progress or "")
+    assert store.termination("acme", 2) is None
+
+
+def test_a_store_wide_lock_is_held_across_handles_and_a_waiter_gives_up_in_bounded_time(
+    store: KeyStore, opener: Callable[[], KeyStore]
+) -> None:
+    other = opener()  # as another process (or host) would open it
+    try:
+        with store.lock("audit", 5.0, 5.0):
+            started = time.monotonic()
+            with pytest.raises(LockTimeout) as waited, other.lock("audit", 0.3, 0.1):
+                pass
+            assert time.monotonic() - started < 5
+            assert "has held" in str(waited.value) and "audit" in str(waited.value)
+            with other.lock("rotation", 1.0, 1.0):  # another name is another lock
+                pass
+        with other.lock("audit", 1.0, 1.0):  # released at the end of the block
+            pass
+    finally:
+        other.close()
+
+
+def _acquire_many(opener: Callable[[], KeyStore], subjects: int, out: Any) -> None:
+    store = opener()
+    try:
+        out.put(
+            sorted(
+                (k.subject, k.key_id)
+                for k in (store.acquire(key_row(subject=f"s{i}"), block=1, cap=10**6) for i in range(subjects))
+            )
+        )
+    finally:
+        store.close()
+
+
+def test_processes_asking_at_once_for_a_conversation_key_get_one_key(
+    store: KeyStore, opener: Callable[[], KeyStore]
+) -> None:
+    import multiprocessing
+
+    store.create_tenant(tenant_row(), reprovision=False)
+    ctx = multiprocessing.get_context("fork")
+    out = ctx.Queue()
+    workers = [ctx.Process(target=_acquire_many, args=(opener, 40, out)) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    seen = [out.get(timeout=120) for _ in workers]
+    for worker in workers:
+        worker.join(timeout=60)
+        assert worker.exitcode == 0
+    assert all(s == seen[0] for s in seen), "two processes got different keys for one conversation"
+    assert len({key_id for _subject, key_id in seen[0]}) == 40
+    assert store.counts()[0].conversation_keys == 40
+    assert store.data_key(seen[0][0][1]).uses == 4  # type: ignore[union-attr]

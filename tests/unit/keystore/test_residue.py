@@ -167,7 +167,7 @@ def test_a_process_that_provisions_across_a_rotation_wraps_under_the_new_version
     late = open_keys(tmp_path)  # loaded the keyring (v1 only) before the rotation
     sealed = rotator.seal("acme", CONVERSATION, "conv-1", TOPIC, b"kept")
     os.link(tmp_path / "master.key", tmp_path / "master.key.before")  # the old file's inode, to look at
-    rotation = rotate(tmp_path / "master.key", rotator.rotate_master)
+    rotation = rotate(tmp_path / "master.key", rotator.store, rotator.rotate_master)
     assert (rotation.version, rotation.retired, rotation.roots) == (2, [1], 2)
     assert set((tmp_path / "master.key.before").read_bytes()) == {0}  # the replaced key file was zeroed
     assert oct((tmp_path / "master.key").stat().st_mode & 0o777) == "0o600"
@@ -184,7 +184,7 @@ def test_an_old_wrapped_root_is_useless_once_its_master_version_is_destroyed(tmp
     copied = keys.store.tenant("acme")  # what a copy of the file or a stray disk block would hold
     assert copied is not None
     keys.destroy_tenant("acme", "ended")
-    rotate(tmp_path / "master.key", keys.rotate_master)
+    rotate(tmp_path / "master.key", keys.store, keys.rotate_master)
     with pytest.raises(MasterKeyError, match="version 1 is not in the keyring"):
         Keys._unwrap_root(load_keyring(None, tmp_path / "master.key", create=False), copied)
 
@@ -203,9 +203,10 @@ def test_a_rotation_held_by_a_suspended_process_fails_in_one_line_not_for_ever(
             sys.executable,
             "-c",
             "import os, signal, sys; from pathlib import Path; from shredline.keystore.master import _rotation_lock\n"
-            "with _rotation_lock(Path(sys.argv[1])):\n"
+            "from shredline.keystore.sqlite_store import SqliteKeyStore\n"
+            "with _rotation_lock(SqliteKeyStore(Path(sys.argv[1]))):\n"
             "    print('held', flush=True); os.kill(os.getpid(), signal.SIGSTOP)",
-            str(tmp_path / "master.key"),
+            str(tmp_path / "keys.sqlite"),
         ],
         stdout=subprocess.PIPE,
         text=True,
@@ -220,7 +221,7 @@ def test_a_rotation_held_by_a_suspended_process_fails_in_one_line_not_for_ever(
 
         def attempt() -> None:
             try:
-                rotate(tmp_path / "master.key", keys.rotate_master)
+                rotate(tmp_path / "master.key", keys.store, keys.rotate_master)
                 outcome.append(None)
             except BaseException as exc:  # reported to the test thread
                 outcome.append(exc)
@@ -231,12 +232,12 @@ def test_a_rotation_held_by_a_suspended_process_fails_in_one_line_not_for_ever(
         assert outcome, "the rotation waited on the suspended holder for ever"
         error = outcome[0]
         assert isinstance(error, MasterKeyError), error
-        assert f"another process (pid {holder.pid}) has held master.key.lock for over 1 s" in str(error)
+        assert f"another process (pid {holder.pid}) has held keys.sqlite.rotation-lock for over 1 s" in str(error)
         assert load_keyring(None, tmp_path / "master.key", create=False).versions == [1]  # nothing rotated
     finally:
         holder.send_signal(signal.SIGCONT)
         holder.wait(timeout=30)
-    assert rotate(tmp_path / "master.key", keys.rotate_master).version == 2  # once it ends
+    assert rotate(tmp_path / "master.key", keys.store, keys.rotate_master).version == 2  # once it ends
 
 
 def test_a_store_locked_by_another_writer_names_its_pid(tmp_path: Path) -> None:
