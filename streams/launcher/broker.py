@@ -51,6 +51,17 @@ NO_JAVA = (
 Progress = Callable[[str], None]
 
 
+def kafka_cluster_id() -> str:
+    """A random KRaft cluster id: 16 random bytes in URL-safe base64 without padding (22 chars),
+    never starting with "-", as Kafka's own `Uuid.randomUuid()` ensures: the storage tool's argument
+    parser would take such an id for an option ("argument --cluster-id/-t: expected one argument"),
+    which failed one start in 64."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 @dataclass(frozen=True)
 class BrokerState:
     pid: int
@@ -310,7 +321,7 @@ class Launcher:
 
         storage = self.dir / "storage"
         if not (storage / "meta.properties").exists():
-            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            cluster_id = kafka_cluster_id()
             self.progress("formatting KRaft storage...")
             fmt = subprocess.run(
                 [*jvm, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)],

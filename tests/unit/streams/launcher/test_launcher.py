@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import socket
 import stat
+import uuid
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,8 @@ from shredline.streams.acl import AccessRole, principal_of_subject
 from shredline.streams.errors import LauncherError
 from shredline.streams.kafka.connection import role_cert, role_key
 from shredline.streams.launcher import broker, jars
-from shredline.streams.launcher.broker import java_major, pick_port, server_properties
+from shredline.streams.launcher import broker as broker_module
+from shredline.streams.launcher.broker import java_major, kafka_cluster_id, pick_port, server_properties
 from shredline.streams.launcher.certs import TlsFiles, ensure_tls
 
 
@@ -173,3 +176,12 @@ def test_tls_material_is_renewed_when_the_broker_certificate_lacks_a_name(tmp_pa
     renewed = files.ca.read_bytes()
     ensure_tls(tmp_path / "tls")  # a superset is current for the local broker
     assert files.ca.read_bytes() == renewed
+
+
+def test_a_cluster_id_never_starts_with_a_dash(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A leading "-" (bytes 0xF8..0xFB in URL-safe base64) reads as an option to the storage tool."""
+    drawn = iter([uuid.UUID(bytes=b"\xf8" + bytes(15)), uuid.UUID(bytes=b"\x01" * 16)])
+    monkeypatch.setattr(broker_module.uuid, "uuid4", lambda: next(drawn))
+    cluster_id = kafka_cluster_id()
+    assert cluster_id == base64.urlsafe_b64encode(b"\x01" * 16).decode().rstrip("=")
+    assert len(cluster_id) == 22
