@@ -13,10 +13,11 @@ import logging
 import signal
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
-from shredline.analytics.warehouse import Warehouse
+from shredline.analytics.warehouse import Loaded, Warehouse
 from shredline.processors.roles import Role
 from shredline.schemas.codec import DecodeError, decode
 
@@ -32,10 +33,15 @@ SINK_INPUTS: Mapping[Role, str] = {
 
 Position = tuple[str, int]  # (topic, partition)
 
+#: A batch closes at `batch_size` records or this many seconds after the poll began, whichever first.
+BATCH_WINDOW_S = 1.0
 
-@dataclass(frozen=True)
-class SinkRecord:
-    """One record as the sink needs it: which input, where it was (topic, partition, offset), its bytes."""
+
+class SinkRecord(NamedTuple):
+    """One record as the sink needs it: which input, where it was (topic, partition, offset), its bytes.
+
+    A named tuple, not a dataclass: one is made per consumed record, and a tuple is made ~3x faster.
+    """
 
     role: Role
     topic: str
@@ -72,14 +78,19 @@ def run_sink(
     source: SinkSource,
     warehouse: Warehouse,
     *,
-    batch_size: int = 5000,
+    batch_size: int = 20_000,
     until_idle_s: float | None = None,
     progress: Callable[[str], None] = lambda _m: None,
 ) -> SinkStats:
     """Load batches until SIGTERM or, with `until_idle_s`, until caught up and idle that long (seconds).
 
-    Each batch's rows and positions are one warehouse transaction. Records that do not decode
-    are skipped and counted (logged by position and reason only). Closes `source`.
+    A batch is at most `batch_size` records, or what arrived within `BATCH_WINDOW_S`. Each
+    batch's rows and positions are one warehouse transaction, run on one writer thread while
+    this one fetches and decodes the next batch (DuckDB releases the GIL, so the two use both
+    cores); a batch is handed over only once the previous one has committed, so transactions
+    stay in order and a crash loses at most uncommitted work, which is read again from the
+    stored positions. Records that do not decode are skipped and counted (logged by position
+    and reason only). Closes `source`.
     """
     stored = warehouse.offsets()
     stop = {"now": False}
@@ -87,42 +98,57 @@ def run_sink(
     source.start(stored)
     stats = SinkStats()
     idle_since = time.monotonic()
+    pending: tuple[Future[Loaded], dict[Position, int]] | None = None
+
+    def committed() -> None:  # wait for the batch in flight, if any, and count it
+        nonlocal pending
+        if pending is None:
+            return
+        loading, positions = pending
+        pending = None
+        loaded = loading.result()
+        stored.update(positions)
+        stats.facts += loaded.facts
+        stats.duplicates += loaded.duplicates
+        stats.logs += loaded.logs
+        stats.batches += 1
+        progress(f"loaded {stats.facts} facts ({stats.duplicates} duplicates skipped), {stats.logs} log lines")
+
     try:
-        while not stop["now"]:
-            records = source.poll(batch_size, 1.0)
-            facts: list[dict[str, Any]] = []
-            lines: list[dict[str, Any]] = []
-            states: list[dict[str, Any]] = []
-            trail: list[dict[str, Any]] = []
-            positions: dict[Position, int] = {}
-            for rec in records:
-                positions[(rec.topic, rec.partition)] = rec.offset + 1
-                try:
-                    _r, value = decode(rec.value, expect=SINK_INPUTS[rec.role])
-                except DecodeError as exc:
-                    stats.skipped += 1
-                    log.warning("sink: skipped %s[%d]@%d: %s", rec.topic, rec.partition, rec.offset, exc.reason)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sink-writer") as writer:
+            while not stop["now"]:
+                records = source.poll(batch_size, BATCH_WINDOW_S)
+                rows: dict[Role, list[dict[str, Any]]] = {role: [] for role in SINK_INPUTS}
+                positions: dict[Position, int] = {}
+                for rec in records:
+                    positions[(rec.topic, rec.partition)] = rec.offset + 1
+                    try:
+                        _r, value = decode(rec.value, expect=SINK_INPUTS[rec.role])
+                    except DecodeError as exc:
+                        stats.skipped += 1
+                        log.warning("sink: skipped %s[%d]@%d: %s", rec.topic, rec.partition, rec.offset, exc.reason)
+                        continue
+                    rows[rec.role].append(value)
+                if positions:
+                    states = [v for v in rows[Role.CONTROL_TENANTS] if v["kind"] in {"PROVISIONED", "TERMINATED"}]
+                    committed()
+                    loading = writer.submit(
+                        warehouse.load,
+                        rows[Role.METRICS_USAGE],
+                        rows[Role.LOGS_EXECUTIONS],
+                        positions,
+                        tenant_events=states,
+                        audit=rows[Role.AUDIT_EVENTS],
+                    )
+                    pending = (loading, positions)
+                    idle_since = time.monotonic()
                     continue
-                if rec.role == Role.CONTROL_TENANTS:
-                    if value["kind"] in {"PROVISIONED", "TERMINATED"}:
-                        states.append(value)
-                elif rec.role == Role.AUDIT_EVENTS:
-                    trail.append(value)
-                else:
-                    (facts if rec.role == Role.METRICS_USAGE else lines).append(value)
-            if positions:
-                loaded = warehouse.load(facts, lines, positions, tenant_events=states, audit=trail)
-                stored.update(positions)
-                stats.facts += loaded.facts
-                stats.duplicates += loaded.duplicates
-                stats.logs += loaded.logs
-                stats.batches += 1
-                idle_since = time.monotonic()
-                progress(f"loaded {stats.facts} facts ({stats.duplicates} duplicates skipped), {stats.logs} log lines")
-            elif until_idle_s is not None and time.monotonic() - idle_since >= until_idle_s:
-                if source.caught_up(stored):
-                    break
-                idle_since = time.monotonic()
+                committed()
+                if until_idle_s is not None and time.monotonic() - idle_since >= until_idle_s:
+                    if source.caught_up(stored):
+                        break
+                    idle_since = time.monotonic()
+            committed()
         warehouse.purge_dedup(dt.datetime.now(dt.UTC).date())
     finally:
         signal.signal(signal.SIGTERM, previous)
