@@ -14,7 +14,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from shredline.analytics.sink import SINK_INPUTS, Position, SinkRecord
 from shredline.streams.catalog import topic_name
 from shredline.streams.kafka.connection import Connection
-from shredline.streams.kafka.offsets import watermarks
+from shredline.streams.kafka.offsets import end_offset
 
 
 class KafkaSinkSource:
@@ -52,16 +52,11 @@ class KafkaSinkSource:
         ]
 
     def caught_up(self, stored: Mapping[Position, int]) -> bool:
-        """From the end offsets the last fetch responses carried (no request: a watermark query
-        waits behind the in-flight fetch, ~0.5 s per partition); a partition never fetched yet
-        is asked of the broker."""
-        for tp in self._assigned:
-            _low, high = self._consumer.get_watermark_offsets(tp, cached=True)
-            if high < 0:
-                _low, high = watermarks(self._consumer, tp.topic, tp.partition)
-            if stored.get((tp.topic, tp.partition), 0) < high:
-                return False
-        return True
+        """Against the end offsets the last fetch responses carried (`end_offset`)."""
+        return all(
+            stored.get((tp.topic, tp.partition), 0) >= end_offset(self._consumer, tp.topic, tp.partition)
+            for tp in self._assigned
+        )
 
     def close(self) -> None:
         self._consumer.close()
