@@ -91,7 +91,7 @@ def bare_consumer(conn: Connection, topic: str, rows: int, group: str) -> float:
 
 
 def sink_once(conn: Connection, prefix: str, rows: int, batch_size: int) -> tuple[float, float, int]:
-    """(seconds to the commit of the last row, seconds of the end-of-run check, batches)."""
+    """(seconds to the commit of the last row, seconds from then to the end of `run_sink`, batches)."""
     with tempfile.TemporaryDirectory() as tmp:
         warehouse = TimedWarehouse(Path(tmp) / "bench.duckdb", secrets.token_bytes(32))
         start = time.perf_counter()
@@ -99,7 +99,7 @@ def sink_once(conn: Connection, prefix: str, rows: int, batch_size: int) -> tupl
         ended = time.perf_counter()
         warehouse.close()
     assert stats.facts == rows, stats
-    return warehouse.committed_at - start, ended - warehouse.committed_at - IDLE_S, stats.batches
+    return warehouse.committed_at - start, ended - warehouse.committed_at, stats.batches
 
 
 def main() -> int:
@@ -129,7 +129,8 @@ def main() -> int:
     print(f"{'shredline sink (fetch, decode, de-dup, load, commit)':<52}{sink:>10,.0f}{sink / bare:>8.2f}")
     print(
         f"{args.rounds} rounds of {args.rows:,} rows in {batches} transactions each (at most {args.batch_size:,} rows "
-        f"or {BATCH_WINDOW_S} s); end-of-run check, not counted: {statistics.median(check_s) * 1e3:.0f} ms"
+        f"or {BATCH_WINDOW_S} s); not counted: last commit to exit (the {IDLE_S:.0f} s idle wait, caught_up, purge) "
+        f"{statistics.median(check_s) * 1e3:.0f} ms"
     )
     save(
         "sink",
@@ -148,7 +149,7 @@ def main() -> int:
             "sink_vs_bare": round(sink / bare, 3),
             "bare_s": [round(s, 3) for s in bare_s],
             "sink_s": [round(s, 3) for s in sink_s],
-            "end_of_run_check_ms": round(statistics.median(check_s) * 1e3),
+            "last_commit_to_exit_ms": round(statistics.median(check_s) * 1e3),
         },
     )
     return 0
