@@ -33,8 +33,10 @@ SINK_INPUTS: Mapping[Role, str] = {
 
 Position = tuple[str, int]  # (topic, partition)
 
-#: A batch closes at `batch_size` records or this many seconds after the poll began, whichever first.
+#: A batch is loaded at most this many seconds after its first record (see `run_sink`).
 BATCH_WINDOW_S = 1.0
+#: The longest one poll waits for records, in seconds.
+POLL_S = 0.1
 
 
 class SinkRecord(NamedTuple):
@@ -74,6 +76,42 @@ class SinkStats:
     batches: int = 0
 
 
+class _Batch:
+    """Decoded rows by input and the next offset per partition, gathered over one or more polls."""
+
+    def __init__(self) -> None:
+        self.rows: dict[Role, list[dict[str, Any]]] = {role: [] for role in SINK_INPUTS}
+        self.positions: dict[Position, int] = {}
+        self.records = 0
+        self.started = 0.0  # time.monotonic() of its first record
+
+    def add(self, records: Sequence[SinkRecord], stats: SinkStats) -> None:
+        """Decode `records` into the batch; undecodable ones are counted in `stats` and logged by position."""
+        if records and not self.records:
+            self.started = time.monotonic()
+        self.records += len(records)
+        for rec in records:
+            self.positions[(rec.topic, rec.partition)] = rec.offset + 1
+            try:
+                _r, value = decode(rec.value, expect=SINK_INPUTS[rec.role])
+            except DecodeError as exc:
+                stats.skipped += 1
+                log.warning("sink: skipped %s[%d]@%d: %s", rec.topic, rec.partition, rec.offset, exc.reason)
+                continue
+            self.rows[rec.role].append(value)
+
+    def load(self, warehouse: Warehouse) -> Loaded:
+        """One transaction: the rows and the positions."""
+        states = [v for v in self.rows[Role.CONTROL_TENANTS] if v["kind"] in {"PROVISIONED", "TERMINATED"}]
+        return warehouse.load(
+            self.rows[Role.METRICS_USAGE],
+            self.rows[Role.LOGS_EXECUTIONS],
+            self.positions,
+            tenant_events=states,
+            audit=self.rows[Role.AUDIT_EVENTS],
+        )
+
+
 def run_sink(
     source: SinkSource,
     warehouse: Warehouse,
@@ -84,13 +122,15 @@ def run_sink(
 ) -> SinkStats:
     """Load batches until SIGTERM or, with `until_idle_s`, until caught up and idle that long (seconds).
 
-    A batch is at most `batch_size` records, or what arrived within `BATCH_WINDOW_S`. Each
-    batch's rows and positions are one warehouse transaction, run on one writer thread while
-    this one fetches and decodes the next batch (DuckDB releases the GIL, so the two use both
-    cores); a batch is handed over only once the previous one has committed, so transactions
-    stay in order and a crash loses at most uncommitted work, which is read again from the
-    stored positions. Records that do not decode are skipped and counted (logged by position
-    and reason only). Closes `source`.
+    Batches are group commits: each batch's rows and positions are one warehouse transaction,
+    run on one writer thread while this one fetches and decodes the next (DuckDB releases the
+    GIL, so the two use both cores). A batch is handed over once the previous one has committed
+    and nothing more is ready to read, or at `batch_size` records, or `BATCH_WINDOW_S` after its
+    first record: it grows while the writer is busy and a backlog is read in large transactions,
+    while a trickle is loaded within about one poll (`POLL_S`). Transactions stay in order, one
+    in flight, so a crash loses at most uncommitted work, read again from the stored positions.
+    Records that do not decode are skipped and counted (logged by position and reason only).
+    Closes `source`.
     """
     stored = warehouse.offsets()
     stop = {"now": False}
@@ -116,38 +156,26 @@ def run_sink(
 
     try:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sink-writer") as writer:
+            batch = _Batch()
             while not stop["now"]:
-                records = source.poll(batch_size, BATCH_WINDOW_S)
-                rows: dict[Role, list[dict[str, Any]]] = {role: [] for role in SINK_INPUTS}
-                positions: dict[Position, int] = {}
-                for rec in records:
-                    positions[(rec.topic, rec.partition)] = rec.offset + 1
-                    try:
-                        _r, value = decode(rec.value, expect=SINK_INPUTS[rec.role])
-                    except DecodeError as exc:
-                        stats.skipped += 1
-                        log.warning("sink: skipped %s[%d]@%d: %s", rec.topic, rec.partition, rec.offset, exc.reason)
-                        continue
-                    rows[rec.role].append(value)
-                if positions:
-                    states = [v for v in rows[Role.CONTROL_TENANTS] if v["kind"] in {"PROVISIONED", "TERMINATED"}]
+                ask = batch_size - batch.records
+                records = source.poll(ask, POLL_S)
+                batch.add(records, stats)
+                if batch.positions and (
+                    batch.records >= batch_size
+                    or time.monotonic() - batch.started >= BATCH_WINDOW_S
+                    or (len(records) < ask and (pending is None or pending[0].done()))
+                ):
                     committed()
-                    loading = writer.submit(
-                        warehouse.load,
-                        rows[Role.METRICS_USAGE],
-                        rows[Role.LOGS_EXECUTIONS],
-                        positions,
-                        tenant_events=states,
-                        audit=rows[Role.AUDIT_EVENTS],
-                    )
-                    pending = (loading, positions)
+                    pending = (writer.submit(batch.load, warehouse), batch.positions)
+                    batch = _Batch()
                     idle_since = time.monotonic()
-                    continue
-                committed()
-                if until_idle_s is not None and time.monotonic() - idle_since >= until_idle_s:
-                    if source.caught_up(stored):
-                        break
-                    idle_since = time.monotonic()
+                elif not batch.positions:
+                    committed()
+                    if until_idle_s is not None and time.monotonic() - idle_since >= until_idle_s:
+                        if source.caught_up(stored):
+                            break
+                        idle_since = time.monotonic()
             committed()
         warehouse.purge_dedup(dt.datetime.now(dt.UTC).date())
     finally:
