@@ -42,6 +42,29 @@ FACT_COLUMNS = (
 )
 DAILY_KEY = ("tenant", "day", "kind", "channel", "direction", "workflow_id", "feature_id", "status")
 LOG_COLUMNS = ("tenant", "minute", "workflow_id", "step", "feature_id", "status", "duration_ms", "message", "error")
+#: The Arrow shapes of a batch as the sink decodes it (Avro timestamps arrive as aware datetimes).
+FACT_SCHEMA = pa.schema(
+    [
+        ("tenant", pa.string()),
+        ("kind", pa.string()),
+        ("minute", pa.timestamp("us", tz="UTC")),
+        *((c, pa.string()) for c in FACT_COLUMNS[3:]),
+        ("dedup", pa.binary()),
+    ]
+)
+LOG_SCHEMA = pa.schema(
+    [
+        ("tenant", pa.string()),
+        ("minute", pa.timestamp("us", tz="UTC")),
+        ("workflow_id", pa.string()),
+        ("step", pa.string()),
+        ("feature_id", pa.string()),
+        ("status", pa.string()),
+        ("duration_ms", pa.int64()),
+        ("message", pa.string()),
+        ("error", pa.string()),
+    ]
+)
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS w.usage_facts (
     tenant VARCHAR NOT NULL, kind VARCHAR NOT NULL, minute TIMESTAMPTZ NOT NULL, channel VARCHAR, direction VARCHAR,
@@ -156,40 +179,35 @@ class Warehouse:
         tenant_events: Sequence[Mapping[str, Any]] = (),
         audit: Sequence[Mapping[str, Any]] = (),
     ) -> Loaded:
-        """Insert a batch and its offsets atomically; facts whose token was seen are skipped."""
-        fact_table = (
-            pa.table(
-                {
-                    **{c: [f[c] for f in facts] for c in FACT_COLUMNS},
-                    "token": pa.array([f.get("dedup") for f in facts], type=pa.binary()),
-                }
-            )
-            if facts
-            else None
-        )
-        log_table = pa.table({c: [r[c] for r in logs] for c in LOG_COLUMNS}) if logs else None
+        """Insert a batch and its offsets atomically; facts whose token was seen are skipped.
+
+        Facts and log lines are dicts as decoded (`usage_metric`, `redacted_log`); one Arrow table
+        each goes in. Returns how many facts were new, how many were duplicates, how many log lines.
+        """
+        fact_table = pa.Table.from_pylist(facts, schema=FACT_SCHEMA) if facts else None
+        log_table = pa.Table.from_pylist(logs, schema=LOG_SCHEMA) if logs else None
+        inserted = 0
         self.db.execute("BEGIN TRANSACTION")
         try:
-            before = self._count("usage_facts")
             if fact_table is not None:
                 self.db.register("batch_facts", fact_table)
-                # Once per token: not seen before, and first occurrence within this batch. A read, so the
-                # transaction still writes only to the warehouse (DuckDB allows one written database).
-                fresh = self.db.execute(f"""
-                    SELECT {", ".join(FACT_COLUMNS)} FROM (
-                        SELECT *, row_number() OVER (PARTITION BY token ORDER BY minute) AS nth FROM batch_facts)
-                    WHERE token IS NULL OR (nth = 1 AND token NOT IN (SELECT token FROM w.dedup_tokens))
-                    """).to_arrow_table()
+                # Once per token: first occurrence within this batch, and not seen before (an anti-join;
+                # a read, so the transaction still writes only to the warehouse: DuckDB allows one
+                # written database per transaction, hence the Arrow round trip instead of a temp table).
+                fresh = self.db.execute("""
+                    SELECT b.* FROM (
+                        SELECT * FROM batch_facts
+                        QUALIFY dedup IS NULL OR row_number() OVER (PARTITION BY dedup ORDER BY minute) = 1) b
+                    ANTI JOIN w.dedup_tokens s ON b.dedup = s.token""").to_arrow_table()
+                self.db.unregister("batch_facts")
+                inserted = fresh.num_rows
+                self.db.register("fresh_facts", fresh)
                 self.db.execute("""
                     INSERT INTO w.dedup_tokens
-                    SELECT DISTINCT token, CAST(timezone('UTC', min(minute)) AS DATE) FROM batch_facts
-                    WHERE token IS NOT NULL AND token NOT IN (SELECT token FROM w.dedup_tokens) GROUP BY token""")
-                self.db.unregister("batch_facts")
-                self.db.register("fresh_facts", fresh)
+                    SELECT dedup, CAST(timezone('UTC', minute) AS DATE) FROM fresh_facts WHERE dedup IS NOT NULL""")
                 self.db.execute(f"INSERT INTO w.usage_facts SELECT {', '.join(FACT_COLUMNS)} FROM fresh_facts")
                 self._add_daily("fresh_facts")
                 self.db.unregister("fresh_facts")
-            inserted = self._count("usage_facts") - before
             if log_table is not None:
                 self.db.register("batch_logs", log_table)
                 self.db.execute(f"INSERT INTO w.execution_logs SELECT {', '.join(LOG_COLUMNS)} FROM batch_logs")

@@ -28,7 +28,7 @@ from shredline.streams.acl import Group
 from shredline.streams.catalog import topic_name
 from shredline.streams.errors import KafkaOperationError
 from shredline.streams.kafka.connection import Connection
-from shredline.streams.kafka.offsets import watermarks
+from shredline.streams.kafka.offsets import end_offset
 
 log = logging.getLogger("shredline.ingest")
 MAX_AGE_S = 5.0
@@ -128,7 +128,7 @@ class ControlDirectory:
         consumer = self._open()
         ends = {}
         for partition in self._next:
-            _low, high = watermarks(consumer, self._topic, partition)
+            high = end_offset(consumer, self._topic, partition)  # ~0.5 s each if asked of the broker
             if high > self._next[partition]:
                 ends[partition] = high
         deadline = self._clock() + READ_TIMEOUT_S

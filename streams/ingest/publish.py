@@ -93,7 +93,7 @@ def _constant(_name: str) -> Any:
     raise _Reject("line", "NaN and Infinity are not JSON")
 
 
-def _parse(line: bytes) -> object:
+def parse_line(line: bytes) -> object:
     """One JSON value, or `InvalidEvent` naming what is wrong with the line (never its content)."""
     line = line.removeprefix(_BOM).rstrip(b"\r\n")
     if len(line) > MAX_LINE_BYTES:
@@ -130,7 +130,7 @@ def publish_lines(
         if not line.removeprefix(_BOM).strip():
             continue
         try:
-            publisher.publish(_parse(line))
+            publisher.publish(parse_line(line))
             summary.published += 1
         except InvalidEvent as invalid:
             summary.rejected += 1

@@ -32,7 +32,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
-from shredline.keystore.ingest import DEFAULT_KEM, Kem
+from shredline.keystore.ingest import DEFAULT_KEM, IngestPublicKey, Kem
 from shredline.processors.validation import ValidEvent, validate
 from shredline.schemas.codec import encode
 from shredline.streams.acl import AccessRole
@@ -58,6 +58,18 @@ def record_key(valid: ValidEvent) -> bytes:
     bucket being the first byte of SHA-256(label, tenant:conversation-or-contact-or-execution id)."""
     bucket = hashlib.sha256(_BUCKET_LABEL + valid.key).digest()[0]
     return f"{valid.value['tenant']}:{bucket:02x}".encode()
+
+
+def sealed_envelope(key: IngestPublicKey, record: str, value: dict[str, Any], topic: str) -> bytes:
+    """The `sealed_ingest` bytes of one validated event: `value` Avro-encoded as `record`, sealed
+    to `key` (HPKE, bound to the full `topic` name) and wrapped with the key's tenant, generation and KEM."""
+    envelope = {
+        "tenant": key.tenant,
+        "generation": key.generation,
+        "kem": key.kem.value,
+        "ciphertext": key.seal(encode(record, value), topic),
+    }
+    return encode("sealed_ingest", envelope)
 
 
 class DeliveryError(KafkaOperationError):
@@ -104,13 +116,7 @@ class Publisher:
         valid = validate(event, self._clock())
         key = self._keys.public_key(valid.value["tenant"], self._kem)
         topic = topic_name(self._prefix, valid.role)
-        envelope = {
-            "tenant": key.tenant,
-            "generation": key.generation,
-            "kem": key.kem.value,
-            "ciphertext": key.seal(encode(valid.record, valid.value), topic),
-        }
-        payload = encode("sealed_ingest", envelope)
+        payload = sealed_envelope(key, valid.record, valid.value, topic)
         kafka_key = record_key(valid)
         while True:
             try:

@@ -51,3 +51,14 @@ def watermarks(
                 raise
         time.sleep(backoff)
         backoff = min(2.0, backoff * 2)
+
+
+def end_offset(consumer: Consumer, topic: str, partition: int) -> int:
+    """The next offset to be written to a partition that `consumer` is assigned and fetching, as
+    the last fetch response reported it (no request: a watermark query waits behind the in-flight
+    long-poll fetch, ~0.5 s per partition). At most one fetch wait behind the broker; a partition
+    not fetched yet is asked of the broker (`watermarks`)."""
+    _low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
+    if high < 0:
+        _low, high = watermarks(consumer, topic, partition)
+    return int(high)

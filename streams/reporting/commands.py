@@ -86,7 +86,12 @@ def _analytics_report(settings: Settings, args: argparse.Namespace) -> int:
 def register(sub: Commands) -> None:
     sink = sub.add_parser("sink", help="load metrics and redacted logs into the encrypted DuckDB warehouse")
     sink.add_argument("--until-idle", type=float, metavar="SECONDS", help="exit once caught up and idle that long")
-    sink.add_argument("--batch-size", type=positive, default=5000)
+    sink.add_argument(
+        "--batch-size",
+        type=positive,
+        default=20_000,
+        help="most records per transaction (default 20000); a batch also closes after 1 s",
+    )
     sink.set_defaults(run=_sink)
 
     analytics = sub.add_parser("analytics", help="query the anonymised aggregates")

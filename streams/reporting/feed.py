@@ -14,7 +14,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from shredline.analytics.sink import SINK_INPUTS, Position, SinkRecord
 from shredline.streams.catalog import topic_name
 from shredline.streams.kafka.connection import Connection
-from shredline.streams.kafka.offsets import watermarks
+from shredline.streams.kafka.offsets import end_offset
 
 
 class KafkaSinkSource:
@@ -43,21 +43,20 @@ class KafkaSinkSource:
         self._consumer.assign(self._assigned)
 
     def poll(self, max_records: int, timeout_s: float) -> Sequence[SinkRecord]:
-        records = []
-        for m in self._consumer.consume(max_records, timeout=timeout_s):
-            if m.error() is None:
-                topic = m.topic() or ""
-                records.append(
-                    SinkRecord(self._roles[topic], topic, m.partition() or 0, m.offset() or 0, m.value() or b"")
-                )
-        return records
+        roles = self._roles
+        return [
+            # A record without a value (a tombstone) becomes b"", which the sink skips as undecodable.
+            SinkRecord(roles[m.topic()], m.topic(), m.partition(), m.offset(), m.value() or b"")  # type: ignore[arg-type,index]
+            for m in self._consumer.consume(max_records, timeout=timeout_s)
+            if m.error() is None
+        ]
 
     def caught_up(self, stored: Mapping[Position, int]) -> bool:
-        for tp in self._assigned:
-            _low, high = watermarks(self._consumer, tp.topic, tp.partition)
-            if stored.get((tp.topic, tp.partition), 0) < high:
-                return False
-        return True
+        """Against the end offsets the last fetch responses carried (`end_offset`)."""
+        return all(
+            stored.get((tp.topic, tp.partition), 0) >= end_offset(self._consumer, tp.topic, tp.partition)
+            for tp in self._assigned
+        )
 
     def close(self) -> None:
         self._consumer.close()
