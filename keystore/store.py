@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -174,6 +175,12 @@ class KeyStore(Protocol):
         about to be destroyed. Raises `StaleMasterKey` if a newer version is already recorded."""
 
     def counts(self) -> list[TenantCounts]: ...
+
+    def batch(self) -> AbstractContextManager[None]:
+        """One transaction for every call made inside the block by this thread: their changes
+        commit together, durably, when it exits, or not at all if it raises (`KeyStoreUnavailable`
+        when the commit fails). A call that raises inside rolls back only its own changes. Other
+        threads' calls wait until the block exits; other processes see nothing of it before."""
 
     # -- residue: bytes of destroyed keys that the store's files may still hold ---------------
     def files(self) -> list[Path]:
