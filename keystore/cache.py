@@ -66,6 +66,12 @@ class BoundedCache(Generic[V]):
                 del self._entries[k]
         return len(doomed)
 
+    def stale_all(self) -> None:
+        """Every entry must be re-checked against the store before its next use."""
+        with self._lock:
+            for entry in self._entries.values():
+                entry.checked_at = float("-inf")
+
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()

@@ -174,7 +174,12 @@ class Keys:
         destroyed) in one durable transaction, committed when the block exits: seal a batch inside
         it and send the ciphertext after it, and every key is durable before ciphertext under it
         leaves. If the block raises (`KeyStoreUnavailable` included) nothing of it is stored, and
-        every cached key is forgotten, since those made or reserved inside are gone with it."""
+        every cached key is forgotten, since those made or reserved inside are gone with it.
+
+        Each tenant a batch uses is re-read from the store once in it (one read per tenant per
+        batch), so a tenant terminated by another process is refused from the next batch on,
+        without waiting for the staleness bound or a control event."""
+        self._tenants.stale_all()
         try:
             with self.store.batch():
                 yield

@@ -348,3 +348,12 @@ def test_a_failed_batch_forgets_the_keys_it_made_so_none_seals_without_being_sto
     with keys.batch():
         kept = keys.seal("acme", CONVERSATION, "conv-2", TOPIC, b"Hola")
     assert make_keys(tmp_path).open(kept, TOPIC) == b"Hola"
+
+
+def test_a_batch_refuses_a_tenant_terminated_elsewhere_at_once(tmp_path: Path) -> None:
+    keys = make_keys(tmp_path, staleness_s=3600.0)
+    keys.provision("acme")
+    keys.seal("acme", CONVERSATION, "conv-1", TOPIC, b"Oi")  # cached, and fresh for an hour
+    make_keys(tmp_path).destroy_tenant("acme", "contract ended")  # another process, no control event
+    with keys.batch(), pytest.raises(TenantTerminated):
+        keys.seal("acme", CONVERSATION, "conv-1", TOPIC, b"Oi")
