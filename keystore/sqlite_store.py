@@ -129,7 +129,8 @@ class SqliteKeyStore:
         if not path.exists():
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
         self._lock = threading.RLock()  # re-entered by the calls inside a `batch`
-        self._in_batch = False
+        self._in_batch = False  # inside `batch`, by the thread holding `_lock`
+        self._batch_open = False  # ... and its transaction has begun (at its first write)
         self._checkpoint_due = False
         try:
             self._db = sqlite3.connect(path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False)
@@ -148,9 +149,8 @@ class SqliteKeyStore:
             raise KeyStoreUnavailable(f"key store {path}: {exc}") from None
 
     # -- plumbing ------------------------------------------------------------------------------
-    @contextlib.contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """One IMMEDIATE transaction: takes the write lock up front, so it never fails halfway.
+    def _begin(self) -> None:
+        """Start an IMMEDIATE transaction: takes the write lock up front, so it never fails halfway.
         The caller holds `_lock`."""
         try:
             self._db.execute("BEGIN IMMEDIATE")
@@ -158,11 +158,8 @@ class SqliteKeyStore:
             writers = _shm_lockers(self.path, _SHM_WRITE_LOCK)
             who = f" (the write lock is held by pid {', '.join(map(str, writers))})" if writers else ""
             raise KeyStoreUnavailable(f"key store locked: {exc}{who}") from None
-        try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
+
+    def _commit(self) -> None:
         try:
             self._db.execute("COMMIT")
         except sqlite3.OperationalError as exc:
@@ -171,12 +168,21 @@ class SqliteKeyStore:
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        """A transaction of its own, or inside a `batch` a savepoint that rolls back alone."""
+        """A transaction of its own, or inside a `batch` a savepoint that rolls back alone (the
+        batch's first write opens its transaction, which holds the write lock until it ends)."""
         with self._lock:
             if not self._in_batch:
-                with self._transaction() as db:
-                    yield db
+                self._begin()
+                try:
+                    yield self._db
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._commit()
                 return
+            if not self._batch_open:
+                self._begin()
+                self._batch_open = True
             self._db.execute("SAVEPOINT call")
             try:
                 yield self._db
@@ -188,14 +194,22 @@ class SqliteKeyStore:
 
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
+        """Reads before the batch's first write see the latest committed state and take no lock,
+        so a batch that changes nothing never holds the write lock."""
         with self._lock:
             assert not self._in_batch, "batches do not nest"
+            self._in_batch, self._batch_open = True, False
             try:
-                with self._transaction():
-                    self._in_batch = True
-                    yield
+                yield
+            except BaseException:
+                if self._batch_open:
+                    self._db.execute("ROLLBACK")
+                raise
+            else:
+                if self._batch_open:
+                    self._commit()
             finally:
-                self._in_batch = False
+                self._in_batch = self._batch_open = False
             if self._checkpoint_due:
                 self._checkpoint_due = False
                 self.checkpoint()

@@ -357,3 +357,15 @@ def test_a_batch_refuses_a_tenant_terminated_elsewhere_at_once(tmp_path: Path) -
     make_keys(tmp_path).destroy_tenant("acme", "contract ended")  # another process, no control event
     with keys.batch(), pytest.raises(TenantTerminated):
         keys.seal("acme", CONVERSATION, "conv-1", TOPIC, b"Oi")
+
+
+def test_a_batch_that_changes_nothing_locks_nobody_out(tmp_path: Path) -> None:
+    keys = make_keys(tmp_path)
+    keys.provision("acme")
+    keys.seal("acme", CONVERSATION, "conv-1", TOPIC, b"Oi")
+    other = make_keys(tmp_path)  # another process
+    with keys.batch():
+        keys.seal("acme", CONVERSATION, "conv-1", TOPIC, b"Oi de novo")  # a cached key: reads only
+        other.provision("beta")  # needs the write lock, which the batch has not taken
+        keys.seal("acme", CONVERSATION, "conv-2", TOPIC, b"Hola")  # a new key: the batch's first write
+    assert other.open(keys.seal("acme", CONVERSATION, "conv-2", TOPIC, b"x"), TOPIC) == b"x"
