@@ -131,14 +131,19 @@ class Run:
     events_per_s: float
     cores_busy: float  # the workers' CPU seconds per wall second while they worked
 
+    @property
+    def cpu_us_per_event(self) -> float:
+        """The workers' CPU per event: steadier than events/s on a machine shared with other jobs."""
+        return self.cores_busy / self.events_per_s * 1e6
+
 
 def run_workers(
-    conn: Connection, store: Store, workers: int, events: list[dict[str, Any]], stamp: str, keyring_dir: Path
+    conn: Connection, store: Store, workers: int, events: list[dict[str, Any]], stamp: str, scratch: Path
 ) -> Run:
     prefix = f"bench{stamp}{store.name[0]}{workers}"
     apply_catalog(conn, prefix, 1)
     apply_acls(conn, prefix, default_principals())  # the workers run as their role
-    keyring = keyring_dir / f"{prefix}.key"
+    keyring = scratch / f"{prefix}.key"
     # SQLite: one host, so one data dir for every process; PostgreSQL: a data dir each.
     dirs = [Path(tempfile.mkdtemp(prefix=f"shredline-bench-{prefix}-"))]
     dirs += [Path(tempfile.mkdtemp(prefix=f"shredline-bench-{prefix}-")) if store.url else dirs[0]] * (workers - 1)
@@ -151,10 +156,11 @@ def run_workers(
     metrics = topic_name(prefix, Role.METRICS_USAGE)
     target = sum(map(metric_count, events))
     procs = []
-    for d in dirs:
+    for i, d in enumerate(dirs):
         env = {**env_for(conn, prefix, d), **store.env(store.settings(d, keyring))}
         cmd = [sys.executable, "-m", "shredline.streams.cli", "worker", "--unsupervised", "--loglevel", "warning"]
-        procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        with open(scratch / f"{prefix}-{i}.log", "wb") as log:
+            procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=log))
     try:
         wait(lambda: members_with_partitions(conn, prefix) == workers, 180, f"{workers} workers in the group")
         produce(conn, records)
@@ -167,7 +173,12 @@ def run_workers(
         for p in procs:
             p.terminate()
         for p in procs:
-            p.wait(timeout=60)
+            try:
+                p.wait(timeout=90)
+            except subprocess.TimeoutExpired:  # a stop stuck in a rebalance: the figure is taken already
+                print(f"worker {p.pid} did not stop within 90 s; killed", file=sys.stderr)
+                p.kill()
+                p.wait()
     return Run(done / wall * len(events) / target, cpu / wall)
 
 
@@ -210,7 +221,10 @@ def main() -> int:
                 for name in (sqlite, pg):
                     where = Store(name, fresh_schema(server, f"w{stamp}r{round_}n{n}") if name == pg else None)
                     r = run_workers(conn, where, n, events, f"{stamp}r{round_}", scratch)
-                    print(f"{name:<11}{n} worker(s): {r.events_per_s:8,.0f} events/s, {r.cores_busy:.2f} cores busy")
+                    print(
+                        f"{name:<11}{n} worker(s): {r.events_per_s:8,.0f} events/s, {r.cores_busy:.2f} cores busy, "
+                        f"{r.cpu_us_per_event:,.0f} us CPU per event"
+                    )
                     if (name, n) not in runs or r.events_per_s > runs[name, n].events_per_s:
                         runs[name, n] = r
         sqlite_settings = Settings(data_dir=scratch / "create-sqlite")
@@ -231,7 +245,11 @@ def main() -> int:
         events=len(events),
         rounds=args.rounds,
         runs={
-            f"{name}-{n}": {"events_per_s": round(r.events_per_s), "cores_busy": round(r.cores_busy, 2)}
+            f"{name}-{n}": {
+                "events_per_s": round(r.events_per_s),
+                "cores_busy": round(r.cores_busy, 2),
+                "cpu_us_per_event": round(r.cpu_us_per_event),
+            }
             for (name, n), r in runs.items()
         },
         creations_per_s={k: round(v) for k, v in created.items()},
