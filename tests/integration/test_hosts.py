@@ -12,6 +12,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import subprocess
+import sys
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator
@@ -24,6 +26,7 @@ import pytest
 from confluent_kafka import Consumer
 from confluent_kafka.admin import AdminClient
 
+from shredline.analytics.warehouse import Warehouse
 from shredline.keystore.dburl import DatabaseUrl
 from shredline.keystore.master import load_keyring
 from shredline.processors.roles import Role
@@ -109,6 +112,26 @@ def envelopes(h: Hosts, group: str) -> list[dict[str, Any]]:
     return [decode(m.value() or b"")[1] for m in records if m.value()]
 
 
+def sink_facts(h: Hosts) -> int:
+    """Run the sink from a data dir of its own until it is idle; the facts its warehouse holds."""
+    env = {**h.operator, "SHREDLINE_DATA_DIR": str(h.dirs[WORKERS].parent / "sink")}
+    sink = subprocess.run(
+        [sys.executable, "-m", "shredline.streams.cli", "sink", "--until-idle", "3"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert sink.returncode == 0, sink.stderr[-2000:]
+    settings = load_settings(env)
+    warehouse = Warehouse(settings.data_dir / "analytics.duckdb", open_keys(settings).service_secret("duckdb"))
+    try:
+        row = warehouse.db.execute("SELECT count(*) FROM w.usage_facts").fetchone()
+        return int(row[0]) if row else -1
+    finally:
+        warehouse.close()
+
+
 def keys_by_conversation(sealed: list[dict[str, Any]]) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
     """The keys each conversation was sealed under, and those sealed under two. Only a conversation
     processed twice may have two: one whose sealed and closed tail (its key destroyed) the killed
@@ -140,6 +163,7 @@ def test_three_hosts_share_the_key_store_through_a_sigkill(hosts: Hosts) -> None
     wait_worker_caught_up(conn, h.prefix, 300, "the three workers to catch up")
 
     exact(conn, h.prefix, h.events, "hosts-exact")  # every message sealed, every metric once by token
+    assert sink_facts(h) == wanted  # and the sink, on a host of its own, loads each once
     sealed = envelopes(h, "hosts-sealed")
     keys = open_keys(load_settings(h.operator))
     refs = {e["event_ref"] for e in sealed}
