@@ -23,6 +23,7 @@ BENCHES: dict[str, tuple[list[str], list[str]]] = {
     "publish": ([], ["--events", "10000", "--rounds", "1"]),
     "keystore": ([], ["--messages", "20000", "--creations", "500", "--runs", "5"]),
     "worker": ([], ["--events", "5000"]),
+    "hosts": ([], ["--events", "5000", "--creations", "500"]),
     "latency": ([], ["--seconds", "10"]),
     "termination": ([], ["--runs", "5"]),
     "sink": ([], ["--rows", "50000"]),

@@ -10,7 +10,7 @@ import json
 import secrets
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,16 +20,15 @@ import pytest
 from shredline.keystore.dburl import DatabaseUrl
 from shredline.keystore.master import format_keyring, write_private
 from shredline.processors.roles import Role
-from shredline.schemas.codec import decode
 from shredline.streams.catalog import topic_name
 from shredline.streams.kafka.admin import apply_catalog
 from shredline.streams.key_store import open_keys
 from shredline.streams.launcher.postgres import PostgresServer
 from shredline.streams.operations.termination import FAULT_EXIT
 from shredline.streams.settings import load_settings
-from tests.conftest import Broker, read_topic, record_count, wait_for, wait_worker_caught_up
+from tests.conftest import Broker, record_count, wait_for
 from tests.integration.test_termination import Pipeline
-from tests.integration.test_worker import Worker, background, cli, expected_metrics, publish
+from tests.integration.test_worker import Worker, cli, publish
 
 pytestmark = pytest.mark.kafka
 
@@ -127,54 +126,3 @@ def test_without_a_rotatable_master_key_a_server_store_gives_no_certificate_unti
     finished = hosts.cli("ops-1", "tenant", "terminate", "beta", "--reason", "ended", "--yes")
     assert finished.returncode == 0, finished.stderr
     assert (hosts.root / "ops-1" / "certificates" / "beta.g1.json").exists()
-
-
-def test_three_workers_one_killed_mid_stream_seal_everything_once_with_one_key_per_conversation(
-    hosts: Hosts, group_id: str
-) -> None:
-    """Three worker processes ("hosts", data dirs of their own) share the PostgreSQL store and the
-    broker; one is SIGKILLed mid-stream. Every message is sealed (by event ref), every metric is
-    emitted with its one de-dup token, and no conversation got two keys."""
-    site = replace(hosts, prefix=f"three{uuid.uuid4().hex[:8]}")
-    apply_catalog(site.broker.connection, site.prefix, 1)
-    events = background(5, 3000, seed=31)
-    for tenant in sorted({str(e["tenant"]) for e in events}):
-        assert site.cli("ops-1", "tenant", "provision", tenant).returncode == 0
-    publish(site.broker, site.prefix, events)
-    metrics = topic_name(site.prefix, Role.METRICS_USAGE)
-    buffer = topic_name(site.prefix, Role.BUFFER_MESSAGES)
-
-    workers = [Worker(site.env(f"node-{i}"), site.root / f"node-{i}.log") for i in (1, 2, 3)]
-    try:
-        wait_for(lambda: record_count(site.broker.connection, metrics) >= 300, 240, "some progress")
-        workers[1].kill()
-        progress = record_count(site.broker.connection, metrics)
-        assert progress < expected_metrics(events), "the workers finished before one was killed; kill earlier"
-        wait_worker_caught_up(site.broker.connection, site.prefix, 300, "the two left to finish")
-    finally:
-        codes = [workers[0].stop(), workers[2].stop()]
-    assert codes == [0, 0]
-
-    keys = open_keys(load_settings(site.env("ops-2")))
-    envelopes = [decode(m.value() or b"")[1] for m in read_topic(site.broker.connection, buffer, group_id)]
-    message_refs = {
-        keys.pseudonym(str(e["tenant"]), "event", str(e["event_id"])) for e in events if e["type"] == "message"
-    }
-    assert {e["event_ref"] for e in envelopes} == message_refs  # nothing lost, whichever worker sealed it
-    # One key per conversation at a time: a second key only ever follows the first's destruction (the
-    # conversation closed, then the killed worker's uncommitted messages were replayed elsewhere), so
-    # one key has sealed every message of the conversation. Two keys live at once would split them.
-    sealed: dict[tuple[str, str], dict[str, set[str]]] = {}
-    for e in envelopes:
-        sealed.setdefault((e["tenant"], e["record_id"]), {}).setdefault(e["key_id"], set()).add(e["event_ref"])
-    for conversation, by_key in sealed.items():
-        every = set().union(*by_key.values())
-        assert any(refs == every for refs in by_key.values()), f"{conversation}: messages split over two keys"
-    replayed = sum(len(by_key) > 1 for by_key in sealed.values())
-    facts = [decode(m.value() or b"")[1] for m in read_topic(site.broker.connection, metrics, group_id + "m")]
-    tokens = {f["dedup"] for f in facts}
-    assert None not in tokens and len(tokens) == expected_metrics(events)  # counted once each, by token
-    print(
-        f"\n3 workers, one killed at {progress} of {expected_metrics(events)} metrics: {len(sealed)} conversations, "
-        f"{replayed} closed before the kill and re-sealed after it under a new key"
-    )
