@@ -304,8 +304,11 @@ def test_the_audit_chain_relayed_by_all_four_hosts_verifies_without_fork_or_gap(
     wait_for(relayed_here, 60, "a relay from the operator's host")
     for worker in h.workers:
         assert worker.stop() == 0  # the stop relays what is left
-    for host in range(WORKERS):
-        assert sum(map(int, h.said(host, r"audit: (\d+) records appended"))) > 0, f"host {host} never relayed"
+    # Every host runs relays; which one drains the shared outbox at a given moment is a race (a host
+    # restarted late may find it empty every time), so records must come from several of them.
+    appended = [list(map(int, h.said(host, r"audit: (\d+) records appended"))) for host in range(WORKERS)]
+    assert all(appended), f"a worker host never ran its relay: {appended}"
+    assert sum(1 for counts in appended if sum(counts) > 0) >= 2, f"relayed by fewer than two workers: {appended}"
 
     verified = cli(h.operator, "audit", "verify")
     assert verified.returncode == 0 and "audit trail intact" in verified.stdout, verified.stdout + verified.stderr
