@@ -30,6 +30,7 @@ import psycopg
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
+from bench.publish import produce_one
 from bench.results import Figure, save
 from bench.worker import cpu_s, env_for
 from shredline.keystore.dburl import DatabaseUrl
@@ -94,14 +95,8 @@ def sealed_records(keys: Keys, prefix: str, events: list[dict[str, Any]]) -> lis
 
 def produce(conn: Connection, records: list[Record]) -> None:
     producer = Producer(conn.confluent(**PRODUCER_DEFAULTS))
-    for topic, key, value in records:
-        while True:
-            try:
-                producer.produce(topic, value=value, key=key)
-                break
-            except BufferError:
-                producer.poll(0.5)
-        producer.poll(0)
+    for record in records:
+        produce_one(producer, record)
     assert producer.flush(60) == 0
 
 
