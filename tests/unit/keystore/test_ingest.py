@@ -33,7 +33,8 @@ def test_seal_then_open_round_trips_for_each_kem(keys: Keys, kem: Kem, overhead:
     public = keys.ingest_key("acme", kem).public
     sealed = public.seal(EVENT, TOPIC)
     assert len(sealed) == len(EVENT) + overhead
-    assert b"Zq9" not in sealed and b"5511987650001" not in sealed
+    # Not even 8 bytes of the event in the clear (this checked b"Zq9", which random ciphertext holds ~1 run in 8,400).
+    assert not any(EVENT[i : i + 8] in sealed for i in range(len(EVENT) - 7))
     assert keys.open_ingest("acme", 1, kem, TOPIC, sealed) == EVENT
     assert public.seal(EVENT, TOPIC) != sealed  # a fresh encapsulation every time
 
