@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+from hypothesis import settings
 
 from shredline.keystore.dburl import DatabaseUrl
 from shredline.streams.acl import AccessRole, default_principals
@@ -37,6 +38,11 @@ from shredline.streams.operations.audit import close_reader
 from shredline.streams.settings import Settings, load_settings
 
 REPO = Path(__file__).resolve().parents[1]
+
+# Property tests check what holds, never how fast: Hypothesis's default 200 ms per-example deadline
+# fails a run as Flaky whenever a loaded CI host stalls one example.
+settings.register_profile("shredline", deadline=None)
+settings.load_profile("shredline")
 
 
 _granted: set[tuple[str, str]] = set()  # (bootstrap, prefix) whose ACLs this session applied

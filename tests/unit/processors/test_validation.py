@@ -171,7 +171,7 @@ json_values = st.recursive(
 field_names = st.sampled_from(sorted({f.name for t in TYPES.values() for f in t.fields} | {"type"}))
 
 
-@settings(max_examples=1500, deadline=None)
+@settings(max_examples=1500)
 @given(
     st.dictionaries(field_names | st.text().map(lambda s: CANARY + s), json_values, max_size=14),
     st.sampled_from([*TYPES, None]),

@@ -100,7 +100,7 @@ def test_expecting_another_record_is_refused() -> None:
         decode(data, expect="message_event")
 
 
-@settings(max_examples=2000, deadline=None)
+@settings(max_examples=2000)
 @given(st.binary(max_size=300), st.sampled_from(registry().records()))
 def test_random_bytes_after_a_real_header_only_ever_raise_decode_error(tail: bytes, record: str) -> None:
     data = MARKER + registry().current(record).fingerprint + tail

@@ -42,13 +42,13 @@ def valid_wire(h: Harness, **extra: Any) -> bytes:
     return h.wire("ingest.messages", message(**extra))
 
 
-@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=EXAMPLES, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.binary(max_size=2000), st.sampled_from(TOPICS))
 def test_random_bytes(harness: Harness, data: bytes, topic: str) -> None:
     assert harness.handle(topic, data) in OUTCOMES
 
 
-@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=EXAMPLES, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     st.integers(0, 2**32),
     st.sampled_from(TOPICS),
@@ -76,7 +76,7 @@ def test_mutated_valid_records(harness: Harness, seed: int, topic: str, how: str
     no_canary_in_dead_letters(harness)
 
 
-@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=EXAMPLES, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     st.text(max_size=6000),
     st.text(max_size=300),
