@@ -7,10 +7,16 @@ and the cost of opening sealed ingest: the worker on the same events sealed with
 with the hybrid ML-KEM-768 + X25519, and unsealed (plaintext, with the migration switch on).
 
 Each run gets its own topic prefix and key store with the same events published beforehand;
-throughput is counted from the first output record to the last, so start-up and rebalancing are
-excluded.
+throughput is counted from the first output record until every output has caught up: all usage
+metrics written AND the buffer view has handled every record of buffer.messages (the worker's
+group has committed to the end of it and of every ingest topic; the end time is the later of
+the last metric's and the last view changelog write's broker timestamp). Start-up and
+rebalancing are excluded.
 
-    python -m bench.worker [--events 20000]
+    python -m bench.worker [--events 20000] [--kems x25519] [--profile DIR]
+
+`--profile DIR` runs every worker under `py-spy record --native` and leaves the last one's
+collapsed stacks in DIR/worker.raw (`python -m bench.top DIR/worker.raw` prints the top ten).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import argparse
 import asyncio
 import datetime as dt
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -27,7 +34,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from bench.results import Figure, save
@@ -42,13 +49,17 @@ from shredline.streams.catalog import topic_name
 from shredline.streams.ingest.generate import generate
 from shredline.streams.ingest.sdk import Publisher
 from shredline.streams.kafka.acls import apply_acls
-from shredline.streams.kafka.admin import apply_catalog, record_counts
+from shredline.streams.kafka.admin import apply_catalog, consumer_lag, record_counts
 from shredline.streams.kafka.connection import Connection, client_environment
+from shredline.streams.kafka.trim import app_id
 from shredline.streams.launcher.broker import connect_or_launch
+from shredline.streams.processing.app import view_changelog
 from shredline.streams.processing.splitter import Splitter
-from shredline.streams.settings import load_settings
+from shredline.streams.settings import Settings, load_settings
 
 INGEST = (Role.INGEST_MESSAGES, Role.INGEST_CONTACTS, Role.INGEST_EXECUTIONS)
+SPLIT_BATCH = 500  # as the worker's batches at most
+SPY = ("record", "--native", "--rate", "100", "--format", "raw")
 
 
 def counter(conn: Connection, topic: str) -> Callable[[], int]:
@@ -61,18 +72,47 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def rate(progress: Callable[[], int], target: int, pid: int, timeout_s: float = 900) -> tuple[float, float]:
-    """Outputs/s and CPU seconds per output of process `pid`, from the first output seen to
-    `target` outputs. CPU per output holds up on a shared machine, where wall time does not."""
+def last_append_s(conn: Connection, topic: str) -> float:
+    """Epoch seconds of the newest record's timestamp over the topic's partitions (0 if empty)."""
+    consumer = Consumer(conn.confluent(**{"group.id": "shredline-bench-last", "log_level": 3}))
+    try:
+        newest = 0.0
+        for p in consumer.list_topics(topic, timeout=10).topics[topic].partitions:
+            _low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            if high == 0:
+                continue
+            consumer.assign([TopicPartition(topic, p, high - 1)])
+            msg = consumer.poll(10)
+            assert msg is not None and not msg.error(), f"cannot read the last record of {topic}[{p}]"
+            newest = max(newest, msg.timestamp()[1] / 1000)
+        return newest
+    finally:
+        consumer.close()
+
+
+def rate(
+    progress: Callable[[], int],
+    target: int,
+    pid: int,
+    timeout_s: float = 900,
+    caught_up: Callable[[], bool] = lambda: True,
+    ended_at: Callable[[], float] | None = None,
+) -> tuple[float, float]:
+    """Outputs/s and CPU seconds per output of process `pid`, from the first output seen until
+    `target` outputs and `caught_up()`; `ended_at()` (epoch s), if given, says when the work
+    really ended (a caught-up check sees it only after the group's next commit). CPU per output
+    holds up on a shared machine, where wall time does not."""
     deadline = time.monotonic() + timeout_s
     while (first := progress()) == 0:
         assert time.monotonic() < deadline, "no output"
         time.sleep(0.05)
-    t0, c0, cpu0 = time.monotonic(), first, cpu_s(pid)
-    while (n := progress()) < target:
+    t0, wall0, c0, cpu0 = time.monotonic(), time.time(), first, cpu_s(pid)
+    while (n := progress()) < target or not caught_up():
         assert time.monotonic() < deadline, f"stalled at {n} of {target}"
         time.sleep(0.1)
-    return (n - c0) / (time.monotonic() - t0), (cpu_s(pid) - cpu0) / (n - c0)
+    cpu = cpu_s(pid) - cpu0
+    took = (ended_at() - wall0) if ended_at else time.monotonic() - t0
+    return (n - c0) / took, cpu / (n - c0)
 
 
 def env_for(conn: Connection, prefix: str, data_dir: Path) -> dict[str, str]:
@@ -80,13 +120,13 @@ def env_for(conn: Connection, prefix: str, data_dir: Path) -> dict[str, str]:
 
 
 def splitter_cpu_us(events: list[dict[str, Any]], kem: Kem | None) -> float:
-    """CPU µs per event of `Splitter.handle` alone (real keys on SQLite, outputs discarded), on the
-    events sealed to `kem` or plaintext (kem None, migration switch on): the cost of opening
-    without Kafka or Faust in the measurement."""
+    """CPU µs per event of `Splitter.handle_batch` alone, in batches of SPLIT_BATCH (real keys on
+    SQLite, outputs discarded), on the events sealed to `kem` or plaintext (kem None, migration
+    switch on): the worker's own work without Kafka or Faust in the measurement."""
     now = dt.datetime.now(dt.UTC)
     keys = tenant_keys(Path(tempfile.mkdtemp(prefix="shredline-bench-splitter-")), {str(e["tenant"]) for e in events})
 
-    async def discard(_role: Role, _key: bytes | None, _value: bytes | None) -> None:
+    def discard(_outputs: list[tuple[Role, bytes | None, bytes | None]]) -> None:
         return None
 
     splitter = Splitter(keys, "bench", discard, allow_plaintext=kem is None)
@@ -101,8 +141,9 @@ def splitter_cpu_us(events: list[dict[str, Any]], kem: Kem | None) -> float:
         records.append((valid.role, inner))
 
     async def handle_all() -> None:
-        for offset, (role, value) in enumerate(records):
-            assert await splitter.handle(role, 0, offset, value) == "processed"
+        for start in range(0, len(records), SPLIT_BATCH):
+            batch = [(role, 0, start + i, value, None) for i, (role, value) in enumerate(records[start:][:SPLIT_BATCH])]
+            assert set(await splitter.handle_batch(batch)) == {"processed"}
 
     started = time.process_time()
     asyncio.run(handle_all())
@@ -113,6 +154,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=2, help="worker runs per input, interleaved; best kept")
+    parser.add_argument(
+        "--kems", nargs="+", default=["plaintext", *(k.value.lower() for k in Kem)], help="worker inputs to run"
+    )
+    parser.add_argument("--profile", type=Path, help="py-spy the sealed X25519 worker into this folder")
     args = parser.parse_args()
     settings = load_settings(os.environ)
     conn = connect_or_launch(settings, lambda m: print(m, file=sys.stderr))
@@ -142,16 +187,32 @@ def main() -> int:
                     publisher.publish(event)
         return prefix, data
 
-    def run(cmd: list[str], env: dict[str, str], progress: Callable[[], int], target: int) -> tuple[float, float]:
+    def run(
+        cmd: list[str], env: dict[str, str], progress: Callable[[], int], target: int, **until: Any
+    ) -> tuple[float, float]:
+        profiling = args.profile is not None and "worker" in cmd
+        if profiling:  # py-spy starts the worker (attaching to a running process fails in this sandbox)
+            args.profile.mkdir(parents=True, exist_ok=True)
+            spy = str(Path(sys.executable).with_name("py-spy"))
+            cmd = [spy, *SPY, "-o", str(args.profile / "worker.raw"), "--", *cmd]
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        pid = proc.pid
+        if profiling:  # the worker is py-spy's child: measure its CPU, not py-spy's
+            children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+            while not children.read_text().split():
+                time.sleep(0.05)
+            pid = int(children.read_text().split()[0])
         try:
-            return rate(progress, target, proc.pid)
+            return rate(progress, target, pid, **until)
         finally:
-            proc.terminate()
+            if profiling:
+                os.kill(pid, signal.SIGTERM)  # py-spy writes its profile when the worker exits
+            else:
+                proc.terminate()
             proc.wait(timeout=60)
 
     prefix, data = prepared("p")
-    passthrough, _cpu = run(
+    passthrough, passthrough_cpu_s = run(
         [sys.executable, "-m", "bench.passthrough"],
         env_for(conn, prefix, data),
         counter(conn, topic_name(prefix, "passthrough.out")),
@@ -160,32 +221,38 @@ def main() -> int:
 
     def worker_rate(name: str, kem: Kem | None) -> tuple[float, float]:
         """Events/s and CPU µs per event of the worker process itself (run unsupervised, so its
-        pid is the one doing the work)."""
+        pid is the one doing the work), counted until every output has caught up."""
         prefix, data = prepared(name, kem)
         env = env_for(conn, prefix, data)
         if kem is None:
             env["SHREDLINE_ALLOW_PLAINTEXT_INGEST"] = "true"
+        cmd = [sys.executable, "-m", "shredline.streams.cli", "worker", "--unsupervised", "--loglevel", "warning"]
+        settings = Settings(topic_prefix=prefix)
+        metrics, view_log = topic_name(prefix, Role.METRICS_USAGE), view_changelog(settings)
+        inputs = [topic_name(prefix, r) for r in (*INGEST, Role.BUFFER_MESSAGES)]
         outputs, cpu_per_output = run(
-            [sys.executable, "-m", "shredline.streams.cli", "worker", "--unsupervised", "--loglevel", "warning"],
+            cmd,
             env,
-            counter(conn, topic_name(prefix, Role.METRICS_USAGE)),
+            counter(conn, metrics),
             metrics_expected,
+            caught_up=lambda: consumer_lag(conn, app_id(settings), inputs) == 0,
+            ended_at=lambda: max(last_append_s(conn, metrics), last_append_s(conn, view_log)),
         )
         per_event = metrics_expected / len(events)
         return outputs / per_event, cpu_per_output * per_event * 1e6
 
     # Interleaved rounds, best of each kept: other load on the machine only ever slows a run down.
-    runs: dict[Kem | None, list[tuple[float, float]]] = {None: [], Kem.X25519: [], Kem.MLKEM768_X25519: []}
+    inputs: dict[str, Kem | None] = {"plaintext": None, **{k.value.lower(): k for k in Kem}}
+    chosen = {inputs[name]: name for name in args.kems}
+    runs: dict[Kem | None, list[tuple[float, float]]] = {kem: [] for kem in chosen}
     for round_ in range(args.rounds):
         for kem, runs_of in runs.items():
-            runs_of.append(worker_rate(f"{kem.value.lower()[:1] if kem else 'u'}{round_}", kem))
-    worker, worker_cpu = max(r for r, _c in runs[Kem.X25519]), min(c for _r, c in runs[Kem.X25519])
-    worker_hybrid = max(r for r, _c in runs[Kem.MLKEM768_X25519])
-    hybrid_cpu = min(c for _r, c in runs[Kem.MLKEM768_X25519])
-    worker_plain, plain_cpu = max(r for r, _c in runs[None]), min(c for _r, c in runs[None])
+            runs_of.append(worker_rate(f"{chosen[kem][:1]}{round_}", kem))
+    best = {kem: (max(r for r, _c in rs), min(c for _r, c in rs)) for kem, rs in runs.items()}
+    worker, worker_cpu = best[Kem.X25519]
 
     sample = events[:3000]
-    splitter_us = {kem: min(splitter_cpu_us(sample, kem) for _ in range(2)) for kem in (None, *Kem)}
+    splitter_us = {kem: min(splitter_cpu_us(sample, kem) for _ in range(2)) for kem in chosen}
 
     prefix, _data = prepared("b")
     consumer = Consumer(
@@ -215,56 +282,49 @@ def main() -> int:
     bare = done / (time.monotonic() - (t0 or time.monotonic()))
     consumer.close()
 
-    print(f"{'pipeline':<48}{'events/s':>10}{'vs Faust passthrough':>22}{'vs bare loop':>14}")
-    for name, value in (
-        ("bare confluent-kafka consume->produce", bare),
-        ("Faust passthrough agent", passthrough),
-        ("shredline worker, plaintext input (switch on)", worker_plain),
-        ("shredline worker, sealed X25519", worker),
-        ("shredline worker, sealed ML-KEM-768+X25519", worker_hybrid),
-    ):
-        print(f"{name:<48}{value:>10,.0f}{value / passthrough:>22.2f}{value / bare:>14.2f}")
-    print(f"{'worker CPU per event':<48}{'us':>10}{'vs plaintext':>22}")
-    for name, value in (("plaintext input", plain_cpu), ("sealed X25519", worker_cpu), ("sealed hybrid", hybrid_cpu)):
-        print(f"{name:<48}{value:>10,.0f}{value / plain_cpu:>22.3f}")
-    print(f"{'Splitter.handle alone, CPU per event':<48}{'us':>10}{'vs plaintext':>22}")
-    for kem_or_none, value in splitter_us.items():
-        name = f"sealed {kem_or_none.value}" if kem_or_none else "plaintext input"
-        print(f"{name:<48}{value:>10,.0f}{value / splitter_us[None]:>22.3f}")
+    passthrough_cpu = passthrough_cpu_s * 1e6
+    label = {None: "plaintext input (switch on)", Kem.X25519: "sealed X25519", Kem.MLKEM768_X25519: "sealed hybrid"}
+    print(f"{'pipeline':<48}{'events/s':>10}{'CPU us/event':>14}{'vs Faust passthrough':>22}{'vs bare loop':>14}")
+    print(f"{'bare confluent-kafka consume->produce':<48}{bare:>10,.0f}{'':>14}{bare / passthrough:>22.2f}{1:>14.2f}")
+    print(f"{'Faust passthrough agent':<48}{passthrough:>10,.0f}{passthrough_cpu:>14,.0f}{1:>22.2f}")
+    for kem, (value, cpu) in best.items():
+        name = f"shredline worker, {label[kem]}"
+        print(f"{name:<48}{value:>10,.0f}{cpu:>14,.0f}{value / passthrough:>22.2f}{value / bare:>14.2f}")
+    print(f"{'Splitter.handle_batch alone, CPU per event':<48}{'us':>10}")
+    for kem, value in splitter_us.items():
+        print(f"{label[kem]:<48}{value:>10,.0f}")
+    figures = [
+        Figure("worker (open, split, seal, anonymise)", worker, "Faust passthrough agent", passthrough, "events/s"),
+        Figure("worker CPU per event, sealed X25519", worker_cpu, "Faust passthrough agent", passthrough_cpu, "us"),
+        Figure("worker (open, split, seal, anonymise)", worker, "bare confluent consume->produce", bare, "events/s"),
+    ]
+    if None in best:
+        plain, plain_cpu = best[None]
+        figures += [
+            Figure(f"worker, {label[k]}", r, "worker, plaintext input", plain, "events/s")
+            for k, (r, _c) in best.items()
+            if k
+        ]
+        figures += [
+            Figure(f"worker CPU per event, {label[k]}", c, "plaintext input", plain_cpu, "us")
+            for k, (_r, c) in best.items()
+            if k
+        ]
     save(
         "worker",
-        [
-            Figure("worker (open, split, seal, anonymise)", worker, "Faust passthrough agent", passthrough, "events/s"),
-            Figure(
-                "worker (open, split, seal, anonymise)", worker, "bare confluent consume->produce", bare, "events/s"
-            ),
-            Figure("worker, sealed X25519", worker, "worker, plaintext input", worker_plain, "events/s"),
-            Figure("worker, sealed hybrid", worker_hybrid, "worker, plaintext input", worker_plain, "events/s"),
-            Figure("worker CPU per event, sealed X25519", worker_cpu, "plaintext input", plain_cpu, "us"),
-            Figure("worker CPU per event, sealed hybrid", hybrid_cpu, "plaintext input", plain_cpu, "us"),
-            *[
-                Figure(f"splitter CPU/event, sealed {k.value}", splitter_us[k], "plaintext", splitter_us[None], "us")
-                for k in Kem
-            ],
-        ],
+        figures,
         **{
             "events": len(events),
             "rounds": args.rounds,
+            "counted_until": "metrics complete and the buffer view caught up",
             "bare_events_per_s": round(bare),
             "passthrough_events_per_s": round(passthrough),
-            "worker_events_per_s": round(worker),
-            "worker_hybrid_events_per_s": round(worker_hybrid),
-            "worker_plaintext_events_per_s": round(worker_plain),
+            "passthrough_cpu_us_per_event": round(passthrough_cpu),
             "worker_vs_passthrough": round(worker / passthrough, 3),
             "worker_vs_bare": round(worker / bare, 3),
-            "x25519_vs_plaintext": round(worker / worker_plain, 3),
-            "hybrid_vs_plaintext": round(worker_hybrid / worker_plain, 3),
-            "cpu_us_per_event": {
-                "plaintext": round(plain_cpu),
-                "x25519": round(worker_cpu),
-                "hybrid": round(hybrid_cpu),
-            },
-            "splitter_cpu_us_per_event": {(k.value if k else "plaintext"): round(v) for k, v in splitter_us.items()},
+            "events_per_s": {chosen[k]: round(r) for k, (r, _c) in best.items()},
+            "cpu_us_per_event": {chosen[k]: round(c) for k, (_r, c) in best.items()},
+            "splitter_cpu_us_per_event": {chosen[k]: round(v) for k, v in splitter_us.items()},
         },
     )
     return 0

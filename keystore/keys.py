@@ -12,7 +12,7 @@ import functools
 import os
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -167,6 +167,26 @@ class Keys:
         for cache in (self._tenants, self._sealing, self._opening, self._ingest):
             cache.evict_tenant(tenant)
         self._ttl.pop(tenant, None)
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Every key-store change made inside (keys created, uses reserved, expiries pushed, keys
+        destroyed) in one durable transaction, committed when the block exits: seal a batch inside
+        it and send the ciphertext after it, and every key is durable before ciphertext under it
+        leaves. If the block raises (`KeyStoreUnavailable` included) nothing of it is stored, and
+        every cached key is forgotten, since those made or reserved inside are gone with it.
+
+        Each tenant a batch uses is re-read from the store once in it (one read per tenant per
+        batch), so a tenant terminated by another process is refused from the next batch on,
+        without waiting for the staleness bound or a control event."""
+        self._tenants.stale_all()
+        try:
+            with self.store.batch():
+                yield
+        except BaseException:
+            for cache in (self._tenants, self._sealing, self._opening, self._ingest):
+                cache.clear()
+            raise
 
     # -- data keys -----------------------------------------------------------------------------
     def _expiry(self, tenant: str, scope: str) -> float | None:

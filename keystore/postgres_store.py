@@ -34,6 +34,7 @@ import hashlib
 import json
 import logging
 import secrets
+import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator
@@ -161,6 +162,8 @@ class PostgresKeyStore:
         self.url = url
         self.actor = actor  # who the audit records of this process's key changes name
         self._timeout_s = busy_timeout_s
+        self._batch = threading.local()  # .conn: the connection of this thread's `batch`, if any
+        self._checkpoint_due = False
         timeout_ms = max(1, int(busy_timeout_s * 1000))
         settings: dict[str, Any] = {
             "autocommit": True,
@@ -206,7 +209,12 @@ class PostgresKeyStore:
     # -- plumbing ------------------------------------------------------------------------------
     @contextlib.contextmanager
     def _connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """The calling thread's batch connection inside `batch`, else one from the pool."""
+        held: psycopg.Connection[Any] | None = getattr(self._batch, "conn", None)
         try:
+            if held is not None:
+                yield held
+                return
             with self._pool.connection() as conn:
                 yield conn
         except psycopg_pool.PoolTimeout:
@@ -221,9 +229,27 @@ class PostgresKeyStore:
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[psycopg.Connection[Any]]:
-        """One transaction (read committed; rows it changes are locked until it ends)."""
+        """One transaction (read committed; rows it changes are locked until it ends); inside a
+        `batch`, a savepoint of the batch's transaction that rolls back alone."""
         with self._connection() as conn, conn.transaction():
             yield conn
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """One transaction for every call this thread makes inside the block (see `KeyStore.batch`):
+        the thread keeps one pooled connection, each call is a savepoint in it, and the block's exit
+        commits. Row locks are taken by the changes themselves, so a batch that changes nothing
+        locks nobody out; other threads use other connections and see nothing of it before."""
+        assert getattr(self._batch, "conn", None) is None, "batches do not nest"
+        with self._connection() as conn, conn.transaction():
+            self._batch.conn = conn
+            try:
+                yield
+            finally:
+                self._batch.conn = None
+        if self._checkpoint_due:
+            self._checkpoint_due = False
+            self.checkpoint()
 
     def _read(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
         with self._connection() as conn:
@@ -251,6 +277,9 @@ class PostgresKeyStore:
     def checkpoint(self) -> str | None:
         """Vacuum the key tables (drops dead row versions from their pages, for later reuse) and
         checkpoint, best effort and without waiting on anyone's locks: one line on what blocked."""
+        if getattr(self._batch, "conn", None) is not None:  # VACUUM cannot run in a transaction
+            self._checkpoint_due = True
+            return None
         problems = []
         with self._connection() as conn:
             try:

@@ -133,7 +133,10 @@ class SqliteKeyStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         if not path.exists():
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entered by the calls inside a `batch`
+        self._in_batch = False  # inside `batch`, by the thread holding `_lock`
+        self._batch_open = False  # ... and its transaction has begun (at its first write)
+        self._checkpoint_due = False
         try:
             self._db = sqlite3.connect(path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -151,26 +154,70 @@ class SqliteKeyStore:
             raise KeyStoreUnavailable(f"key store {path}: {exc}") from None
 
     # -- plumbing ------------------------------------------------------------------------------
+    def _begin(self) -> None:
+        """Start an IMMEDIATE transaction: takes the write lock up front, so it never fails halfway.
+        The caller holds `_lock`."""
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            writers = _shm_lockers(self.path, _SHM_WRITE_LOCK)
+            who = f" (the write lock is held by pid {', '.join(map(str, writers))})" if writers else ""
+            raise KeyStoreUnavailable(f"key store locked: {exc}{who}") from None
+
+    def _commit(self) -> None:
+        try:
+            self._db.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            self._db.execute("ROLLBACK")
+            raise KeyStoreUnavailable(f"key store commit failed: {exc}") from None
+
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        """One IMMEDIATE transaction: takes the write lock up front, so it never fails halfway."""
+        """A transaction of its own, or inside a `batch` a savepoint that rolls back alone (the
+        batch's first write opens its transaction, which holds the write lock until it ends)."""
         with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:
-                writers = _shm_lockers(self.path, _SHM_WRITE_LOCK)
-                who = f" (the write lock is held by pid {', '.join(map(str, writers))})" if writers else ""
-                raise KeyStoreUnavailable(f"key store locked: {exc}{who}") from None
+            if not self._in_batch:
+                self._begin()
+                try:
+                    yield self._db
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._commit()
+                return
+            if not self._batch_open:
+                self._begin()
+                self._batch_open = True
+            self._db.execute("SAVEPOINT call")
             try:
                 yield self._db
             except BaseException:
-                self._db.execute("ROLLBACK")
+                self._db.execute("ROLLBACK TO call")
+                self._db.execute("RELEASE call")
                 raise
+            self._db.execute("RELEASE call")
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Reads before the batch's first write see the latest committed state and take no lock,
+        so a batch that changes nothing never holds the write lock."""
+        with self._lock:
+            assert not self._in_batch, "batches do not nest"
+            self._in_batch, self._batch_open = True, False
             try:
-                self._db.execute("COMMIT")
-            except sqlite3.OperationalError as exc:
-                self._db.execute("ROLLBACK")
-                raise KeyStoreUnavailable(f"key store commit failed: {exc}") from None
+                yield
+            except BaseException:
+                if self._batch_open:
+                    self._db.execute("ROLLBACK")
+                raise
+            else:
+                if self._batch_open:
+                    self._commit()
+            finally:
+                self._in_batch = self._batch_open = False
+            if self._checkpoint_due:
+                self._checkpoint_due = False
+                self.checkpoint()
 
     def _read(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
         with self._lock:
@@ -191,6 +238,9 @@ class SqliteKeyStore:
         """Fold the WAL into the main file and truncate it, so no old page image is left; one attempt
         with no busy timeout, so the write lock is never held while waiting for a reader."""
         with self._lock:
+            if self._in_batch:  # none inside a transaction: the batch runs it once it has committed
+                self._checkpoint_due = True
+                return None
             try:
                 self._db.execute("PRAGMA busy_timeout = 0")
                 busy, frames, copied = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()

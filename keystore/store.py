@@ -191,6 +191,14 @@ class KeyStore(Protocol):
 
     def counts(self) -> list[TenantCounts]: ...
 
+    def batch(self) -> AbstractContextManager[None]:
+        """One transaction for every call made inside the block by this thread: their changes
+        commit together, durably, when it exits, or not at all if it raises (`KeyStoreUnavailable`
+        when the commit fails). A call that raises inside rolls back only its own changes. Other
+        threads' calls wait until the block exits; other processes see nothing of it before. A
+        store may take its write lock only at the block's first change (reads before it see the
+        latest committed state), so a batch that changes nothing locks nobody out."""
+
     # -- residue: bytes of destroyed keys that the store's files may still hold ---------------
     @property
     def local(self) -> bool:

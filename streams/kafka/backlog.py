@@ -63,12 +63,19 @@ def unprocessed(conn: Connection, group: str, topics: Iterable[str], tenant: str
             if time.monotonic() > deadline:
                 raise KafkaOperationError(f"ingest backlog: not read to its end in {READ_TIMEOUT_S:.0f}s")
             # consume(n) waits for n records or the timeout: never ask for more than are left
-            for msg in consumer.consume(max(1, min(500, left)), timeout=1.0):
+            batch = consumer.consume(max(1, min(500, left)), timeout=1.0)
+            if not batch:  # the worker may have trimmed a partition's rest away: all of it processed
+                for where in [w for w in ends if watermarks(consumer, *w)[0] >= ends[w]]:
+                    del ends[where]
+            for msg in batch:
                 error = msg.error()
                 if error is not None:
                     raise KafkaOperationError(f"ingest backlog: {error.str()}")
                 where, offset = (msg.topic() or "", msg.partition() or 0), msg.offset() or 0
-                if where not in ends or offset >= ends[where]:
+                if where not in ends:
+                    continue
+                if offset >= ends[where]:  # reset past a trimmed rest (processed): this partition is done
+                    del ends[where]
                     continue
                 left -= 1
                 if offset + 1 >= ends[where]:

@@ -1,9 +1,16 @@
 """The Faust worker: thin agents around `Splitter`, the buffer view, control, janitor, trimmer.
 
-Built by `build_app` (no module-level app). At-least-once: Faust flushes the producer before it
-commits offsets, so an event's outputs are durable before its offset is; a crash re-processes
-at most the uncommitted tail, and every effect tolerates that (sealing again is harmless, the
-buffer view skips events it already holds, key destruction is idempotent).
+Built by `build_app` (no module-level app). The split agents take ingest records in batches (what
+arrived while the previous batch ran, up to BATCH, so a batch adds no waiting): a batch's
+key-store work is one transaction on the splitter's thread, and its outputs go through one
+producer (`Outputs`) and are acknowledged before its events are acked. At-least-once: a crash
+re-processes at most the uncommitted tail, and every effect tolerates that (sealing again is
+harmless, the buffer view skips events it already holds, key destruction is idempotent).
+
+Memory stays flat: at most `broker_max_poll_records` records are fetched ahead per partition
+poll, and the buffer view forgets a conversation once its key is destroyed (closed, expired or
+terminated): the janitor finds those entries, and the view agent deletes each one (changelog
+tombstone included) when it next handles a record of that entry's partition.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from typing import Any
 import faust
 from aiokafka import AIOKafkaConsumer
 from aiokafka.partitioner import DefaultPartitioner
+from faust.types import EventT
 
 from shredline.keystore.errors import KeyStoreUnavailable
 from shredline.keystore.keys import Keys
@@ -30,6 +38,7 @@ from shredline.streams.catalog import CATALOG, MARKER_HEADER, PURGE_HEADER, topi
 from shredline.streams.kafka.connection import Connection
 from shredline.streams.kafka.trim import INGEST, IngestTrimmer, app_id
 from shredline.streams.operations.audit import Trail
+from shredline.streams.processing.outputs import Outputs
 from shredline.streams.processing.repeats import quiet_repeats
 from shredline.streams.processing.splitter import Splitter
 from shredline.streams.processing.supervise import STALLED
@@ -42,6 +51,8 @@ JANITOR_EVERY_S = 30.0
 TRIM_EVERY_S = 10.0
 AUDIT_EVERY_S = 5.0
 HEARTBEAT_S = 5.0
+BATCH = 500  # ingest records per split batch at most: what arrived while the last one ran
+MAX_POLL_RECORDS = 500  # records fetched ahead per poll: bounds the prefetched backlog
 STALL_S = 90.0  # > Faust's longest normal pause (a rebalance with table recovery)
 
 
@@ -51,14 +62,41 @@ def view_changelog(settings: Settings) -> str:
     return f"{app_id(settings)}-{VIEW_TABLE}-changelog"
 
 
-def add_to_view(current: dict[str, Any] | None, tenant: str, envelope: bytes, event_ref: str | None) -> dict[str, Any]:
-    """The view entry with `envelope` appended (once per event), trimmed to the newest VIEW_DEPTH."""
+def add_to_view(
+    current: dict[str, Any] | None, tenant: str, envelope: bytes, event_ref: str | None, key_id: str | None = None
+) -> dict[str, Any]:
+    """The view entry with `envelope` appended (once per event), trimmed to the newest VIEW_DEPTH;
+    `key_id` is the conversation key the newest envelope is sealed under."""
     entry = current or {"tenant": tenant, "envelopes": [], "refs": []}
     if event_ref is not None and event_ref in entry["refs"]:
         return entry
     entry["envelopes"] = [*entry["envelopes"], base64.b64encode(envelope).decode()][-VIEW_DEPTH:]
     entry["refs"] = [*entry["refs"], event_ref or ""][-VIEW_DEPTH:]
+    if key_id is not None:
+        entry["key_id"] = key_id
     return entry
+
+
+def entry_key_id(entry: dict[str, Any]) -> str | None:
+    """The key the entry's newest envelope is sealed under (read from the envelope for an entry
+    written before entries named it)."""
+    if "key_id" in entry:
+        return str(entry["key_id"])
+    if not entry.get("envelopes"):
+        return None
+    try:
+        return str(decode(base64.b64decode(entry["envelopes"][-1]), expect="sealed_envelope")[1]["key_id"])
+    except DecodeError:
+        return None
+
+
+def exit_on_crash(task: asyncio.Future[None]) -> None:
+    """A split loop that died would leave its agent reading into a full queue: exit instead, to be
+    restarted (nothing it had not finished was acked, so nothing is lost)."""
+    if not task.cancelled() and task.exception() is not None:
+        log.critical("split loop failed (%s); exiting to be restarted", type(task.exception()).__name__)
+        logging.shutdown()
+        os._exit(STALLED)
 
 
 def faust_app(settings: Settings, conn: Connection, name: str) -> faust.App:
@@ -87,6 +125,7 @@ def faust_app(settings: Settings, conn: Connection, name: str) -> faust.App:
         broker_commit_every=10_000,
         broker_commit_interval=1.0,
         consumer_auto_offset_reset="earliest",
+        broker_max_poll_records=MAX_POLL_RECORDS,
         table_cleanup_interval=30.0,
     )
 
@@ -106,10 +145,8 @@ def build_app(settings: Settings, conn: Connection, keys: Keys, trail: Trail) ->
         for spec in CATALOG
     }
 
-    async def send(role: Role, key: bytes | None, value: bytes | None) -> None:
-        await topics[role].send(key=key, value=value)
-
-    splitter = Splitter(keys, prefix, send, allow_plaintext=settings.allow_plaintext_ingest)
+    outputs = Outputs(conn, prefix)
+    splitter = Splitter(keys, prefix, outputs.send, allow_plaintext=settings.allow_plaintext_ingest)
     if settings.allow_plaintext_ingest:
         log.warning(
             "MIGRATION SWITCH ON (allow_plaintext_ingest): plaintext ingest events are processed instead of "
@@ -119,14 +156,36 @@ def build_app(settings: Settings, conn: Connection, keys: Keys, trail: Trail) ->
 
     def split_agent(role: Role) -> None:
         async def split(stream: faust.StreamT[bytes]) -> None:
-            async for event in stream.events():
-                message = event.message
-                if message.headers and any(k == MARKER_HEADER for k, _ in message.headers):
-                    continue
-                when = dt.datetime.fromtimestamp(message.timestamp, dt.UTC) if message.timestamp else None
-                await splitter.handle(role, message.partition, message.offset, message.value, when)
+            """Reads on while the splitter works: what arrived meanwhile (up to BATCH) is the next
+            batch. Each event is acked only once its batch's outputs are acknowledged."""
+            stream.enable_acks = False
+            pending: asyncio.Queue[EventT[bytes]] = asyncio.Queue(BATCH)
+            batches = asyncio.ensure_future(split_batches(stream, role, pending))
+            batches.add_done_callback(exit_on_crash)
+            try:
+                async for event in stream.events():
+                    await pending.put(event)
+            finally:
+                batches.cancel()
 
         app.agent(topics[role], name=f"split-{role}")(split)
+
+    async def split_batches(stream: faust.StreamT[bytes], role: Role, pending: asyncio.Queue[EventT[bytes]]) -> None:
+        while True:
+            events = [await pending.get()]
+            while len(events) < BATCH and not pending.empty():
+                events.append(pending.get_nowait())
+            records = []
+            for event in events:
+                message = event.message
+                if message.headers and any(h[0] == MARKER_HEADER for h in message.headers):
+                    continue
+                when = dt.datetime.fromtimestamp(message.timestamp, dt.UTC) if message.timestamp else None
+                records.append((role, message.partition, message.offset, message.value, when))
+            if records:
+                await splitter.handle_batch(records)
+            for event in events:
+                await stream.ack(event)
 
     for role in INGEST:
         split_agent(role)
@@ -144,6 +203,22 @@ def build_app(settings: Settings, conn: Connection, keys: Keys, trail: Trail) ->
 
     partitioner = DefaultPartitioner()
     view_partitions = list(range(next(s.partitions for s in CATALOG if s.role == Role.BUFFER_MESSAGES)))
+    # View entries whose conversation key is destroyed, by the partition they live in (the janitor
+    # finds them; the view agent deletes them, since only it can write a partition's changelog).
+    forget: dict[int, set[bytes]] = {p: set() for p in view_partitions}
+
+    async def find_destroyed() -> int:
+        """Queue every view entry held here whose newest key is destroyed; returns how many. The
+        entries are listed on the loop (where the view agent changes them), the store asked off it."""
+        held = [(key, key_id) for key, entry in list(view.items()) if entry and (key_id := entry_key_id(entry))]
+
+        def destroyed() -> list[bytes]:
+            return [key for key, key_id in held if keys.store.was_destroyed(key_id)]
+
+        doomed = await asyncio.get_running_loop().run_in_executor(None, destroyed)
+        for key in doomed:
+            forget[partitioner(key, view_partitions, view_partitions)].add(key)
+        return len(doomed)
 
     @app.agent(topics[Role.BUFFER_MESSAGES], name="buffer-view")
     async def buffer_view(stream: faust.StreamT[bytes]) -> None:
@@ -163,10 +238,15 @@ def build_app(settings: Settings, conn: Connection, keys: Keys, trail: Trail) ->
                     del view[key]
                 log.info("buffer view: purged %d conversations of a terminated tenant", len(doomed))
                 continue
+            doomed_here = forget[event.message.partition]
+            while doomed_here:
+                if (gone := doomed_here.pop()) in view:
+                    del view[gone]
             try:
                 _record, envelope = decode(value, expect="sealed_envelope")
                 key = event.message.key
-                view[key] = add_to_view(view.get(key), envelope["tenant"], value, envelope["event_ref"])
+                entry = add_to_view(view.get(key), envelope["tenant"], value, envelope["event_ref"], envelope["key_id"])
+                view[key] = entry
             except Exception as exc:  # the view is derived data: log and go on, never crash the agent
                 log.warning("buffer view: skipped a record (%s)", type(exc).__name__)
 
@@ -197,13 +277,17 @@ def build_app(settings: Settings, conn: Connection, keys: Keys, trail: Trail) ->
 
     @app.timer(interval=JANITOR_EVERY_S)
     async def janitor() -> None:
-        try:
-            expired = keys.expire()
+        loop = asyncio.get_running_loop()
+        try:  # off the event loop: the store may be busy with a batch or another process
+            expired = await loop.run_in_executor(None, keys.expire)
+            forgotten = await find_destroyed()
         except KeyStoreUnavailable:
             log.warning("janitor: key store unavailable; expiry waits for the next run")
-            expired = []
+            expired, forgotten = [], 0
         if expired:
             log.info("janitor: destroyed %d expired conversation keys", len(expired))
+        if forgotten:
+            log.info("janitor: %d buffer view entries of destroyed conversation keys to forget", forgotten)
         log.info(
             "progress: %(processed)d processed, %(dropped)d dropped (terminated), %(dead)d dead-lettered",
             splitter.counts,

@@ -7,19 +7,29 @@ terminated tenant, or an earlier generation) is dropped and counted; one that do
 dead-lettered; a plaintext event is dead-lettered as `not sealed` unless the migration switch
 is on.
 
-Kafka-agnostic: output goes through an async `send(role, key, value)`, so this runs the
-same under Faust and in tests. It fails closed: a record whose key cannot be had is dropped
-(terminated tenant, counted without ids) or dead-lettered (ids and reason only, never payload);
-while the key store is unavailable it waits and retries, and nothing is written.
+Batched: `handle_batch` runs a batch's key-store work in one transaction (`Keys.batch`) on a
+thread of its own, so the event loop (and with it the consumer's group membership and the
+control task) never waits on the store; only once that transaction has committed are the
+batch's outputs given, in order, to `send(outputs)`, which returns when they are all durable.
+So every key is durable before ciphertext under it leaves, and a destruction commits with (and
+after) the seals that precede it.
+
+Kafka-agnostic: `send` is any blocking callable, so this runs the same under Faust and in tests.
+It fails closed: a record whose key cannot be had is dropped (terminated tenant, counted without
+ids) or dead-lettered (ids and reason only, never payload); while the key store is unavailable
+it waits and retries the whole batch, and nothing is written.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import datetime as dt
 import logging
 import re
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from shredline.keystore.errors import (
@@ -39,10 +49,12 @@ from shredline.schemas.codec import DecodeError, decode, encode, writer_of
 from shredline.streams.catalog import topic_name
 
 log = logging.getLogger("shredline.splitter")
-Send = Callable[[Role, bytes | None, bytes | None], Awaitable[None]]
+Output = tuple[Role, bytes | None, bytes | None]  # role, key, value (None: a tombstone)
+Send = Callable[[list[Output]], None]  # blocking: returns once every output is durable, in order
 Where = tuple[Role, int, int]  # ingest role, partition, offset
+Record = tuple[Role, int, int, bytes | None, dt.datetime | None]  # where, value, broker time
 _TENANT = re.compile(r"[a-z0-9][a-z0-9-]{1,62}")
-RETRY_S = 0.5
+RETRY_S = 0.1  # then the busy timeout (0.5 s in the worker) waits again: the lock is polled, not slept through
 SEAL_KINDS = {"conversation": "MESSAGE", "contact": "CONTACT"}
 
 
@@ -65,6 +77,10 @@ class Splitter:
         self.clock = clock or (lambda: dt.datetime.now(dt.UTC))
         self.allow_plaintext = allow_plaintext
         self.counts = {"processed": 0, "dead": 0, "dropped": 0, "plaintext": 0}
+        # One thread: batches run one at a time, in order, off the event loop.
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="splitter")
+        self._out: list[Output] = []
+        self._tally: collections.Counter[str] = collections.Counter()
 
     async def handle(
         self, role: Role, partition: int, offset: int, value: bytes | None, timestamp: dt.datetime | None = None
@@ -73,30 +89,42 @@ class Splitter:
 
         `timestamp` is the record's (broker) time: the minute counted when a sealed event of a
         terminated tenant is dropped, since nothing inside it can be read any more."""
-        where = (role, partition, offset)
+        return (await self.handle_batch([(role, partition, offset, value, timestamp)]))[0]
+
+    async def handle_batch(self, records: Sequence[Record]) -> list[str]:
+        """Process ingest records in order; returns each one's outcome. Returns once the batch's
+        key-store transaction has committed and `send` has delivered all its outputs."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._thread, self._run, records)
+
+    def _run(self, records: Sequence[Record]) -> list[str]:
         while True:
+            self._out, self._tally = [], collections.Counter()
             try:
-                outcome = await self._handle(where, value, timestamp)
+                with self.keys.batch():
+                    outcomes = [self._handle((role, p, o), value, ts) for role, p, o, value, ts in records]
             except KeyStoreUnavailable:
                 log.warning("key store unavailable; retrying in %.1fs (nothing written)", RETRY_S)
-                await asyncio.sleep(RETRY_S)
+                time.sleep(RETRY_S)
                 continue
-            if outcome != "dead":  # _dead counted it
-                self.counts[outcome] += 1
-            return outcome
+            self.send(self._out)
+            self._tally.update(outcomes)
+            for name in self.counts:
+                self.counts[name] += self._tally[name]
+            return outcomes
 
-    async def _handle(self, where: Where, value: bytes | None, timestamp: dt.datetime | None) -> str:
+    def _handle(self, where: Where, value: bytes | None, timestamp: dt.datetime | None) -> str:
         try:
             envelope = self._envelope(value)
         except DecodeError as exc:
-            return await self._dead(where, exc.reason, None, exc.fingerprint)
+            return self._dead(where, exc.reason, None, exc.fingerprint)
         except InvalidEvent as exc:
-            return await self._dead(where, str(exc), None)
+            return self._dead(where, str(exc), None)
         if envelope is None:
             if not self.allow_plaintext:
-                return await self._dead(where, "not sealed", _plaintext_tenant(value or b""))
-            self.counts["plaintext"] += 1
-            return await self._process(where, value or b"", None)
+                return self._dead(where, "not sealed", _plaintext_tenant(value or b""))
+            self._tally["plaintext"] += 1
+            return self._process(where, value or b"", None)
         tenant = envelope["tenant"]
         try:
             inner = self.keys.open_ingest(
@@ -110,18 +138,18 @@ class Splitter:
             # Sealed to a destroyed key: nobody can open it any more. Counted with the tenant and
             # the minute it reached the broker, and nothing else (there is nothing else to know).
             dropped = dropped_metric(tenant, timestamp or self.clock())
-            await self._emit(Role.METRICS_USAGE, "usage_metric", {**dropped, "dedup": None})
+            self._emit(Role.METRICS_USAGE, "usage_metric", {**dropped, "dedup": None})
             return "dropped"
         except UnknownTenant:
-            return await self._dead(where, "tenant: not provisioned", tenant)
+            return self._dead(where, "tenant: not provisioned", tenant)
         except InvalidCiphertext:
-            return await self._dead(where, "sealed: cannot be opened", tenant)
+            return self._dead(where, "sealed: cannot be opened", tenant)
         except KeyStoreUnavailable:
             raise
         except Exception as exc:  # a bug must not stop the worker or drop the offset silently
             log.exception("internal error opening %s[%d]@%d", *where)
-            return await self._dead(where, f"internal error ({type(exc).__name__})", tenant)
-        return await self._process(where, inner, tenant)
+            return self._dead(where, f"internal error ({type(exc).__name__})", tenant)
+        return self._process(where, inner, tenant)
 
     def _envelope(self, value: bytes | None) -> dict[str, Any] | None:
         """The record's `sealed_ingest` envelope, None for a plaintext ingest event, or
@@ -140,25 +168,25 @@ class Splitter:
             raise InvalidEvent.one("kem", "not a supported KEM")
         return envelope
 
-    async def _process(self, where: Where, data: bytes, sealed_for: str | None) -> str:
+    def _process(self, where: Where, data: bytes, sealed_for: str | None) -> str:
         """Validate one event (opened, or plaintext under the migration switch) and apply its plan."""
         try:
             record, event = self._decode(data)
         except DecodeError as exc:
-            return await self._dead(where, exc.reason, sealed_for, exc.fingerprint)
+            return self._dead(where, exc.reason, sealed_for, exc.fingerprint)
         except InvalidEvent as exc:
-            return await self._dead(where, str(exc), sealed_for)
+            return self._dead(where, str(exc), sealed_for)
         if sealed_for is not None and event["tenant"] != sealed_for:
-            return await self._dead(where, "tenant: does not match the sealed envelope", sealed_for)
+            return self._dead(where, "tenant: does not match the sealed envelope", sealed_for)
         try:
-            return await self._apply(PLANS[record](event), event)
+            return self._apply(PLANS[record](event), event)
         except UnknownTenant:
-            return await self._dead(where, "tenant: not provisioned", event["tenant"])
+            return self._dead(where, "tenant: not provisioned", event["tenant"])
         except KeyStoreUnavailable:
             raise
         except Exception as exc:  # a bug must not stop the worker or drop the offset silently
             log.exception("internal error on %s[%d]@%d", *where)
-            return await self._dead(where, f"internal error ({type(exc).__name__})", event["tenant"])
+            return self._dead(where, f"internal error ({type(exc).__name__})", event["tenant"])
 
     def _decode(self, value: bytes) -> tuple[str, dict[str, Any]]:
         if not value:
@@ -170,21 +198,21 @@ class Splitter:
         valid = validate({"type": kind, **event}, self.clock())
         return record, valid.value
 
-    async def _apply(self, effects: list[Effect], event: dict[str, Any]) -> str:
+    def _apply(self, effects: list[Effect], event: dict[str, Any]) -> str:
         tenant = event["tenant"]
         try:
             self.keys.tenant_keys(tenant)  # every event, sealed or not, needs a live tenant
             for effect in effects:
-                await self._one(effect, tenant, event)
+                self._one(effect, tenant, event)
         except TenantTerminated:
             # Nothing of it is kept: only that one event of this tenant arrived after termination.
             dropped = dropped_metric(tenant, event["occurred_at"])
             dropped["dedup"] = self._token(event, dropped["kind"])
-            await self._emit(Role.METRICS_USAGE, "usage_metric", dropped)
+            self._emit(Role.METRICS_USAGE, "usage_metric", dropped)
             return "dropped"
         return "processed"
 
-    async def _one(self, effect: Effect, tenant: str, event: dict[str, Any]) -> None:
+    def _one(self, effect: Effect, tenant: str, event: dict[str, Any]) -> None:
         if isinstance(effect, Seal):
             topic = topic_name(self.prefix, effect.role)
             sealed = self.keys.seal(
@@ -200,26 +228,25 @@ class Splitter:
                 "sealed_at": self.clock(),
                 "event_ref": self.keys.pseudonym(tenant, "event", effect.event_id),
             }
-            await self.send(effect.role, sealed.record_id.encode(), encode("sealed_envelope", envelope))
+            self._out.append((effect.role, sealed.record_id.encode(), encode("sealed_envelope", envelope)))
         elif isinstance(effect, Emit):
             record = effect.record
             if effect.schema == "usage_metric":
                 record = {**record, "dedup": self._token(event, record["kind"])}
-            await self._emit(effect.role, effect.schema, record)
+            self._emit(effect.role, effect.schema, record)
         elif isinstance(effect, Destroy):
             self.keys.destroy_subject(tenant, effect.scope, effect.subject_id, effect.reason)
         elif isinstance(effect, Tombstone):
-            await self.send(effect.role, self.keys.pseudonym(tenant, effect.scope, effect.subject_id).encode(), None)
+            self._out.append((effect.role, self.keys.pseudonym(tenant, effect.scope, effect.subject_id).encode(), None))
 
     def _token(self, event: dict[str, Any], kind: str) -> bytes | None:
         return self.keys.dedup_token(event["tenant"], event["event_id"], kind, event["occurred_at"])
 
-    async def _emit(self, role: Role, schema: str, record: dict[str, Any]) -> None:
-        await self.send(role, record["tenant"].encode(), encode(schema, record))
+    def _emit(self, role: Role, schema: str, record: dict[str, Any]) -> None:
+        self._out.append((role, record["tenant"].encode(), encode(schema, record)))
 
-    async def _dead(self, where: Where, reason: str, tenant: str | None, fingerprint: bytes | None = None) -> str:
+    def _dead(self, where: Where, reason: str, tenant: str | None, fingerprint: bytes | None = None) -> str:
         role, partition, offset = where
-        self.counts["dead"] += 1
         letter = {
             "at": self.clock(),
             "source_topic": topic_name(self.prefix, role),
@@ -230,7 +257,7 @@ class Splitter:
             "fingerprint": fingerprint.hex() if fingerprint else None,
         }
         log.warning("dead letter: %s[%d]@%d: %s", letter["source_topic"], partition, offset, reason)
-        await self.send(Role.DEADLETTER_INGEST, None, encode("dead_letter", letter))
+        self._out.append((Role.DEADLETTER_INGEST, None, encode("dead_letter", letter)))
         return "dead"
 
 

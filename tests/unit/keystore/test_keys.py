@@ -332,3 +332,40 @@ def test_dedup_tokens_are_stable_per_fact_and_die_with_their_day_key(tmp_path: P
     assert keys.dedup_token("acme", "evt-1", "MESSAGE", when) is None  # ...and cannot come back
     fenced = keys.store.tenant("~dedup-2026-11-28")
     assert fenced is not None and fenced.state == "terminated" and fenced.root_wrapped is None
+
+
+def test_a_failed_batch_forgets_the_keys_it_made_so_none_seals_without_being_stored(tmp_path: Path) -> None:
+    keys = make_keys(tmp_path)
+    keys.provision("acme")
+    other = make_keys(tmp_path)
+    with pytest.raises(RuntimeError), keys.batch():
+        lost = keys.seal("acme", CONVERSATION, "conv-1", TOPIC, b"Oi")
+        with pytest.raises(InvalidCiphertext):  # another process sees nothing of a batch before it commits
+            other.open(lost, TOPIC)
+        raise RuntimeError("the batch fails")
+    again = keys.seal("acme", CONVERSATION, "conv-1", TOPIC, b"Oi")
+    assert again.key_id != lost.key_id  # not the rolled-back key, still cached
+    with keys.batch():
+        kept = keys.seal("acme", CONVERSATION, "conv-2", TOPIC, b"Hola")
+    assert make_keys(tmp_path).open(kept, TOPIC) == b"Hola"
+
+
+def test_a_batch_refuses_a_tenant_terminated_elsewhere_at_once(tmp_path: Path) -> None:
+    keys = make_keys(tmp_path, staleness_s=3600.0)
+    keys.provision("acme")
+    keys.seal("acme", CONVERSATION, "conv-1", TOPIC, b"Oi")  # cached, and fresh for an hour
+    make_keys(tmp_path).destroy_tenant("acme", "contract ended")  # another process, no control event
+    with keys.batch(), pytest.raises(TenantTerminated):
+        keys.seal("acme", CONVERSATION, "conv-1", TOPIC, b"Oi")
+
+
+def test_a_batch_that_changes_nothing_locks_nobody_out(tmp_path: Path) -> None:
+    keys = make_keys(tmp_path)
+    keys.provision("acme")
+    keys.seal("acme", CONVERSATION, "conv-1", TOPIC, b"Oi")
+    other = make_keys(tmp_path)  # another process
+    with keys.batch():
+        keys.seal("acme", CONVERSATION, "conv-1", TOPIC, b"Oi de novo")  # a cached key: reads only
+        other.provision("beta")  # needs the write lock, which the batch has not taken
+        keys.seal("acme", CONVERSATION, "conv-2", TOPIC, b"Hola")  # a new key: the batch's first write
+    assert other.open(keys.seal("acme", CONVERSATION, "conv-2", TOPIC, b"x"), TOPIC) == b"x"

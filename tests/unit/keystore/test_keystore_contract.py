@@ -422,3 +422,23 @@ def test_processes_asking_at_once_for_a_conversation_key_get_one_key(
     assert len({key_id for _subject, key_id in seen[0]}) == 40
     assert store.counts()[0].conversation_keys == 40
     assert store.data_key(seen[0][0][1]).uses == 4  # type: ignore[union-attr]
+
+
+def test_a_batch_commits_its_calls_together_or_not_at_all(store: KeyStore) -> None:
+    store.create_tenant(tenant_row(), reprovision=False)
+    kept, lost = key_row(subject="kept"), key_row(subject="lost")
+    with store.batch():
+        store.acquire(kept, block=10, cap=100)
+        with pytest.raises(TenantFenced):  # a call that fails inside rolls back alone
+            store.acquire(key_row(tenant="ghost"), block=10, cap=100)
+        assert store.data_key(kept.key_id) is not None  # the batch sees its own changes
+    assert store.data_key(kept.key_id) is not None
+    with pytest.raises(RuntimeError), store.batch():
+        store.acquire(lost, block=10, cap=100)
+        store.destroy_subject("acme", "conversation", "kept", "closed", NOW)
+        raise RuntimeError("the batch fails")
+    assert store.data_key(lost.key_id) is None  # nothing of the failed batch is stored
+    assert store.data_key(kept.key_id) is not None and not store.was_destroyed(kept.key_id)
+    with store.batch():
+        assert store.destroy_subject("acme", "conversation", "kept", "closed", NOW) == [kept.key_id]
+    assert store.was_destroyed(kept.key_id)

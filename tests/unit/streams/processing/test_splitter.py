@@ -65,12 +65,12 @@ class Harness:
         self.keys = Keys(
             SqliteKeyStore(tmp_path / "keys.sqlite"), load_keyring(None, tmp_path / "master.key", create=True)
         )
-        self.sent: list[tuple[str, bytes | None, bytes | None]] = []
+        self.sent: list[tuple[Role, bytes | None, bytes | None]] = []
         self.splitter = Splitter(self.keys, "t", self._send, clock=lambda: NOW, allow_plaintext=allow_plaintext)
         self.keys.clock = NOW.timestamp
 
-    async def _send(self, topic: str, key: bytes | None, value: bytes | None) -> None:
-        self.sent.append((topic, key, value))
+    def _send(self, outputs: list[tuple[Role, bytes | None, bytes | None]]) -> None:
+        self.sent.extend(outputs)
 
     def seal(self, inner: bytes, topic: str, tenant: str = "acme", kem: Kem = Kem.X25519) -> bytes:
         """`inner` sealed to the tenant's current ingest key for `topic` (a role, under prefix `t`)."""
