@@ -25,7 +25,7 @@ from shredline.streams.ingest.sdk import Publisher
 from shredline.streams.kafka.acls import apply_acls
 from shredline.streams.kafka.admin import apply_catalog, consumer_lag
 from shredline.streams.kafka.connection import Connection, client_environment
-from shredline.streams.kafka.trim import INGEST, app_id
+from shredline.streams.kafka.trim import INGEST, worker_group
 from shredline.streams.key_store import open_keys
 from shredline.streams.launcher.broker import connect_or_launch
 from shredline.streams.operations.audit import Trail
@@ -71,7 +71,7 @@ def run(conn: Connection, base: Settings, events_n: int, tmp: Path) -> tuple[int
                     provisioned.add(str(event["tenant"]))
                 publisher.publish(event)
         topics = [topic_name(settings.topic_prefix, t) for t in INGEST]
-        while (lag := consumer_lag(conn, app_id(settings), topics)) > 0:
+        while (lag := consumer_lag(conn, worker_group(settings), topics)) > 0:
             print(f"  {events_n:,} events: {lag:,} to go, RSS {rss_kib(worker.pid) / 1024:.0f} MiB", flush=True)
             time.sleep(10)
         took = time.monotonic() - started

@@ -8,8 +8,9 @@ with the hybrid ML-KEM-768 + X25519, and unsealed (plaintext, with the migration
 
 Each run gets its own topic prefix and key store with the same events published beforehand;
 throughput is counted from the first output record until every output has caught up: all usage
-metrics written AND the buffer view has handled every record of buffer.messages (the worker's
-group has committed to the end of it and of every ingest topic; the end time is the later of
+metrics written AND the buffer view has handled every record of buffer.messages (the split's
+group has committed to the end of every ingest topic, and the view's group to the end of
+buffer.messages; the end time is the later of
 the last metric's and the last view changelog write's broker timestamp). Start-up and
 rebalancing are excluded.
 
@@ -22,7 +23,6 @@ collapsed stacks in DIR/worker.raw (`python -m bench.top DIR/worker.raw` prints 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime as dt
 import os
 import signal
@@ -51,7 +51,7 @@ from shredline.streams.ingest.sdk import Publisher
 from shredline.streams.kafka.acls import apply_acls
 from shredline.streams.kafka.admin import apply_catalog, consumer_lag, record_counts
 from shredline.streams.kafka.connection import Connection, client_environment
-from shredline.streams.kafka.trim import app_id
+from shredline.streams.kafka.trim import view_app_id, worker_group
 from shredline.streams.launcher.broker import connect_or_launch
 from shredline.streams.processing.app import view_changelog
 from shredline.streams.processing.splitter import Splitter
@@ -140,13 +140,10 @@ def splitter_cpu_us(events: list[dict[str, Any]], kem: Kem | None) -> float:
             inner = encode("sealed_ingest", {**sealed, "ciphertext": key.seal(inner, topic_name("bench", valid.role))})
         records.append((valid.role, inner))
 
-    async def handle_all() -> None:
-        for start in range(0, len(records), SPLIT_BATCH):
-            batch = [(role, 0, start + i, value, None) for i, (role, value) in enumerate(records[start:][:SPLIT_BATCH])]
-            assert set(await splitter.handle_batch(batch)) == {"processed"}
-
     started = time.process_time()
-    asyncio.run(handle_all())
+    for start in range(0, len(records), SPLIT_BATCH):
+        batch = [(role, 0, start + i, value, None) for i, (role, value) in enumerate(records[start:][:SPLIT_BATCH])]
+        assert set(splitter.handle_batch(batch)) == {"processed"}
     return (time.process_time() - started) / len(records) * 1e6
 
 
@@ -229,13 +226,16 @@ def main() -> int:
         cmd = [sys.executable, "-m", "shredline.streams.cli", "worker", "--unsupervised", "--loglevel", "warning"]
         settings = Settings(topic_prefix=prefix)
         metrics, view_log = topic_name(prefix, Role.METRICS_USAGE), view_changelog(settings)
-        inputs = [topic_name(prefix, r) for r in (*INGEST, Role.BUFFER_MESSAGES)]
+        ingest, buffer = [topic_name(prefix, r) for r in INGEST], [topic_name(prefix, Role.BUFFER_MESSAGES)]
         outputs, cpu_per_output = run(
             cmd,
             env,
             counter(conn, metrics),
             metrics_expected,
-            caught_up=lambda: consumer_lag(conn, app_id(settings), inputs) == 0,
+            caught_up=lambda: (
+                consumer_lag(conn, worker_group(settings), ingest) == 0
+                and consumer_lag(conn, view_app_id(settings), buffer) == 0
+            ),
             ended_at=lambda: max(last_append_s(conn, metrics), last_append_s(conn, view_log)),
         )
         per_event = metrics_expected / len(events)

@@ -43,11 +43,12 @@ class AccessRole(StrEnum):
 class Group(StrEnum):
     """Consumer group ids, without the environment prefix (`topic_name(prefix, group)`).
 
-    Only the worker's group is joined (READ: join, commit). Every other reader assigns its
+    Only the worker's groups are joined (READ: join, commit). Every other reader assigns its
     partitions and commits nothing, so it needs DESCRIBE on its group only (librdkafka still asks
     for the group's coordinator, and reports a refusal as an error)."""
 
-    WORKER = "shredline-worker"  # the Faust app id: the worker's consumer group
+    WORKER = "shredline-worker"  # the worker's split loop on the ingest topics
+    VIEW = "shredline-worker-view"  # the worker's Faust app (buffer view) and its app id
     SINK = "shredline-sink"  # assigns partitions itself; never commits
     UPSTREAM = "shredline-upstream"  # the SDK reading tenants' public keys on control.tenants
     AUDIT_READER = "shredline-audit-reader"  # the audit relay reading the chain's tail (worker, operators)
@@ -58,8 +59,8 @@ class Group(StrEnum):
 
 #: Topics Faust creates for the worker (table changelogs, the assignor's leader topic) start with
 #: the app id and a dash; the buffer view's changelog is one of them.
-FAUST_TOPICS = f"{Group.WORKER}-"
-VIEW_CHANGELOG = f"{Group.WORKER}-buffer-view-changelog"
+FAUST_TOPICS = f"{Group.VIEW}-"
+VIEW_CHANGELOG = f"{Group.VIEW}-buffer-view-changelog"
 
 
 class Resource(StrEnum):
@@ -115,7 +116,8 @@ GRANTS: tuple[Grant, ...] = (
     ),
     *_topics(_WK, [Role.CONTROL_TENANTS], (_R,), "evict terminated tenants (no group)"),
     *_topics(_WK, [Role.AUDIT_EVENTS], (_R, _WR), "relay key changes onto the chain (reads its tail)"),
-    Grant(_WK, Resource.GROUP, Group.WORKER, (_R,), "the Faust consumer group"),
+    Grant(_WK, Resource.GROUP, Group.WORKER, (_R,), "the split loop's consumer group (ingest offsets)"),
+    Grant(_WK, Resource.GROUP, Group.VIEW, (_R,), "the Faust app's consumer group (buffer view)"),
     Grant(_WK, Resource.GROUP, Group.AUDIT_READER, (Op.DESCRIBE,), "reading the chain's tail"),
     Grant(
         _WK,

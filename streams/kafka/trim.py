@@ -21,9 +21,15 @@ log = logging.getLogger("shredline.trim")
 INGEST = (Role.INGEST_MESSAGES, Role.INGEST_CONTACTS, Role.INGEST_EXECUTIONS)
 
 
-def app_id(settings: Settings) -> str:
-    """The worker's Faust app id, which is also its consumer group."""
+def worker_group(settings: Settings) -> str:
+    """The worker's consumer group on the ingest topics (its split loop): the committed offsets
+    that say what has been processed."""
     return topic_name(settings.topic_prefix, Group.WORKER)
+
+
+def view_app_id(settings: Settings) -> str:
+    """The Faust app id of the worker's buffer view, which is also that app's consumer group."""
+    return topic_name(settings.topic_prefix, Group.VIEW)
 
 
 class IngestTrimmer:

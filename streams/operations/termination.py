@@ -42,7 +42,7 @@ from shredline.streams.kafka.backlog import unprocessed
 from shredline.streams.kafka.connection import Connection
 from shredline.streams.kafka.offsets import watermarks
 from shredline.streams.kafka.produce import Record, produce_and_wait
-from shredline.streams.kafka.trim import INGEST, IngestTrimmer, app_id
+from shredline.streams.kafka.trim import INGEST, IngestTrimmer, worker_group
 from shredline.streams.operations import certificate
 from shredline.streams.operations.audit import Trail
 from shredline.streams.operations.tenants import announce, purge_buffer_view
@@ -189,13 +189,15 @@ class Termination:
 
     def _trim(self, tenant: str, generation: int, state: dict[str, Any]) -> dict[str, Any]:
         topics = [topic_name(self.prefix, t) for t in INGEST]
-        trimmed = IngestTrimmer(self.conn, app_id(self.settings), topics).trim()
+        trimmed = IngestTrimmer(self.conn, worker_group(self.settings), topics).trim()
         markers = [Record(t, None, partition=p, headers=[(MARKER_HEADER, b"1")]) for t, p in trimmed]
         if markers:
             produce_and_wait(self.conn, markers, "segment-roll markers")
         # What the worker had not processed stays until it is (then dropped) or retention; counted
         # from the envelopes' clear tenant, after the keys step, so none of it can be opened now.
-        backlog = unprocessed(self.conn, app_id(self.settings), topics, tenant, topic_name(self.prefix, Group.BACKLOG))
+        backlog = unprocessed(
+            self.conn, worker_group(self.settings), topics, tenant, topic_name(self.prefix, Group.BACKLOG)
+        )
         counts = {
             "partitions": len(trimmed),
             "unprocessed_sealed": backlog.sealed,

@@ -1,11 +1,15 @@
-"""The Faust worker: thin agents around `Splitter`, the buffer view, control, janitor, trimmer.
+"""The worker: the split loop, and a Faust app for the buffer view, control, janitor, trimmer.
 
-Built by `build_app` (no module-level app). The split agents take ingest records in batches (what
-arrived while the previous batch ran, up to BATCH, so a batch adds no waiting): a batch's
-key-store work is one transaction on the splitter's thread, and its outputs go through one
-producer (`Outputs`) and are acknowledged before its events are acked. At-least-once: a crash
-re-processes at most the uncommitted tail, and every effect tolerates that (sealing again is
-harmless, the buffer view skips events it already holds, key destruction is idempotent).
+Built by `build_app` (no module-level app). The split runs on its own thread as a plain
+confluent-kafka consumer in the worker's group (`SplitLoop`: batches of up to 500 records, one
+key-store transaction each, outputs through one producer (`Outputs`) acknowledged before the
+batch's offsets are committed). At-least-once: a crash re-processes at most the batch in hand,
+and every effect tolerates that (sealing again is harmless, the buffer view skips events it
+already holds, key destruction is idempotent). The split is not a Faust agent because Faust's
+acknowledgements cannot be held across a batch: its recovery re-delivers offsets and resets
+its committed offsets under a batch in flight, and a restarted worker then stopped committing
+(docs/performance.md, Worker). The Faust app (its own group, `shredline-worker-view`) runs
+everything that lives on the event loop.
 
 Memory stays flat: at most `broker_max_poll_records` records are fetched ahead per partition
 poll, and the buffer view forgets a conversation once its key is destroyed (closed, expired or
@@ -17,18 +21,17 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import datetime as dt
 import json
 import logging
 import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import faust
 from aiokafka import AIOKafkaConsumer
 from aiokafka.partitioner import DefaultPartitioner
-from faust.types import EventT
 
 from shredline.keystore.errors import KeyStoreUnavailable
 from shredline.keystore.keys import Keys
@@ -36,10 +39,11 @@ from shredline.processors.roles import Role
 from shredline.schemas.codec import DecodeError, decode
 from shredline.streams.catalog import CATALOG, MARKER_HEADER, PURGE_HEADER, topic_name
 from shredline.streams.kafka.connection import Connection
-from shredline.streams.kafka.trim import INGEST, IngestTrimmer, app_id
+from shredline.streams.kafka.trim import INGEST, IngestTrimmer, view_app_id, worker_group
 from shredline.streams.operations.audit import Trail
 from shredline.streams.processing.outputs import Outputs
 from shredline.streams.processing.repeats import quiet_repeats
+from shredline.streams.processing.split_loop import SplitLoop
 from shredline.streams.processing.splitter import Splitter
 from shredline.streams.processing.supervise import STALLED
 from shredline.streams.settings import Settings
@@ -51,7 +55,6 @@ JANITOR_EVERY_S = 30.0
 TRIM_EVERY_S = 10.0
 AUDIT_EVERY_S = 5.0
 HEARTBEAT_S = 5.0
-BATCH = 500  # ingest records per split batch at most: what arrived while the last one ran
 MAX_POLL_RECORDS = 500  # records fetched ahead per poll: bounds the prefetched backlog
 STALL_S = 90.0  # > Faust's longest normal pause (a rebalance with table recovery)
 
@@ -59,7 +62,7 @@ STALL_S = 90.0  # > Faust's longest normal pause (a rebalance with table recover
 def view_changelog(settings: Settings) -> str:
     """Faust's changelog topic of the buffer view (ciphertext only), which `buffer read` reads
     (named in the ACL table too: `shredline.streams.acl.VIEW_CHANGELOG`)."""
-    return f"{app_id(settings)}-{VIEW_TABLE}-changelog"
+    return f"{view_app_id(settings)}-{VIEW_TABLE}-changelog"
 
 
 def add_to_view(
@@ -91,8 +94,8 @@ def entry_key_id(entry: dict[str, Any]) -> str | None:
 
 
 def exit_on_crash(task: asyncio.Future[None]) -> None:
-    """A split loop that died would leave its agent reading into a full queue: exit instead, to be
-    restarted (nothing it had not finished was acked, so nothing is lost)."""
+    """A split loop that died would leave the ingest topics unread: exit instead, to be restarted
+    (nothing it had not finished was committed, so nothing is lost)."""
     if not task.cancelled() and task.exception() is not None:
         log.critical("split loop failed (%s); exiting to be restarted", type(task.exception()).__name__)
         logging.shutdown()
@@ -132,18 +135,15 @@ def faust_app(settings: Settings, conn: Connection, name: str) -> faust.App:
 
 def build_app(settings: Settings, conn: Connection, keys: Keys, trail: Trail) -> faust.App:
     prefix = settings.topic_prefix
-    app = faust_app(settings, conn, app_id(settings))
-    topics = {
-        spec.role: app.topic(
-            topic_name(prefix, spec.role),
-            key_type=bytes,
-            value_type=bytes,
-            key_serializer="raw",
-            value_serializer="raw",
-            partitions=spec.partitions,
-        )
-        for spec in CATALOG
-    }
+    app = faust_app(settings, conn, view_app_id(settings))
+    buffer_messages = app.topic(
+        topic_name(prefix, Role.BUFFER_MESSAGES),
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=next(s.partitions for s in CATALOG if s.role == Role.BUFFER_MESSAGES),
+    )
 
     outputs = Outputs(conn, prefix)
     splitter = Splitter(keys, prefix, outputs.send, allow_plaintext=settings.allow_plaintext_ingest)
@@ -154,41 +154,23 @@ def build_app(settings: Settings, conn: Connection, keys: Keys, trail: Trail) ->
             "Turn it off once every producer seals."
         )
 
-    def split_agent(role: Role) -> None:
-        async def split(stream: faust.StreamT[bytes]) -> None:
-            """Reads on while the splitter works: what arrived meanwhile (up to BATCH) is the next
-            batch. Each event is acked only once its batch's outputs are acknowledged."""
-            stream.enable_acks = False
-            pending: asyncio.Queue[EventT[bytes]] = asyncio.Queue(BATCH)
-            batches = asyncio.ensure_future(split_batches(stream, role, pending))
-            batches.add_done_callback(exit_on_crash)
-            try:
-                async for event in stream.events():
-                    await pending.put(event)
-            finally:
-                batches.cancel()
+    split_loop = SplitLoop(conn, worker_group(settings), {topic_name(prefix, r): r for r in INGEST}, splitter)
 
-        app.agent(topics[role], name=f"split-{role}")(split)
-
-    async def split_batches(stream: faust.StreamT[bytes], role: Role, pending: asyncio.Queue[EventT[bytes]]) -> None:
-        while True:
-            events = [await pending.get()]
-            while len(events) < BATCH and not pending.empty():
-                events.append(pending.get_nowait())
-            records = []
-            for event in events:
-                message = event.message
-                if message.headers and any(h[0] == MARKER_HEADER for h in message.headers):
-                    continue
-                when = dt.datetime.fromtimestamp(message.timestamp, dt.UTC) if message.timestamp else None
-                records.append((role, message.partition, message.offset, message.value, when))
-            if records:
-                await splitter.handle_batch(records)
-            for event in events:
-                await stream.ack(event)
-
-    for role in INGEST:
-        split_agent(role)
+    @app.task
+    async def split() -> None:
+        """Runs the split loop on its own thread for as long as the app runs; on shutdown, lets it
+        finish and commit the batch in hand before the app goes on stopping."""
+        stop = threading.Event()
+        loop = asyncio.get_running_loop()
+        thread = ThreadPoolExecutor(1, thread_name_prefix="split")
+        running = loop.run_in_executor(thread, split_loop.run, stop)
+        running.add_done_callback(exit_on_crash)
+        try:
+            await asyncio.shield(running)
+        finally:
+            stop.set()
+            await asyncio.shield(running)
+            thread.shutdown(wait=False)
 
     view = app.Table(
         VIEW_TABLE,
@@ -220,7 +202,7 @@ def build_app(settings: Settings, conn: Connection, keys: Keys, trail: Trail) ->
             forget[partitioner(key, view_partitions, view_partitions)].add(key)
         return len(doomed)
 
-    @app.agent(topics[Role.BUFFER_MESSAGES], name="buffer-view")
+    @app.agent(buffer_messages, name="buffer-view")
     async def buffer_view(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
             value = event.message.value
@@ -307,7 +289,7 @@ def build_app(settings: Settings, conn: Connection, keys: Keys, trail: Trail) ->
         if sent:
             log.info("audit: %d records appended", sent)
 
-    trimmer = IngestTrimmer(conn, app_id(settings), [topic_name(prefix, t) for t in INGEST])
+    trimmer = IngestTrimmer(conn, worker_group(settings), [topic_name(prefix, t) for t in INGEST])
 
     @app.timer(interval=TRIM_EVERY_S)
     async def trim() -> None:

@@ -7,14 +7,13 @@ terminated tenant, or an earlier generation) is dropped and counted; one that do
 dead-lettered; a plaintext event is dead-lettered as `not sealed` unless the migration switch
 is on.
 
-Batched: `handle_batch` runs a batch's key-store work in one transaction (`Keys.batch`) on a
-thread of its own, so the event loop (and with it the consumer's group membership and the
-control task) never waits on the store; only once that transaction has committed are the
-batch's outputs given, in order, to `send(outputs)`, which returns when they are all durable.
-So every key is durable before ciphertext under it leaves, and a destruction commits with (and
-after) the seals that precede it.
+Batched: `handle_batch` runs a batch's key-store work in one transaction (`Keys.batch`), on the
+caller's thread (the worker's split loop, never the event loop); only once that transaction has
+committed are the batch's outputs given, in order, to `send(outputs)`, which returns when they
+are all durable. So every key is durable before ciphertext under it leaves, and a destruction
+commits with (and after) the seals that precede it.
 
-Kafka-agnostic: `send` is any blocking callable, so this runs the same under Faust and in tests.
+Kafka-agnostic: `send` is any blocking callable, so this runs the same in the worker and in tests.
 It fails closed: a record whose key cannot be had is dropped (terminated tenant, counted without
 ids) or dead-lettered (ids and reason only, never payload); while the key store is unavailable
 it waits and retries the whole batch, and nothing is written.
@@ -22,14 +21,12 @@ it waits and retries the whole batch, and nothing is written.
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import datetime as dt
 import logging
 import re
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from shredline.keystore.errors import (
@@ -77,27 +74,22 @@ class Splitter:
         self.clock = clock or (lambda: dt.datetime.now(dt.UTC))
         self.allow_plaintext = allow_plaintext
         self.counts = {"processed": 0, "dead": 0, "dropped": 0, "plaintext": 0}
-        # One thread: batches run one at a time, in order, off the event loop.
-        self._thread = ThreadPoolExecutor(1, thread_name_prefix="splitter")
         self._out: list[Output] = []
         self._tally: collections.Counter[str] = collections.Counter()
 
-    async def handle(
+    def handle(
         self, role: Role, partition: int, offset: int, value: bytes | None, timestamp: dt.datetime | None = None
     ) -> str:
         """Process one ingest record; returns what happened: processed, dead or dropped.
 
         `timestamp` is the record's (broker) time: the minute counted when a sealed event of a
         terminated tenant is dropped, since nothing inside it can be read any more."""
-        return (await self.handle_batch([(role, partition, offset, value, timestamp)]))[0]
+        return self.handle_batch([(role, partition, offset, value, timestamp)])[0]
 
-    async def handle_batch(self, records: Sequence[Record]) -> list[str]:
-        """Process ingest records in order; returns each one's outcome. Returns once the batch's
-        key-store transaction has committed and `send` has delivered all its outputs."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._thread, self._run, records)
-
-    def _run(self, records: Sequence[Record]) -> list[str]:
+    def handle_batch(self, records: Sequence[Record]) -> list[str]:
+        """Process ingest records in order; returns each one's outcome. Blocking: returns once the
+        batch's key-store transaction has committed and `send` has delivered all its outputs.
+        While the store is unavailable it retries the whole batch every RETRY_S, writing nothing."""
         while True:
             self._out, self._tally = [], collections.Counter()
             try:

@@ -17,6 +17,7 @@ from shredline.keystore.keys import Sealed
 from shredline.processors.anonymise import metric_count
 from shredline.processors.roles import Role
 from shredline.schemas.codec import decode
+from shredline.streams.acl import VIEW_CHANGELOG
 from shredline.streams.catalog import topic_name
 from shredline.streams.ingest.directory import IngestKeySource, NoIngestKey, StaticKeys
 from shredline.streams.ingest.generate import generate
@@ -248,7 +249,7 @@ def test_termination_mid_stream_shreds_the_tenant_and_stops_new_buffer_records(
     # The buffer view forgot the tenant: the newest changelog value of each of its conversations is a tombstone.
     changelog = [
         m
-        for m in read_topic(broker.connection, f"{topic_prefix}.shredline-worker-buffer-view-changelog", group_id + "v")
+        for m in read_topic(broker.connection, topic_name(topic_prefix, VIEW_CHANGELOG), group_id + "v")
     ]
     latest: dict[bytes, bytes | None] = {}
     for m in changelog:

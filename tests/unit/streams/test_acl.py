@@ -85,7 +85,7 @@ def test_plan_creates_what_is_missing_and_deletes_what_the_table_no_longer_says(
     assert changes.create == (dropped,)
     assert set(changes.delete) == {stale, deny}
     assert not plan(desired, desired)
-    assert ("TOPIC", "env.shredline-worker-", "PREFIXED") in owned_patterns("env")
+    assert ("TOPIC", "env.shredline-worker-view-", "PREFIXED") in owned_patterns("env")
     assert ("TOPIC", "other.audit.events", "LITERAL") not in owned_patterns("env")
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 from pathlib import Path
 from typing import Any
@@ -81,7 +80,7 @@ class Harness:
         return self.seal(plain(event), topic, str(event["tenant"]))
 
     def handle(self, topic: str, value: bytes | None, offset: int = 0, at: dt.datetime | None = None) -> str:
-        return asyncio.run(self.splitter.handle(Role(topic), 0, offset, value, at))
+        return self.splitter.handle(Role(topic), 0, offset, value, at)
 
     def on(self, topic: str) -> list[tuple[bytes | None, bytes | None]]:
         return [(k, v) for t, k, v in self.sent if t == topic]

@@ -1,0 +1,101 @@
+"""The worker's split loop: one confluent-kafka consumer in the worker's group, on its own thread.
+
+Each turn takes what the consumer has (up to `batch` records), gives it to
+`Splitter.handle_batch` (one key-store transaction, outputs acknowledged by the broker), then
+commits the batch's offsets synchronously. So an offset is committed only after every output of
+every record below it is durable (at-least-once by construction: a crash re-processes at most
+the batch in hand, and every output is idempotent), and the loop needs no acknowledgement
+bookkeeping. Rebalance callbacks run inside `consume`, between batches, so a batch never
+straddles a change of assignment; a commit the group refuses because it rebalanced meanwhile is
+logged, and those records are processed again by their new owner.
+
+librdkafka keeps the group membership on its own thread, so a batch that waits on a locked key
+store keeps the partitions, up to `max.poll.interval.ms` (5 min).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+from collections.abc import Mapping
+
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError, KafkaException, Message, TopicPartition
+
+from shredline.processors.roles import Role
+from shredline.streams.catalog import MARKER_HEADER
+from shredline.streams.kafka.connection import Connection
+from shredline.streams.processing.splitter import Record, Splitter
+
+log = logging.getLogger("shredline.split")
+BATCH = 500  # records per batch at most: what the consumer had fetched, so a batch adds no waiting
+POLL_S = 0.5  # how long a turn waits for the first record; also how soon `stop` is seen
+
+
+class SplitLoop:
+    """`topics` maps each ingest topic's full name to its role; `group` is the worker's group."""
+
+    def __init__(
+        self, conn: Connection, group: str, topics: Mapping[str, Role], splitter: Splitter, batch: int = BATCH
+    ) -> None:
+        self.topics = dict(topics)
+        self.splitter = splitter
+        self.batch = batch
+        self._consumer = Consumer(
+            conn.confluent(
+                **{
+                    "group.id": group,
+                    "enable.auto.commit": False,
+                    "auto.offset.reset": "earliest",
+                    "session.timeout.ms": 15_000,  # a killed worker's partitions move on after 15 s
+                    "log_level": 3,
+                }
+            )
+        )
+
+    def run(self, stop: threading.Event) -> None:
+        """Split until `stop` is set (seen within POLL_S plus the batch in hand), then leave the
+        group. Raises `KafkaException` on a fatal consumer error, and whatever the splitter or the
+        outputs raise: the worker exits and its supervisor restarts it."""
+        self._consumer.subscribe(list(self.topics))
+        try:
+            while not stop.is_set():
+                messages = self._consumer.consume(self.batch, POLL_S)
+                if messages:
+                    self.handle(messages)
+        finally:
+            self._consumer.close()
+
+    def handle(self, messages: list[Message]) -> None:
+        records: list[Record] = []
+        ends: dict[tuple[str, int], int] = {}
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                if error.fatal():
+                    raise KafkaException(error)
+                if error.code() != KafkaError._PARTITION_EOF:
+                    log.warning("split: consumer reports %s (retrying)", error.name())
+                continue
+            topic, partition, offset = str(message.topic()), int(message.partition() or 0), int(message.offset() or 0)
+            ends[(topic, partition)] = offset + 1
+            if any(header[0] == MARKER_HEADER for header in message.headers() or []):
+                continue  # the trimmer's segment-roll marker: nothing to split
+            kind, millis = message.timestamp()
+            when = None if kind == TIMESTAMP_NOT_AVAILABLE else dt.datetime.fromtimestamp(millis / 1000, dt.UTC)
+            records.append((self.topics[topic], partition, offset, message.value(), when))
+        if records:
+            self.splitter.handle_batch(records)
+        if ends:
+            self._commit(ends)
+
+    def _commit(self, ends: dict[tuple[str, int], int]) -> None:
+        try:
+            self._consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in ends.items()], asynchronous=False)
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+            if error is not None and error.fatal():
+                raise
+            # The group rebalanced meanwhile: the new owner processes these records again.
+            reason = error.name() if error is not None else str(exc)
+            log.warning("split: commit refused (%s); those records will be processed again", reason)
