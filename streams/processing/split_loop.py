@@ -18,7 +18,8 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Protocol
 
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
@@ -67,23 +68,8 @@ class SplitLoop:
             self._consumer.close()
 
     def handle(self, messages: list[Message]) -> None:
-        records: list[Record] = []
-        ends: dict[tuple[str, int], int] = {}
-        for message in messages:
-            error = message.error()
-            if error is not None:
-                if error.fatal():
-                    raise KafkaException(error)
-                if error.code() != KafkaError._PARTITION_EOF:
-                    log.warning("split: consumer reports %s (retrying)", error.name())
-                continue
-            topic, partition, offset = str(message.topic()), int(message.partition() or 0), int(message.offset() or 0)
-            ends[(topic, partition)] = offset + 1
-            if any(header[0] == MARKER_HEADER for header in message.headers() or []):
-                continue  # the trimmer's segment-roll marker: nothing to split
-            kind, millis = message.timestamp()
-            when = None if kind == TIMESTAMP_NOT_AVAILABLE else dt.datetime.fromtimestamp(millis / 1000, dt.UTC)
-            records.append((self.topics[topic], partition, offset, message.value(), when))
+        """Split one batch, then commit where it ends."""
+        records, ends = batch_of(messages, self.topics)
         if records:
             self.splitter.handle_batch(records)
         if ends:
@@ -99,3 +85,46 @@ class SplitLoop:
             # The group rebalanced meanwhile: the new owner processes these records again.
             reason = error.name() if error is not None else str(exc)
             log.warning("split: commit refused (%s); those records will be processed again", reason)
+
+
+Headers = Mapping[str, str | bytes | None] | Sequence[tuple[str, str | bytes | None]]  # as librdkafka types them
+
+
+class KafkaMessage(Protocol):
+    """What `batch_of` reads of a confluent-kafka `Message` (a stand-in in tests)."""
+
+    def error(self) -> KafkaError | None: ...
+    def topic(self) -> str | None: ...
+    def partition(self) -> int | None: ...
+    def offset(self) -> int | None: ...
+    def headers(self) -> Headers | None: ...
+    def timestamp(self) -> tuple[int, int]: ...
+    def value(self) -> bytes | None: ...
+
+
+def batch_of(
+    messages: Iterable[KafkaMessage], roles: Mapping[str, Role]
+) -> tuple[list[Record], dict[tuple[str, int], int]]:
+    """The splitter's records of a consumed batch, in order, and the offset to commit per
+    (topic, partition): one past the last record seen, markers included. Partition-EOF and other
+    non-fatal consumer errors are skipped (librdkafka retries them itself); a fatal one raises
+    `KafkaException`. Broker timestamps become UTC datetimes (None when the record has none)."""
+    records: list[Record] = []
+    ends: dict[tuple[str, int], int] = {}
+    for message in messages:
+        error = message.error()
+        if error is not None:
+            if error.fatal():
+                raise KafkaException(error)
+            if error.code() != KafkaError._PARTITION_EOF:
+                log.warning("split: consumer reports %s (retrying)", error.name())
+            continue
+        topic, partition, offset = str(message.topic()), int(message.partition() or 0), int(message.offset() or 0)
+        ends[(topic, partition)] = offset + 1
+        headers = message.headers() or []
+        if MARKER_HEADER in (headers.keys() if isinstance(headers, Mapping) else (name for name, _ in headers)):
+            continue  # the trimmer's segment-roll marker: nothing to split
+        kind, millis = message.timestamp()
+        when = None if kind == TIMESTAMP_NOT_AVAILABLE else dt.datetime.fromtimestamp(millis / 1000, dt.UTC)
+        records.append((roles[topic], partition, offset, message.value(), when))
+    return records, ends

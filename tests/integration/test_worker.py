@@ -247,10 +247,7 @@ def test_termination_mid_stream_shreds_the_tenant_and_stops_new_buffer_records(
     read = cli(env, "buffer", "read", doomed, "conv-x")
     assert read.returncode == 3 and "terminated" in read.stderr
     # The buffer view forgot the tenant: the newest changelog value of each of its conversations is a tombstone.
-    changelog = [
-        m
-        for m in read_topic(broker.connection, topic_name(topic_prefix, VIEW_CHANGELOG), group_id + "v")
-    ]
+    changelog = [m for m in read_topic(broker.connection, topic_name(topic_prefix, VIEW_CHANGELOG), group_id + "v")]
     latest: dict[bytes, bytes | None] = {}
     for m in changelog:
         latest[m.key() or b""] = m.value()

@@ -1,0 +1,95 @@
+"""`batch_of`: what the split loop hands the splitter from a consumed batch, and where it commits."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+import pytest
+from confluent_kafka import TIMESTAMP_CREATE_TIME, TIMESTAMP_NOT_AVAILABLE, KafkaError, KafkaException
+
+from shredline.processors.roles import Role
+from shredline.streams.catalog import MARKER_HEADER
+from shredline.streams.processing.split_loop import Headers, batch_of
+
+ROLES = {"t.ingest.messages": Role.INGEST_MESSAGES, "t.ingest.contacts": Role.INGEST_CONTACTS}
+
+
+@dataclass
+class Fake:
+    """Stands in for a consumed confluent-kafka Message (the `KafkaMessage` protocol)."""
+
+    topic_: str = "t.ingest.messages"
+    partition_: int = 0
+    offset_: int = 0
+    value_: bytes | None = b"sealed"
+    headers_: Headers | None = None
+    timestamp_: tuple[int, int] = (TIMESTAMP_CREATE_TIME, 1_796_000_000_000)
+    error_: KafkaError | None = field(default=None)
+
+    def error(self) -> KafkaError | None:
+        return self.error_
+
+    def topic(self) -> str | None:
+        return self.topic_
+
+    def partition(self) -> int | None:
+        return self.partition_
+
+    def offset(self) -> int | None:
+        return self.offset_
+
+    def headers(self) -> Headers | None:
+        return self.headers_
+
+    def timestamp(self) -> tuple[int, int]:
+        return self.timestamp_
+
+    def value(self) -> bytes | None:
+        return self.value_
+
+
+def test_records_keep_their_order_and_each_partition_commits_one_past_its_last_record() -> None:
+    batch = [
+        Fake(offset_=7),
+        Fake(topic_="t.ingest.contacts", partition_=2, offset_=40, value_=b"c"),
+        Fake(offset_=8, value_=b"m2"),
+        Fake(partition_=1, offset_=3),
+    ]
+    records, ends = batch_of(batch, ROLES)
+    assert [(r[0], r[1], r[2], r[3]) for r in records] == [
+        (Role.INGEST_MESSAGES, 0, 7, b"sealed"),
+        (Role.INGEST_CONTACTS, 2, 40, b"c"),
+        (Role.INGEST_MESSAGES, 0, 8, b"m2"),
+        (Role.INGEST_MESSAGES, 1, 3, b"sealed"),
+    ]
+    assert ends == {("t.ingest.messages", 0): 9, ("t.ingest.contacts", 2): 41, ("t.ingest.messages", 1): 4}
+    assert records[0][4] == dt.datetime(2026, 11, 30, 0, 53, 20, tzinfo=dt.UTC)
+
+
+@pytest.mark.parametrize(
+    "headers", [[(MARKER_HEADER, b"1")], {MARKER_HEADER: b"1"}, [("x", None), (MARKER_HEADER, b"")]]
+)
+def test_a_trimmer_marker_is_committed_past_but_not_split(headers: Headers) -> None:
+    records, ends = batch_of([Fake(offset_=5), Fake(offset_=6, value_=b"", headers_=headers)], ROLES)
+    assert [r[2] for r in records] == [5]
+    assert ends == {("t.ingest.messages", 0): 7}  # a batch of markers only still moves the offset on
+
+
+def test_other_headers_do_not_hide_a_record() -> None:
+    records, _ends = batch_of([Fake(headers_=[("traceparent", b"00-ab")])], ROLES)
+    assert len(records) == 1
+
+
+def test_a_record_without_a_timestamp_has_none() -> None:
+    records, _ends = batch_of([Fake(timestamp_=(TIMESTAMP_NOT_AVAILABLE, 0))], ROLES)
+    assert records[0][4] is None
+
+
+def test_partition_eof_and_transient_errors_are_skipped_and_a_fatal_one_raises() -> None:
+    eof = Fake(error_=KafkaError(KafkaError._PARTITION_EOF))
+    transport = Fake(error_=KafkaError(KafkaError._TRANSPORT))
+    records, ends = batch_of([eof, transport, Fake(offset_=1)], ROLES)
+    assert [r[2] for r in records] == [1] and ends == {("t.ingest.messages", 0): 2}
+    with pytest.raises(KafkaException):
+        batch_of([Fake(error_=KafkaError(KafkaError._FATAL, fatal=True))], ROLES)
