@@ -12,6 +12,8 @@ import time
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
+from shredline.streams.kafka.connection import Connection
+
 #: Errors the broker gives while leadership or metadata settles (librdkafka's `retriable()` is not
 #: set on errors raised by `get_watermark_offsets`, so they are named).
 TRANSIENT = frozenset(
@@ -62,3 +64,14 @@ def end_offset(consumer: Consumer, topic: str, partition: int) -> int:
     if high < 0:
         _low, high = watermarks(consumer, topic, partition)
     return int(high)
+
+
+def topic_ends(conn: Connection, topic: str, partitions: int, group: str) -> dict[int, int]:
+    """The next offset to be written to each partition of `topic`, asked of the broker now (for a
+    reader that must start from this moment however late it starts reading). `group` is one the
+    caller may describe: librdkafka wants one for any consumer, though this one joins nothing."""
+    consumer = Consumer(conn.confluent(**{"group.id": group, "log_level": 3}))
+    try:
+        return {p: watermarks(consumer, topic, p)[1] for p in range(partitions)}
+    finally:
+        consumer.close()

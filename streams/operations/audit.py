@@ -452,6 +452,11 @@ def relay(conn: Connection, prefix: str, store: KeyStore, signer: Ed25519Private
                     records[0]["seq"],
                 )
             total += len(records)
+            if len(entries) < RELAY_BATCH:
+                # Everything pending when that batch was read is on the topic now; what came
+                # since is the next relay's (any host's), so one relay never holds the lock for as
+                # long as keys keep being created, with every other relay waiting behind it.
+                break
     return total
 
 

@@ -1,20 +1,21 @@
 """The worker: the split loop, and a Faust app for the buffer view, control, janitor, trimmer.
 
-Built by `build_app` (no module-level app). The split runs on its own thread as a plain
-confluent-kafka consumer in the worker's group (`SplitLoop`: batches of up to 500 records, one
-key-store transaction each, outputs through one producer (`Outputs`) acknowledged before the
-batch's offsets are committed). At-least-once: a crash re-processes at most the batch in hand,
-and every effect tolerates that (sealing again is harmless, the buffer view skips events it
-already holds, key destruction is idempotent). The split is not a Faust agent because Faust's
-acknowledgements cannot be held across a batch: its recovery re-delivers offsets and resets
-its committed offsets under a batch in flight, and a restarted worker then stopped committing
-(docs/performance.md, Worker). The Faust app (its own group, `shredline-worker-view`) runs
-everything that lives on the event loop.
+Built by `build_app` (no module-level app) and run by `run_worker`. The split runs on its own
+thread, from the worker's start, as a plain confluent-kafka consumer in the worker's group
+(`SplitLoop`: batches of up to 500 records, one key-store transaction each, outputs through one
+producer (`Outputs`) acknowledged before the batch's offsets are committed). At-least-once: a
+crash re-processes at most the batch in hand, and every effect tolerates that (sealing again is
+harmless, the buffer view skips events it already holds, key destruction is idempotent). The
+split is not a Faust agent because Faust's acknowledgements cannot be held across a batch: its
+recovery re-delivers offsets and resets its committed offsets under a batch in flight, and a
+restarted worker then stopped committing (docs/performance.md, Worker). The Faust app (its own
+group, `shredline-worker-view`) runs everything that lives on the event loop.
 
-Memory stays flat: at most `broker_max_poll_records` records are fetched ahead per partition
-poll, and the buffer view forgets a conversation once its key is destroyed (closed, expired or
-terminated): the janitor finds those entries, and the view agent deletes each one (changelog
-tombstone included) when it next handles a record of that entry's partition.
+Memory stays flat: the split holds one batch at a time, the view's consumer at most
+`broker_max_poll_records` records per poll, and the buffer view forgets a conversation once its
+key is destroyed (closed, expired or terminated): the janitor finds those entries, and the view
+agent deletes each one (changelog tombstone included) when it next handles a record of that
+entry's partition.
 """
 
 from __future__ import annotations
@@ -26,12 +27,12 @@ import logging
 import os
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import faust
 from aiokafka import AIOKafkaConsumer
 from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.structs import TopicPartition
 
 from shredline.keystore.errors import KeyStoreUnavailable
 from shredline.keystore.keys import Keys
@@ -39,6 +40,7 @@ from shredline.processors.roles import Role
 from shredline.schemas.codec import DecodeError, decode
 from shredline.streams.catalog import CATALOG, MARKER_HEADER, PURGE_HEADER, topic_name
 from shredline.streams.kafka.connection import Connection
+from shredline.streams.kafka.offsets import topic_ends
 from shredline.streams.kafka.trim import INGEST, IngestTrimmer, view_app_id, worker_group
 from shredline.streams.operations.audit import Trail
 from shredline.streams.processing.outputs import Outputs
@@ -93,15 +95,6 @@ def entry_key_id(entry: dict[str, Any]) -> str | None:
         return None
 
 
-def exit_on_crash(task: asyncio.Future[None]) -> None:
-    """A split loop that died would leave the ingest topics unread: exit instead, to be restarted
-    (nothing it had not finished was committed, so nothing is lost)."""
-    if not task.cancelled() and task.exception() is not None:
-        log.critical("split loop failed (%s); exiting to be restarted", type(task.exception()).__name__)
-        logging.shutdown()
-        os._exit(STALLED)
-
-
 def faust_app(settings: Settings, conn: Connection, name: str) -> faust.App:
     """A Faust app with our transport settings: TLS, raw bytes, acks=all, 1 s commits."""
     # mode sets the root logger to DEBUG whatever --loglevel says, and Faust formats a debug record
@@ -133,7 +126,9 @@ def faust_app(settings: Settings, conn: Connection, name: str) -> faust.App:
     )
 
 
-def build_app(settings: Settings, conn: Connection, keys: Keys, trail: Trail) -> faust.App:
+def build_app(settings: Settings, conn: Connection, keys: Keys, trail: Trail) -> tuple[faust.App, SplitLoop]:
+    """The Faust app (buffer view, control, timers) and the split loop, which `run_worker` runs
+    on a thread of its own beside it."""
     prefix = settings.topic_prefix
     app = faust_app(settings, conn, view_app_id(settings))
     buffer_messages = app.topic(
@@ -155,22 +150,6 @@ def build_app(settings: Settings, conn: Connection, keys: Keys, trail: Trail) ->
         )
 
     split_loop = SplitLoop(conn, worker_group(settings), {topic_name(prefix, r): r for r in INGEST}, splitter)
-
-    @app.task
-    async def split() -> None:
-        """Runs the split loop on its own thread for as long as the app runs; on shutdown, lets it
-        finish and commit the batch in hand before the app goes on stopping."""
-        stop = threading.Event()
-        loop = asyncio.get_running_loop()
-        thread = ThreadPoolExecutor(1, thread_name_prefix="split")
-        running = loop.run_in_executor(thread, split_loop.run, stop)
-        running.add_done_callback(exit_on_crash)
-        try:
-            await asyncio.shield(running)
-        finally:
-            stop.set()
-            await asyncio.shield(running)
-            thread.shutdown(wait=False)
 
     view = app.Table(
         VIEW_TABLE,
@@ -232,11 +211,17 @@ def build_app(settings: Settings, conn: Connection, keys: Keys, trail: Trail) ->
             except Exception as exc:  # the view is derived data: log and go on, never crash the agent
                 log.warning("buffer view: skipped a record (%s)", type(exc).__name__)
 
+    # Where control.tenants ends as the worker starts: the control task reads on from there, so a
+    # termination announced while the Faust app was still joining its group (up to a minute after
+    # a restart) is not missed, while the split was already running.
+    control_topic = topic_name(prefix, Role.CONTROL_TENANTS)
+    control_partitions = next(spec.partitions for spec in CATALOG if spec.role == Role.CONTROL_TENANTS)
+    control_from = topic_ends(conn, control_topic, control_partitions, worker_group(settings))
+
     @app.task
     async def control() -> None:
         """Every worker reads every control event (no consumer group): termination evicts at once."""
         consumer = AIOKafkaConsumer(
-            topic_name(prefix, Role.CONTROL_TENANTS),
             bootstrap_servers=conn.bootstrap.split(","),
             security_protocol="SSL",
             ssl_context=conn.ssl_context(),
@@ -244,6 +229,10 @@ def build_app(settings: Settings, conn: Connection, keys: Keys, trail: Trail) ->
             auto_offset_reset="latest",
         )
         await consumer.start()
+        partitions = [TopicPartition(control_topic, p) for p in control_from]
+        consumer.assign(partitions)
+        for tp in partitions:
+            consumer.seek(tp, control_from[tp.partition])
         try:
             async for message in consumer:
                 try:
@@ -299,16 +288,19 @@ def build_app(settings: Settings, conn: Connection, keys: Keys, trail: Trail) ->
                 key=None, value=b"", partition=partition, headers=[(MARKER_HEADER, b"1")]
             )
 
-    return app
+    return app, split_loop
 
 
 def run_worker(settings: Settings, conn: Connection, keys: Keys, loglevel: str = "info") -> None:
     """Run until SIGTERM/SIGINT; Faust's worker commits and closes cleanly on either, then the
     audit outbox is relayed once more, so every key change of this run is on audit.events when
-    the process exits. A watchdog thread exits the process with STALLED when the app's heartbeat
-    timer stops running (see `shredline.streams.processing.supervise`, which restarts it)."""
+    the process exits. The split loop runs on its own thread from the start (it does not wait for
+    the Faust app's group), and is stopped after the app, finishing and committing the batch in
+    hand. A watchdog thread exits the process with STALLED when the app's heartbeat timer stops
+    running, and so does a split loop that fails (see `shredline.streams.processing.supervise`,
+    which restarts it: nothing it had not finished was committed, so nothing is lost)."""
     trail = Trail(conn, keys, settings)
-    app = build_app(settings, conn, keys, trail)
+    app, split_loop = build_app(settings, conn, keys, trail)
     beat = {"at": time.monotonic()}
 
     @app.timer(interval=HEARTBEAT_S)
@@ -324,11 +316,25 @@ def run_worker(settings: Settings, conn: Connection, keys: Keys, loglevel: str =
                 logging.shutdown()
                 os._exit(STALLED)
 
+    stop = threading.Event()
+
+    def split() -> None:
+        try:
+            split_loop.run(stop)
+        except BaseException as exc:
+            log.critical("split loop failed (%s); exiting to be restarted", type(exc).__name__)
+            logging.shutdown()
+            os._exit(STALLED)
+
     threading.Thread(target=watchdog, name="watchdog", daemon=True).start()
+    splitting = threading.Thread(target=split, name="split")
+    splitting.start()
     worker = faust.Worker(app, loglevel=loglevel, quiet=True)
     try:
         worker.execute_from_commandline()  # exits through SystemExit once every agent has stopped
     finally:
+        stop.set()
+        splitting.join()
         relay_before_exit(trail)
 
 

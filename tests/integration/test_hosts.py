@@ -23,7 +23,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, KafkaException
 from confluent_kafka.admin import AdminClient
 
 from shredline.analytics.warehouse import Warehouse
@@ -236,6 +236,16 @@ def test_a_termination_from_a_fourth_host_is_obeyed_by_all_three_and_a_crashed_o
 ) -> None:
     h, conn = hosts, hosts.broker.connection
     assert all(w.proc.poll() is None for w in h.workers)
+    # The host restarted in the test before must be splitting again before the terminations.
+    ingest = h.topic(Role.INGEST_MESSAGES)
+
+    def all_splitting() -> bool:
+        try:
+            return sum(map(bool, assignments(h, ingest))) == WORKERS
+        except KafkaException:  # the group is rebalancing
+            return False
+
+    wait_for(all_splitting, 120, "all three workers in the group")
     doomed, resumed, *survivors = sorted({str(e["tenant"]) for e in h.events})
     upstream_not_told = StaticKeys(open_keys(load_settings(h.operator)).ingest_public_keys(doomed))
     sealed_before = sum(e["tenant"] == doomed for e in envelopes(h, "hosts-before"))
@@ -266,7 +276,6 @@ def test_a_termination_from_a_fourth_host_is_obeyed_by_all_three_and_a_crashed_o
 
     # Late events: the doomed tenant's, sealed by an upstream that was not told, and the
     # survivors', sealed to roots re-wrapped twice since (every worker reloads the shared keyring).
-    ingest = h.topic(Role.INGEST_MESSAGES)
     before = high_watermarks(h, ingest)
     publish(h.broker, h.prefix, late_messages(doomed, LATE, "late"), keys=upstream_not_told)
     reached = {p for p, high in high_watermarks(h, ingest).items() if high > before[p]}
