@@ -1,4 +1,4 @@
-"""The worker: the split loop, and a Faust app for the buffer view, control, janitor, trimmer.
+"""The worker: the split and control loops, and a Faust app for the buffer view and timers.
 
 Built by `build_app` (no module-level app) and run by `run_worker`. The split runs on its own
 thread, from the worker's start, as a plain confluent-kafka consumer in the worker's group
@@ -9,7 +9,9 @@ harmless, the buffer view skips events it already holds, key destruction is idem
 split is not a Faust agent because Faust's acknowledgements cannot be held across a batch: its
 recovery re-delivers offsets and resets its committed offsets under a batch in flight, and a
 restarted worker then stopped committing (docs/performance.md, Worker). The Faust app (its own
-group, `shredline-worker-view`) runs everything that lives on the event loop.
+group, `shredline-worker-view`) runs the buffer view, janitor, trimmer and audit relay; the
+control loop (`control_loop.py`) evicts terminated tenants on a thread of its own, so neither a
+batch nor the app's start-up delays it.
 
 Memory stays flat: the split holds one batch at a time, the view's consumer at most
 `broker_max_poll_records` records per poll, and the buffer view forgets a conversation once its
@@ -27,12 +29,10 @@ import logging
 import os
 import threading
 import time
-from typing import Any
+from typing import Any, Protocol
 
 import faust
-from aiokafka import AIOKafkaConsumer
 from aiokafka.partitioner import DefaultPartitioner
-from aiokafka.structs import TopicPartition
 
 from shredline.keystore.errors import KeyStoreUnavailable
 from shredline.keystore.keys import Keys
@@ -40,9 +40,9 @@ from shredline.processors.roles import Role
 from shredline.schemas.codec import DecodeError, decode
 from shredline.streams.catalog import CATALOG, MARKER_HEADER, PURGE_HEADER, topic_name
 from shredline.streams.kafka.connection import Connection
-from shredline.streams.kafka.offsets import topic_ends
 from shredline.streams.kafka.trim import INGEST, IngestTrimmer, view_app_id, worker_group
 from shredline.streams.operations.audit import Trail
+from shredline.streams.processing.control_loop import ControlLoop
 from shredline.streams.processing.outputs import Outputs
 from shredline.streams.processing.repeats import quiet_repeats
 from shredline.streams.processing.split_loop import SplitLoop
@@ -51,6 +51,14 @@ from shredline.streams.processing.supervise import STALLED
 from shredline.streams.settings import Settings
 
 log = logging.getLogger("shredline.worker")
+
+
+class Loop(Protocol):
+    """A loop the worker runs on a thread of its own until `stop` is set."""
+
+    def run(self, stop: threading.Event) -> None: ...
+
+
 VIEW_DEPTH = 50  # messages kept per conversation in the buffer view
 VIEW_TABLE = "buffer-view"
 JANITOR_EVERY_S = 30.0
@@ -126,9 +134,9 @@ def faust_app(settings: Settings, conn: Connection, name: str) -> faust.App:
     )
 
 
-def build_app(settings: Settings, conn: Connection, keys: Keys, trail: Trail) -> tuple[faust.App, SplitLoop]:
-    """The Faust app (buffer view, control, timers) and the split loop, which `run_worker` runs
-    on a thread of its own beside it."""
+def build_app(settings: Settings, conn: Connection, keys: Keys, trail: Trail) -> tuple[faust.App, list[Loop]]:
+    """The Faust app (buffer view, timers) and the loops that `run_worker` runs beside it, each on a
+    thread of its own from the start: the split and control."""
     prefix = settings.topic_prefix
     app = faust_app(settings, conn, view_app_id(settings))
     buffer_messages = app.topic(
@@ -211,41 +219,6 @@ def build_app(settings: Settings, conn: Connection, keys: Keys, trail: Trail) ->
             except Exception as exc:  # the view is derived data: log and go on, never crash the agent
                 log.warning("buffer view: skipped a record (%s)", type(exc).__name__)
 
-    # Where control.tenants ends as the worker starts: the control task reads on from there, so a
-    # termination announced while the Faust app was still joining its group (up to a minute after
-    # a restart) is not missed, while the split was already running.
-    control_topic = topic_name(prefix, Role.CONTROL_TENANTS)
-    control_partitions = next(spec.partitions for spec in CATALOG if spec.role == Role.CONTROL_TENANTS)
-    control_from = topic_ends(conn, control_topic, control_partitions, worker_group(settings))
-
-    @app.task
-    async def control() -> None:
-        """Every worker reads every control event (no consumer group): termination evicts at once."""
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=conn.bootstrap.split(","),
-            security_protocol="SSL",
-            ssl_context=conn.ssl_context(),
-            group_id=None,
-            auto_offset_reset="latest",
-        )
-        await consumer.start()
-        partitions = [TopicPartition(control_topic, p) for p in control_from]
-        consumer.assign(partitions)
-        for tp in partitions:
-            consumer.seek(tp, control_from[tp.partition])
-        try:
-            async for message in consumer:
-                try:
-                    _record, event = decode(message.value, expect="tenant_control")
-                except DecodeError as exc:
-                    log.warning("control: skipped a record: %s", exc.reason)
-                    continue
-                log.info("control: %s %s", event["kind"], event["tenant"])
-                if event["kind"] == "TERMINATED":
-                    keys.evict_tenant(event["tenant"])
-        finally:
-            await consumer.stop()
-
     @app.timer(interval=JANITOR_EVERY_S)
     async def janitor() -> None:
         loop = asyncio.get_running_loop()
@@ -288,7 +261,11 @@ def build_app(settings: Settings, conn: Connection, keys: Keys, trail: Trail) ->
                 key=None, value=b"", partition=partition, headers=[(MARKER_HEADER, b"1")]
             )
 
-    return app, split_loop
+    control_partitions = next(spec.partitions for spec in CATALOG if spec.role == Role.CONTROL_TENANTS)
+    control = ControlLoop(
+        conn, topic_name(prefix, Role.CONTROL_TENANTS), control_partitions, worker_group(settings), keys
+    )
+    return app, [split_loop, control]
 
 
 def run_worker(settings: Settings, conn: Connection, keys: Keys, loglevel: str = "info") -> None:
@@ -300,7 +277,7 @@ def run_worker(settings: Settings, conn: Connection, keys: Keys, loglevel: str =
     running, and so does a split loop that fails (see `shredline.streams.processing.supervise`,
     which restarts it: nothing it had not finished was committed, so nothing is lost)."""
     trail = Trail(conn, keys, settings)
-    app, split_loop = build_app(settings, conn, keys, trail)
+    app, loops = build_app(settings, conn, keys, trail)
     beat = {"at": time.monotonic()}
 
     @app.timer(interval=HEARTBEAT_S)
@@ -318,23 +295,25 @@ def run_worker(settings: Settings, conn: Connection, keys: Keys, loglevel: str =
 
     stop = threading.Event()
 
-    def split() -> None:
+    def run(loop: Loop) -> None:
         try:
-            split_loop.run(stop)
+            loop.run(stop)
         except BaseException as exc:
-            log.critical("split loop failed (%s); exiting to be restarted", type(exc).__name__)
+            log.critical("%s failed (%s); exiting to be restarted", type(loop).__name__, type(exc).__name__)
             logging.shutdown()
             os._exit(STALLED)
 
     threading.Thread(target=watchdog, name="watchdog", daemon=True).start()
-    splitting = threading.Thread(target=split, name="split")
-    splitting.start()
+    threads = [threading.Thread(target=run, args=(loop,), name=type(loop).__name__) for loop in loops]
+    for thread in threads:
+        thread.start()
     worker = faust.Worker(app, loglevel=loglevel, quiet=True)
     try:
         worker.execute_from_commandline()  # exits through SystemExit once every agent has stopped
     finally:
         stop.set()
-        splitting.join()
+        for thread in threads:
+            thread.join()
         relay_before_exit(trail)
 
 
