@@ -62,8 +62,11 @@ class Stream(threading.Thread):
             event_id = f"{self.tenant}-{i}"
             try:
                 self.publish(event_id, i)
-            except NoIngestKey:  # the SDK heard of the termination too: nothing more to seal to
-                return
+            except NoIngestKey:
+                if i == 0:  # provisioned a moment ago: the SDK has not read its key on control yet
+                    time.sleep(INTERVAL_S)
+                    continue
+                return  # the SDK heard of the termination too: nothing more to seal to
             self.publisher.flush()
             self.sent[event_id] = time.monotonic()
             i += 1

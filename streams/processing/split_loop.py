@@ -1,11 +1,12 @@
 """The worker's split loop: one confluent-kafka consumer in the worker's group, on its own thread.
 
-Each turn takes what the consumer has (up to `batch` records), gives it to
+Each turn waits for one record and takes what the consumer had fetched with it (up to `batch`
+records, so a batch adds no waiting: `consume(n, timeout)` alone would wait for n), gives it to
 `Splitter.handle_batch` (one key-store transaction, outputs acknowledged by the broker), then
 commits the batch's offsets synchronously. So an offset is committed only after every output of
 every record below it is durable (at-least-once by construction: a crash re-processes at most
 the batch in hand, and every output is idempotent), and the loop needs no acknowledgement
-bookkeeping. Rebalance callbacks run inside `consume`, between batches, so a batch never
+bookkeeping. Rebalance callbacks run inside `poll`, between batches, so a batch never
 straddles a change of assignment; a commit the group refuses because it rebalanced meanwhile is
 logged, and those records are processed again by their new owner.
 
@@ -29,7 +30,7 @@ from shredline.streams.kafka.connection import Connection
 from shredline.streams.processing.splitter import Record, Splitter
 
 log = logging.getLogger("shredline.split")
-BATCH = 500  # records per batch at most: what the consumer had fetched, so a batch adds no waiting
+BATCH = 500  # records per batch at most: the first to arrive and what had been fetched with it
 POLL_S = 0.5  # how long a turn waits for the first record; also how soon `stop` is seen
 
 
@@ -61,9 +62,9 @@ class SplitLoop:
         self._consumer.subscribe(list(self.topics))
         try:
             while not stop.is_set():
-                messages = self._consumer.consume(self.batch, POLL_S)
-                if messages:
-                    self.handle(messages)
+                first = self._consumer.poll(POLL_S)  # waits for one record, not for a whole batch
+                if first is not None:
+                    self.handle([first, *self._consumer.consume(self.batch - 1, 0)])
         finally:
             self._consumer.close()
 
