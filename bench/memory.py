@@ -20,6 +20,7 @@ from pathlib import Path
 from bench.results import Figure, save
 from shredline.streams.acl import default_principals
 from shredline.streams.catalog import topic_name
+from shredline.streams.ingest.directory import NoIngestKey
 from shredline.streams.ingest.generate import generate
 from shredline.streams.ingest.sdk import Publisher
 from shredline.streams.kafka.acls import apply_acls
@@ -40,6 +41,19 @@ def rss_kib(pid: int, field: str = "VmRSS") -> int:
         if line.startswith(field + ":"):
             return int(line.split()[1])
     raise RuntimeError(f"no {field} for {pid}")
+
+
+def publish_when_known(publisher: Publisher, event: dict[str, object], within_s: float = 30.0) -> None:
+    """Publish `event`, waiting for the SDK to read the key of a tenant provisioned a moment ago."""
+    deadline = time.monotonic() + within_s
+    while True:
+        try:
+            publisher.publish(event)
+            return
+        except NoIngestKey:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def run(conn: Connection, base: Settings, events_n: int, tmp: Path) -> tuple[int, int, float]:
@@ -69,7 +83,7 @@ def run(conn: Connection, base: Settings, events_n: int, tmp: Path) -> tuple[int
                 if event["tenant"] not in provisioned:  # before its first event is published
                     provision(keys, conn, trail, str(event["tenant"]), 86_400)
                     provisioned.add(str(event["tenant"]))
-                publisher.publish(event)
+                publish_when_known(publisher, event)
         topics = [topic_name(settings.topic_prefix, t) for t in INGEST]
         while (lag := consumer_lag(conn, worker_group(settings), topics)) > 0:
             print(f"  {events_n:,} events: {lag:,} to go, RSS {rss_kib(worker.pid) / 1024:.0f} MiB", flush=True)

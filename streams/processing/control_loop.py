@@ -11,12 +11,13 @@ from __future__ import annotations
 import logging
 import threading
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 
 from shredline.keystore.keys import Keys
 from shredline.schemas.codec import DecodeError, decode
 from shredline.streams.kafka.connection import Connection
 from shredline.streams.kafka.offsets import topic_ends
+from shredline.streams.processing.split_loop import consumer_error
 
 log = logging.getLogger("shredline.control")
 POLL_S = 0.2  # how long a poll waits; also how soon `stop` is seen
@@ -42,10 +43,7 @@ class ControlLoop:
                     continue
                 error = message.error()
                 if error is not None:
-                    if error.fatal():
-                        raise KafkaException(error)
-                    if error.code() != KafkaError._PARTITION_EOF:
-                        log.warning("control: consumer reports %s (retrying)", error.name())
+                    consumer_error(error, "control")
                     continue
                 self.handle(message.value())
         finally:

@@ -50,6 +50,8 @@ class SplitLoop:
                     "enable.auto.commit": False,
                     "auto.offset.reset": "earliest",
                     "session.timeout.ms": 15_000,  # a killed worker's partitions move on after 15 s
+                    # librdkafka prefetches up to 64 MiB by default; a batch needs 500 records
+                    "queued.max.messages.kbytes": 8192,
                     "log_level": 3,
                 }
             )
@@ -115,10 +117,7 @@ def batch_of(
     for message in messages:
         error = message.error()
         if error is not None:
-            if error.fatal():
-                raise KafkaException(error)
-            if error.code() != KafkaError._PARTITION_EOF:
-                log.warning("split: consumer reports %s (retrying)", error.name())
+            consumer_error(error, "split")
             continue
         topic, partition, offset = str(message.topic()), int(message.partition() or 0), int(message.offset() or 0)
         ends[(topic, partition)] = offset + 1
@@ -129,3 +128,12 @@ def batch_of(
         when = None if kind == TIMESTAMP_NOT_AVAILABLE else dt.datetime.fromtimestamp(millis / 1000, dt.UTC)
         records.append((roles[topic], partition, offset, message.value(), when))
     return records, ends
+
+
+def consumer_error(error: KafkaError, loop: str) -> None:
+    """What a consumer loop does with an error a poll returned in place of a record: raises
+    `KafkaException` for a fatal one; logs any other (librdkafka retries it) but partition EOF."""
+    if error.fatal():
+        raise KafkaException(error)
+    if error.code() != KafkaError._PARTITION_EOF:
+        log.warning("%s: consumer reports %s (retrying)", loop, error.name())
