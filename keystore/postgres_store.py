@@ -45,6 +45,7 @@ import psycopg
 import psycopg_pool
 from psycopg import errors as pg_errors
 from psycopg.conninfo import conninfo_to_dict
+from psycopg.pq import TransactionStatus
 
 from shredline.keystore.dburl import DatabaseUrl
 from shredline.keystore.errors import KeystoreError, KeyStoreUnavailable, StaleMasterKey, TenantExists, UnknownTenant
@@ -247,6 +248,11 @@ class PostgresKeyStore:
                 yield
             finally:
                 self._batch.conn = None
+            if conn.info.transaction_status == TransactionStatus.INERROR:
+                # A statement failed outside a savepoint and was turned into a per-record outcome
+                # upstream: the server would answer the COMMIT with a silent ROLLBACK, and outputs
+                # under keys that were never stored would follow. Fail the whole batch instead.
+                raise KeyStoreUnavailable("key store: a statement of the batch failed; nothing of it was committed")
         if self._checkpoint_due:
             self._checkpoint_due = False
             self.checkpoint()

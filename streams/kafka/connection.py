@@ -12,6 +12,7 @@ pair per role), or the local broker's credentials (`shredline kafka up` issues t
 from __future__ import annotations
 
 import json
+import logging
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -25,6 +26,10 @@ from shredline.streams.errors import ConfigError
 from shredline.streams.settings import Secret, Settings
 
 STATE_FILE = "state.json"
+#: Where every confluent-kafka client logs (its `logger` setting) instead of librdkafka writing to
+#: stderr itself, so the worker's repeat filter applies: while the broker is down each client
+#: wrote a "Connect ... failed" line every 50 ms.
+LIBRDKAFKA_LOG = logging.getLogger("shredline.librdkafka")
 
 
 def role_cert(credentials: Path, role: AccessRole) -> Path:
@@ -73,6 +78,7 @@ class Connection:
             conf["ssl.key.location"] = str(self.key)
         if self.key_password is not None:
             conf["ssl.key.password"] = self.key_password.reveal()
+        conf["logger"] = LIBRDKAFKA_LOG
         conf.update(extra)
         return conf
 

@@ -66,6 +66,7 @@ TRIM_EVERY_S = 10.0
 AUDIT_EVERY_S = 5.0
 HEARTBEAT_S = 5.0
 MAX_POLL_RECORDS = 500  # records fetched ahead per poll: bounds the prefetched backlog
+LOOP_STOP_S = 20.0  # how long a clean stop waits for a loop's batch in hand (then it is redone)
 STALL_S = 90.0  # > Faust's longest normal pause (a rebalance with table recovery)
 
 
@@ -304,7 +305,9 @@ def run_worker(settings: Settings, conn: Connection, keys: Keys, loglevel: str =
             os._exit(STALLED)
 
     threading.Thread(target=watchdog, name="watchdog", daemon=True).start()
-    threads = [threading.Thread(target=run, args=(loop,), name=type(loop).__name__) for loop in loops]
+    # Daemon threads: a loop stuck on an unreachable broker or a locked store must not keep the
+    # process from exiting; what it had not committed is processed again after the restart.
+    threads = [threading.Thread(target=run, args=(loop,), name=type(loop).__name__, daemon=True) for loop in loops]
     for thread in threads:
         thread.start()
     worker = faust.Worker(app, loglevel=loglevel, quiet=True)
@@ -312,8 +315,11 @@ def run_worker(settings: Settings, conn: Connection, keys: Keys, loglevel: str =
         worker.execute_from_commandline()  # exits through SystemExit once every agent has stopped
     finally:
         stop.set()
+        deadline = time.monotonic() + LOOP_STOP_S
         for thread in threads:
-            thread.join()
+            thread.join(max(0.0, deadline - time.monotonic()))
+            if thread.is_alive():
+                log.warning("%s did not finish its batch within %.0f s; exiting without it", thread.name, LOOP_STOP_S)
         relay_before_exit(trail)
 
 

@@ -16,7 +16,17 @@ from collections.abc import Callable
 INTERVAL_S = 10.0
 
 #: Loggers that repeat themselves in a reconnect loop (aiokafka logs from these names itself).
-NOISY_LOGGERS = ("aiokafka", "aiokafka.conn", "aiokafka.cluster", "aiokafka.consumer.fetcher", "aiokafka.producer")
+NOISY_LOGGERS = (
+    "aiokafka",
+    "aiokafka.conn",
+    "aiokafka.cluster",
+    "aiokafka.consumer.fetcher",
+    "aiokafka.producer",
+    "shredline.librdkafka",  # every confluent-kafka client (`Connection.confluent`)
+    "shredline.split",
+    "shredline.control",
+    "shredline.outputs",
+)
 
 
 class RepeatFilter(logging.Filter):

@@ -124,8 +124,7 @@ def batch_of(
         headers = message.headers() or []
         if MARKER_HEADER in (headers.keys() if isinstance(headers, Mapping) else (name for name, _ in headers)):
             continue  # the trimmer's segment-roll marker: nothing to split
-        kind, millis = message.timestamp()
-        when = None if kind == TIMESTAMP_NOT_AVAILABLE else dt.datetime.fromtimestamp(millis / 1000, dt.UTC)
+        when = broker_time(*message.timestamp())
         records.append((roles[topic], partition, offset, message.value(), when))
     return records, ends
 
@@ -137,3 +136,14 @@ def consumer_error(error: KafkaError, loop: str) -> None:
         raise KafkaException(error)
     if error.code() != KafkaError._PARTITION_EOF:
         log.warning("%s: consumer reports %s (retrying)", loop, error.name())
+
+
+def broker_time(kind: int, millis: int) -> dt.datetime | None:
+    """A record's timestamp as a UTC datetime; None when it has none or cannot be one (a producer
+    may set any CreateTime: one past year 9999 must not stop the split on every worker)."""
+    if kind == TIMESTAMP_NOT_AVAILABLE:
+        return None
+    try:
+        return dt.datetime.fromtimestamp(millis / 1000, dt.UTC)
+    except (ValueError, OverflowError, OSError):
+        return None

@@ -81,9 +81,15 @@ def test_other_headers_do_not_hide_a_record() -> None:
     assert len(records) == 1
 
 
-def test_a_record_without_a_timestamp_has_none() -> None:
-    records, _ends = batch_of([Fake(timestamp_=(TIMESTAMP_NOT_AVAILABLE, 0))], ROLES)
-    assert records[0][4] is None
+@pytest.mark.parametrize(
+    "timestamp",
+    [(TIMESTAMP_NOT_AVAILABLE, 0), (TIMESTAMP_CREATE_TIME, 253_402_300_800_000), (TIMESTAMP_CREATE_TIME, -(2**62))],
+)
+def test_a_record_without_a_usable_timestamp_has_none_and_is_still_split(timestamp: tuple[int, int]) -> None:
+    """No timestamp, or one no datetime can hold (year 10000, far before year 1): a producer sets
+    CreateTime, so one bad clock must not stop the split on every worker."""
+    records, ends = batch_of([Fake(offset_=4, timestamp_=timestamp)], ROLES)
+    assert [(r[2], r[4]) for r in records] == [(4, None)] and ends == {("t.ingest.messages", 0): 5}
 
 
 def test_partition_eof_and_transient_errors_are_skipped_and_a_fatal_one_raises() -> None:
