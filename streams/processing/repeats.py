@@ -23,8 +23,7 @@ NOISY_LOGGERS = (
     "aiokafka.consumer.fetcher",
     "aiokafka.producer",
     "shredline.librdkafka",  # every confluent-kafka client (`Connection.confluent`)
-    "shredline.split",
-    "shredline.control",
+    "shredline.split",  # its consumer's transient errors (the control loop's lines are events: never held back)
     "shredline.outputs",
 )
 
