@@ -280,6 +280,7 @@ def run_worker(settings: Settings, conn: Connection, keys: Keys, loglevel: str =
     trail = Trail(conn, keys, settings)
     app, loops = build_app(settings, conn, keys, trail)
     beat = {"at": time.monotonic()}
+    stop = threading.Event()  # set once Faust has stopped: the loops finish, the watchdog stands down
 
     @app.timer(interval=HEARTBEAT_S)
     async def heartbeat() -> None:
@@ -289,12 +290,10 @@ def run_worker(settings: Settings, conn: Connection, keys: Keys, loglevel: str =
         while True:
             time.sleep(HEARTBEAT_S)
             silent = time.monotonic() - beat["at"]
-            if silent > STALL_S:
+            if silent > STALL_S and not stop.is_set():  # a clean stop has its own deadlines
                 log.error("worker stalled: no heartbeat for %.0f s; exiting to be restarted", silent)
                 logging.shutdown()
                 os._exit(STALLED)
-
-    stop = threading.Event()
 
     def run(loop: Loop) -> None:
         try:
