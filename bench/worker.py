@@ -8,11 +8,9 @@ with the hybrid ML-KEM-768 + X25519, and unsealed (plaintext, with the migration
 
 Each run gets its own topic prefix and key store with the same events published beforehand;
 throughput is counted from the first output record until every output has caught up: all usage
-metrics written AND the buffer view has handled every record of buffer.messages (the split's
-group has committed to the end of every ingest topic, and the view's group to the end of
-buffer.messages; the end time is the later of
-the last metric's and the last view changelog write's broker timestamp). Start-up and
-rebalancing are excluded.
+metrics written AND the split's group committed to the end of every ingest topic (the end time
+is the later of the last metric's and the last buffer.messages record's broker timestamp).
+Start-up and rebalancing are excluded.
 
     python -m bench.worker [--events 20000] [--kems x25519] [--profile DIR]
 
@@ -51,9 +49,8 @@ from shredline.streams.ingest.sdk import Publisher
 from shredline.streams.kafka.acls import apply_acls
 from shredline.streams.kafka.admin import apply_catalog, consumer_lag, record_counts
 from shredline.streams.kafka.connection import Connection, client_environment
-from shredline.streams.kafka.trim import view_app_id, worker_group
+from shredline.streams.kafka.trim import worker_group
 from shredline.streams.launcher.broker import connect_or_launch
-from shredline.streams.processing.app import view_changelog
 from shredline.streams.processing.splitter import Splitter
 from shredline.streams.settings import Settings, load_settings
 
@@ -225,18 +222,15 @@ def main() -> int:
             env["SHREDLINE_ALLOW_PLAINTEXT_INGEST"] = "true"
         cmd = [sys.executable, "-m", "shredline.streams.cli", "worker", "--unsupervised", "--loglevel", "warning"]
         settings = Settings(topic_prefix=prefix)
-        metrics, view_log = topic_name(prefix, Role.METRICS_USAGE), view_changelog(settings)
-        ingest, buffer = [topic_name(prefix, r) for r in INGEST], [topic_name(prefix, Role.BUFFER_MESSAGES)]
+        metrics, buffer = topic_name(prefix, Role.METRICS_USAGE), topic_name(prefix, Role.BUFFER_MESSAGES)
+        ingest = [topic_name(prefix, r) for r in INGEST]
         outputs, cpu_per_output = run(
             cmd,
             env,
             counter(conn, metrics),
             metrics_expected,
-            caught_up=lambda: (
-                consumer_lag(conn, worker_group(settings), ingest) == 0
-                and consumer_lag(conn, view_app_id(settings), buffer) == 0
-            ),
-            ended_at=lambda: max(last_append_s(conn, metrics), last_append_s(conn, view_log)),
+            caught_up=lambda: consumer_lag(conn, worker_group(settings), ingest) == 0,
+            ended_at=lambda: max(last_append_s(conn, metrics), last_append_s(conn, buffer)),
         )
         per_event = metrics_expected / len(events)
         return outputs / per_event, cpu_per_output * per_event * 1e6
@@ -316,7 +310,7 @@ def main() -> int:
         **{
             "events": len(events),
             "rounds": args.rounds,
-            "counted_until": "metrics complete and the buffer view caught up",
+            "counted_until": "metrics complete and the split committed to the end of ingest",
             "bare_events_per_s": round(bare),
             "passthrough_events_per_s": round(passthrough),
             "passthrough_cpu_us_per_event": round(passthrough_cpu),

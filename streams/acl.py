@@ -48,19 +48,17 @@ class Group(StrEnum):
     for the group's coordinator, and reports a refusal as an error)."""
 
     WORKER = "shredline-worker"  # the worker's split loop on the ingest topics
-    VIEW = "shredline-worker-view"  # the worker's Faust app (buffer view) and its app id
+    TIMERS = "shredline-worker-timers"  # the worker's Faust app (janitor, trimmer, audit relay) and its app id
     SINK = "shredline-sink"  # assigns partitions itself; never commits
     UPSTREAM = "shredline-upstream"  # the SDK reading tenants' public keys on control.tenants
     AUDIT_READER = "shredline-audit-reader"  # the audit relay reading the chain's tail (worker, operators)
-    BUFFER_READ = "shredline-buffer-read"  # `buffer read` scanning the buffer view's changelog
+    BUFFER_READ = "shredline-buffer-read"  # `buffer read` scanning a conversation's buffer partition
     VERIFY = "shredline-verify"  # `tenant terminate` sampling buffer records
     BACKLOG = "shredline-backlog"  # `tenant terminate` counting the tenant's unprocessed sealed ingest
 
 
-#: Topics Faust creates for the worker (table changelogs, the assignor's leader topic) start with
-#: the app id and a dash; the buffer view's changelog is one of them.
-FAUST_TOPICS = f"{Group.VIEW}-"
-VIEW_CHANGELOG = f"{Group.VIEW}-buffer-view-changelog"
+#: Topics Faust creates for the worker (the assignor's leader topic) start with the app id and a dash.
+FAUST_TOPICS = f"{Group.TIMERS}-"
 
 
 class Resource(StrEnum):
@@ -110,21 +108,23 @@ GRANTS: tuple[Grant, ...] = (
     Grant(_UP, Resource.GROUP, Group.UPSTREAM, (Op.DESCRIBE,), "reading control.tenants (assigned, never committed)"),
     # worker: split ingest, write every derived stream, trim what it processed, relay the audit outbox
     *_topics(_WK, INGEST, (_R, _WR, _D), "split; segment-roll markers; trim processed records (DeleteRecords)"),
-    *_topics(_WK, [Role.BUFFER_MESSAGES], (_R, _WR), "seal messages; the buffer view reads them back"),
     *_topics(
-        _WK, [Role.BUFFER_CONTACTS, Role.METRICS_USAGE, Role.LOGS_EXECUTIONS, Role.DEADLETTER_INGEST], (_WR,), "outputs"
+        _WK,
+        [Role.BUFFER_MESSAGES, Role.BUFFER_CONTACTS, Role.METRICS_USAGE, Role.LOGS_EXECUTIONS, Role.DEADLETTER_INGEST],
+        (_WR,),
+        "outputs",
     ),
     *_topics(_WK, [Role.CONTROL_TENANTS], (_R,), "evict terminated tenants (no group)"),
     *_topics(_WK, [Role.AUDIT_EVENTS], (_R, _WR), "relay key changes onto the chain (reads its tail)"),
     Grant(_WK, Resource.GROUP, Group.WORKER, (_R,), "the split loop's consumer group (ingest offsets)"),
-    Grant(_WK, Resource.GROUP, Group.VIEW, (_R,), "the Faust app's consumer group (buffer view)"),
+    Grant(_WK, Resource.GROUP, Group.TIMERS, (_R,), "the Faust app's consumer group (timers)"),
     Grant(_WK, Resource.GROUP, Group.AUDIT_READER, (Op.DESCRIBE,), "reading the chain's tail"),
     Grant(
         _WK,
         Resource.TOPIC,
         FAUST_TOPICS,
         (Op.CREATE, _R, _WR),
-        "Faust's own topics: the buffer view's changelog, the assignor's leader topic",
+        "Faust's own topics: the assignor's leader topic",
         Pattern.PREFIXED,
     ),
     # sink: the aggregates and what it reports beside them
@@ -135,15 +135,19 @@ GRANTS: tuple[Grant, ...] = (
         "load into the warehouse",
     ),
     Grant(_SK, Resource.GROUP, Group.SINK, (Op.DESCRIBE,), "the sink's consumer"),
-    # operator: lifecycle on control, the audit chain, buffer reads, termination's purge/trim/verify
+    # operator: lifecycle on control, the audit chain, buffer reads, termination's trim/verify
     *_topics(_OP, [Role.CONTROL_TENANTS], (_WR,), "announce provisioning, termination, policies"),
     *_topics(_OP, [Role.AUDIT_EVENTS], (_R, _WR), "relay its commands' audit records; audit verify"),
-    *_topics(_OP, [Role.BUFFER_MESSAGES], (_R, _WR), "termination: purge markers, verify samples"),
+    *_topics(
+        _OP,
+        [Role.BUFFER_MESSAGES],
+        (_R,),
+        "buffer read (ciphertext; opened with the key store); termination: verify samples",
+    ),
     *_topics(_OP, [Role.BUFFER_CONTACTS], (_R,), "termination: verify samples"),
     *_topics(
         _OP, INGEST, (_R, _WR, _D), "termination: count the unprocessed (sealed) backlog, trim, segment-roll markers"
     ),
-    Grant(_OP, Resource.TOPIC, VIEW_CHANGELOG, (_R,), "buffer read (ciphertext; opened with the key store)"),
     Grant(_OP, Resource.GROUP, Group.WORKER, (Op.DESCRIBE,), "termination: the worker's committed offsets"),
     Grant(_OP, Resource.GROUP, Group.AUDIT_READER, (Op.DESCRIBE,), "reading the chain's tail"),
     Grant(_OP, Resource.GROUP, Group.BUFFER_READ, (Op.DESCRIBE,), "buffer read"),
@@ -197,9 +201,22 @@ def bindings(prefix: str, principals: Mapping[AccessRole, tuple[str, ...]]) -> f
     return frozenset(out)
 
 
+#: Resource patterns earlier versions granted on, as (resource type, name, pattern type) without the
+#: prefix: still owned, so `acl apply` deletes what is left on them after an upgrade. The split's
+#: Faust app (`shredline-worker-*`), then the buffer view's app and changelog.
+RETIRED: tuple[tuple[Resource, str, Pattern], ...] = (
+    (Resource.TOPIC, "shredline-worker-", Pattern.PREFIXED),
+    (Resource.GROUP, "shredline-worker-view", Pattern.LITERAL),
+    (Resource.TOPIC, "shredline-worker-view-", Pattern.PREFIXED),
+    (Resource.TOPIC, "shredline-worker-view-buffer-view-changelog", Pattern.LITERAL),
+)
+
+
 def owned_patterns(prefix: str) -> frozenset[tuple[str, str, str]]:
-    """The resource patterns the table speaks for in `prefix`: every binding on them is ours."""
-    return frozenset(_pattern(prefix, g) for g in GRANTS)
+    """The resource patterns the table speaks for in `prefix`, today's and `RETIRED`: every binding
+    on them is ours."""
+    retired = {(kind.value, str(topic_name(prefix, name)), pattern.value) for kind, name, pattern in RETIRED}
+    return frozenset(_pattern(prefix, g) for g in GRANTS) | retired
 
 
 def _pattern(prefix: str, grant: Grant) -> tuple[str, str, str]:

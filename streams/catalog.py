@@ -25,9 +25,6 @@ MAX_BUFFER_TTL_MS = 7 * DAY_MS
 #: Header of the payload-less records the worker appends to trimmed ingest partitions so idle
 #: segments roll; consumers skip them.
 MARKER_HEADER = "shredline-marker"
-#: Header of the payload-less records `tenant terminate` writes to every buffer partition, so
-#: each partition of the buffer view drops the tenant; its value is the tenant id.
-PURGE_HEADER = "shredline-purge"
 
 
 @dataclass(frozen=True)

@@ -43,13 +43,12 @@ from shredline.streams.kafka.produce import partitions_of
 from shredline.streams.key_store import open_keys
 from shredline.streams.launcher.broker import connect_or_launch
 from shredline.streams.operations.audit import Trail, read_positioned, verify
-from shredline.streams.operations.buffer_read import Deleted, latest_view_value, read_conversation
+from shredline.streams.operations.buffer_read import READ_DEPTH, Deleted, conversation_envelopes, read_conversation
 from shredline.streams.operations.operators import role_principals
 from shredline.streams.operations.signing import provider_key
 from shredline.streams.operations.tenants import provision
 from shredline.streams.operations.termination import Termination
 from shredline.streams.private import check_private
-from shredline.streams.processing.app import VIEW_DEPTH, view_entry_envelopes
 from shredline.streams.reporting.feed import KafkaSinkSource
 from shredline.streams.settings import Settings
 
@@ -124,9 +123,8 @@ def run_demo(base: Settings, progress: Progress) -> int:
         want = sum(e["type"] == "message" and e["conversation_id"] == conversation for e in events)
         record_id = keys.pseudonym(tenant, "conversation", conversation).encode()
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:  # the view trails the split; wait without reading (reads are audited)
-            raw = latest_view_value(operator, prefix, record_id)
-            if raw and len(view_entry_envelopes(raw)) >= min(want, VIEW_DEPTH):
+        while time.monotonic() < deadline:  # the metrics can land before the last batch's buffer records
+            if len(conversation_envelopes(operator, prefix, record_id)) >= min(want, READ_DEPTH):
                 break
             time.sleep(1)
         messages = read_conversation(settings, operator, trail, tenant, conversation, purpose="demo")

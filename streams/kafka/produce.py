@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from aiokafka.partitioner import murmur2
 from confluent_kafka import KafkaException, Producer
 
 from shredline.streams.errors import KafkaOperationError
@@ -15,6 +16,12 @@ from shredline.streams.kafka.connection import Connection
 
 TIMEOUT_S = 30.0
 PARTITION_UA = -1  # "unassigned": let the partitioner choose
+
+
+def key_partition(key: bytes, partitions: int) -> int:
+    """The partition of `partitions` (> 0) where Kafka's default partitioner puts a record keyed
+    `key`: murmur2 of the key, as librdkafka's `murmur2_random` and the Java client compute it."""
+    return int(murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 @dataclass(frozen=True)

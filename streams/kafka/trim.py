@@ -27,9 +27,10 @@ def worker_group(settings: Settings) -> str:
     return topic_name(settings.topic_prefix, Group.WORKER)
 
 
-def view_app_id(settings: Settings) -> str:
-    """The Faust app id of the worker's buffer view, which is also that app's consumer group."""
-    return topic_name(settings.topic_prefix, Group.VIEW)
+def timers_app_id(settings: Settings) -> str:
+    """The Faust app id of the worker's timers (janitor, trimmer, audit relay), which is also that
+    app's consumer group."""
+    return topic_name(settings.topic_prefix, Group.TIMERS)
 
 
 class IngestTrimmer:

@@ -1,7 +1,12 @@
 """`shredline buffer read`: a conversation's recent messages, decrypted, and the read audited.
 
-The messages come from the worker's buffer view (its table's changelog holds ciphertext only);
-opening them needs the conversation key, so a shredded conversation or tenant reads as deleted.
+The messages are read from `buffer.messages` itself, where the worker's split wrote them sealed
+under the conversation's key: the topic's records are keyed by the conversation's pseudonym, so
+all of a conversation's messages are in the one partition that key hashes to (murmur2, the
+partitioner of the worker's producer). A read scans that partition, which holds at most the
+topic's retention (`MAX_BUFFER_TTL_MS`) of messages, and keeps the newest `READ_DEPTH` events.
+No copy of the messages is kept anywhere else: opening them needs the conversation key, so a
+shredded conversation or tenant reads as deleted.
 """
 
 from __future__ import annotations
@@ -9,20 +14,22 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 
 from shredline.keystore.errors import KeyDestroyed
 from shredline.keystore.keys import Sealed
 from shredline.processors.roles import Role
-from shredline.schemas.codec import decode
+from shredline.schemas.codec import DecodeError, decode
 from shredline.schemas.errors import ShredlineError
-from shredline.streams.acl import VIEW_CHANGELOG, Group
+from shredline.streams.acl import Group
 from shredline.streams.catalog import topic_name
 from shredline.streams.kafka.connection import Connection
 from shredline.streams.kafka.offsets import watermarks
+from shredline.streams.kafka.produce import key_partition
 from shredline.streams.operations.audit import Trail
-from shredline.streams.processing.app import view_entry_envelopes
 from shredline.streams.settings import Settings
+
+READ_DEPTH = 50  # events a read returns per conversation, the newest
 
 
 class Deleted(ShredlineError):
@@ -31,35 +38,46 @@ class Deleted(ShredlineError):
     exit_code = 3
 
 
-def latest_view_value(conn: Connection, prefix: str, key: bytes, timeout_s: float = 30.0) -> bytes | None:
-    """The newest value for `key` in the buffer view's changelog of environment `prefix` (scans
-    each partition to its end)."""
-    topic = topic_name(prefix, VIEW_CHANGELOG)
+def conversation_envelopes(
+    conn: Connection, prefix: str, record_id: bytes, timeout_s: float = 30.0
+) -> list[dict[str, Any]]:
+    """The sealed envelopes (decoded `sealed_envelope` records) of one conversation on environment
+    `prefix`'s `buffer.messages`, oldest first: the newest `READ_DEPTH` events, each once (an
+    event sealed again after a redelivery counts once, as its newest copy). Reads the partition
+    `record_id` hashes to, from its start to the end it had when the read began; a record that
+    is not an envelope is skipped. Raises `ShredlineError` when the read stops advancing for
+    `timeout_s` seconds before that end."""
+    topic = topic_name(prefix, Role.BUFFER_MESSAGES)
     group = topic_name(prefix, Group.BUFFER_READ)
-    consumer = Consumer(conn.confluent(**{"group.id": group, "enable.auto.commit": False, "log_level": 3}))
+    settings = {"group.id": group, "enable.auto.commit": False, "auto.offset.reset": "earliest", "log_level": 3}
+    consumer = Consumer(conn.confluent(**settings))
     try:
         metadata = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
-        if metadata is None or metadata.error is not None:
-            return None
-        ends = {}
-        for p in metadata.partitions:
-            low, high = watermarks(consumer, topic, p, timeout_s=timeout_s)
-            if high > low:
-                ends[p] = high
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
-        latest: bytes | None = None
-        done: set[int] = set()
-        deadline = time.monotonic() + timeout_s
-        while len(done) < len(ends) and time.monotonic() < deadline:
+        if metadata is None or metadata.error is not None or not metadata.partitions:
+            return []
+        partition = key_partition(record_id, len(metadata.partitions))
+        low, high = watermarks(consumer, topic, partition, timeout_s=timeout_s)
+        by_event: dict[str, dict[str, Any]] = {}
+        consumer.assign([TopicPartition(topic, partition, low)])
+        moved, position = time.monotonic(), low
+        while position < high:
             msg = consumer.poll(0.5)
             if msg is None or msg.error() is not None:
+                if time.monotonic() - moved > timeout_s:
+                    raise ShredlineError(f"buffer read: {topic} [{partition}] stopped at offset {position} of {high}")
                 continue
-            if msg.key() == key:
-                latest = msg.value()
-            partition, offset = msg.partition() or 0, msg.offset() or 0
-            if offset + 1 >= ends[partition]:
-                done.add(partition)
-        return latest
+            offset = msg.offset() or 0
+            moved, position = time.monotonic(), offset + 1
+            if msg.key() != record_id or not (value := msg.value()):
+                continue
+            try:
+                envelope = decode(value, expect="sealed_envelope")[1]
+            except DecodeError:
+                continue
+            ref = envelope["event_ref"] or f"offset {offset}"
+            by_event.pop(ref, None)  # the newest copy of an event goes last
+            by_event[ref] = envelope
+        return list(by_event.values())[-READ_DEPTH:]
     finally:
         consumer.close()
 
@@ -73,12 +91,10 @@ def read_conversation(
         record_id = keys.pseudonym(tenant, "conversation", conversation)
     except KeyDestroyed:
         raise Deleted(f"tenant {tenant} is terminated: its conversations are deleted") from None
-    raw = latest_view_value(conn, settings.topic_prefix, record_id.encode())
     messages: list[dict[str, Any]] = []
     destroyed = 0
     topic = topic_name(settings.topic_prefix, Role.BUFFER_MESSAGES)
-    for blob in view_entry_envelopes(raw) if raw else []:
-        _r, env = decode(blob, expect="sealed_envelope")
+    for env in conversation_envelopes(conn, settings.topic_prefix, record_id.encode()):
         sealed = Sealed(env["tenant"], "conversation", env["record_id"], env["key_id"], env["nonce"], env["ciphertext"])
         try:
             messages.append(decode(keys.open(sealed, topic), expect="message_event")[1])

@@ -11,9 +11,9 @@ from shredline.keystore.ingest import IngestPublicKey
 from shredline.keystore.keys import Keys
 from shredline.processors.roles import Role
 from shredline.schemas.codec import encode
-from shredline.streams.catalog import PURGE_HEADER, topic_name
+from shredline.streams.catalog import topic_name
 from shredline.streams.kafka.connection import Connection
-from shredline.streams.kafka.produce import Record, partitions_of, produce_and_wait
+from shredline.streams.kafka.produce import Record, produce_and_wait
 from shredline.streams.operations.audit import Trail
 
 
@@ -77,12 +77,3 @@ def announce_ingest_keys(keys: Keys, conn: Connection, trail: Trail, tenant: str
 def ingest_keys_field(public: list[IngestPublicKey]) -> list[dict[str, Any]]:
     """The `ingest_keys` field of a `tenant_control` event."""
     return [{"kem": key.kem.value, "public_key": key.raw} for key in public]
-
-
-def purge_buffer_view(conn: Connection, prefix: str, tenant: str) -> None:
-    """A payload-less marker on every buffer partition: each partition's view drops the tenant."""
-    topic = topic_name(prefix, Role.BUFFER_MESSAGES)
-    markers = [
-        Record(topic, None, partition=p, headers=[(PURGE_HEADER, tenant.encode())]) for p in partitions_of(conn, topic)
-    ]
-    produce_and_wait(conn, markers, f"purge markers for {tenant}")

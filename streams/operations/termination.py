@@ -1,7 +1,7 @@
 """Terminating a tenant: six steps, each recorded, so a crash at any point is finished by re-running.
 
     intent → keys (fence + destroy; rotate the master key, destroying the version that wrapped
-    the root) → announce (control.tenants + buffer-view purge) → trim (processed ingest records;
+    the root) → announce (control.tenants) → trim (processed ingest records;
     count the unprocessed ones, sealed to the destroyed key) → verify (sampled buffer records
     unreadable, no key left, no byte of a destroyed key in any file of the key store) →
     certificate (signed JSON + text)
@@ -45,7 +45,7 @@ from shredline.streams.kafka.produce import Record, produce_and_wait
 from shredline.streams.kafka.trim import INGEST, IngestTrimmer, worker_group
 from shredline.streams.operations import certificate
 from shredline.streams.operations.audit import Trail
-from shredline.streams.operations.tenants import announce, purge_buffer_view
+from shredline.streams.operations.tenants import announce
 from shredline.streams.settings import Settings
 
 STEPS = ("intent", "keys", "announce", "trim", "verify", "certificate")
@@ -183,9 +183,8 @@ class Termination:
             generation=max(generation, 1),
             reason=state["reason"],
         )
-        purge_buffer_view(self.conn, self.prefix, tenant)
         self.trail.record("tenant.terminate.announce", tenant)
-        return {"summary": "TERMINATED on control.tenants; buffer view purge markers written"}
+        return {"summary": "TERMINATED on control.tenants"}
 
     def _trim(self, tenant: str, generation: int, state: dict[str, Any]) -> dict[str, Any]:
         topics = [topic_name(self.prefix, t) for t in INGEST]
@@ -376,7 +375,7 @@ class Termination:
             "key_id_digests": digests,
             "key_id_digests_sha256": hashlib.sha256("\n".join(digests).encode()).hexdigest(),
             "topics_affected": {
-                topic_name(p, Role.BUFFER_MESSAGES): "sealed records unreadable (keys destroyed); buffer view purged",
+                topic_name(p, Role.BUFFER_MESSAGES): "sealed records unreadable (keys destroyed)",
                 topic_name(p, Role.BUFFER_CONTACTS): "sealed records unreadable (keys destroyed)",
                 **{topic_name(p, t): ingest_effect for t in INGEST},
                 topic_name(p, Role.CONTROL_TENANTS): "TERMINATED announced; every worker evicts the tenant",

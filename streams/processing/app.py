@@ -1,46 +1,39 @@
-"""The worker: the split and control loops, and a Faust app for the buffer view and timers.
+"""The worker: the split and control loops, and a Faust app for its timers.
 
 Built by `build_app` (no module-level app) and run by `run_worker`. The split runs on its own
 thread, from the worker's start, as a plain confluent-kafka consumer in the worker's group
 (`SplitLoop`: batches of up to 500 records, one key-store transaction each, outputs through one
 producer (`Outputs`) acknowledged before the batch's offsets are committed). At-least-once: a
 crash re-processes at most the batch in hand, and every effect tolerates that (sealing again is
-harmless, the buffer view skips events it already holds, key destruction is idempotent). The
-split is not a Faust agent because Faust's acknowledgements cannot be held across a batch: its
-recovery re-delivers offsets and resets its committed offsets under a batch in flight, and a
-restarted worker then stopped committing (docs/performance.md, Worker). The Faust app (its own
-group, `shredline-worker-view`) runs the buffer view, janitor, trimmer and audit relay; the
+harmless, `buffer read` shows an event once, key destruction is idempotent). The split is not a
+Faust agent because Faust's acknowledgements cannot be held across a batch: its recovery
+re-delivers offsets and resets its committed offsets under a batch in flight, and a restarted
+worker then stopped committing (docs/performance.md, Worker). The Faust app (its own group,
+`shredline-worker-timers`, no streams) runs the janitor, trimmer, audit relay and heartbeat; the
 control loop (`control_loop.py`) evicts terminated tenants on a thread of its own, so neither a
 batch nor the app's start-up delays it.
 
-Memory stays flat: the split holds one batch at a time, the view's consumer at most
-`broker_max_poll_records` records per poll, and the buffer view forgets a conversation once its
-key is destroyed (closed, expired or terminated): the janitor finds those entries, and the view
-agent deletes each one (changelog tombstone included) when it next handles a record of that
-entry's partition.
+Memory stays flat: the split holds one batch at a time, and no copy of the buffer is kept
+(`buffer read` reads `buffer.messages` itself).
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 import logging
 import os
 import threading
 import time
-from typing import Any, Protocol
+from typing import Protocol
 
 import faust
-from aiokafka.partitioner import DefaultPartitioner
 
 from shredline.keystore.errors import KeyStoreUnavailable
 from shredline.keystore.keys import Keys
 from shredline.processors.roles import Role
-from shredline.schemas.codec import DecodeError, decode
-from shredline.streams.catalog import CATALOG, MARKER_HEADER, PURGE_HEADER, topic_name
+from shredline.streams.catalog import CATALOG, MARKER_HEADER, topic_name
 from shredline.streams.kafka.connection import Connection
-from shredline.streams.kafka.trim import INGEST, IngestTrimmer, view_app_id, worker_group
+from shredline.streams.kafka.trim import INGEST, IngestTrimmer, timers_app_id, worker_group
 from shredline.streams.operations.audit import Trail
 from shredline.streams.processing.control_loop import ControlLoop
 from shredline.streams.processing.outputs import Outputs
@@ -59,49 +52,12 @@ class Loop(Protocol):
     def run(self, stop: threading.Event) -> None: ...
 
 
-VIEW_DEPTH = 50  # messages kept per conversation in the buffer view
-VIEW_TABLE = "buffer-view"
 JANITOR_EVERY_S = 30.0
 TRIM_EVERY_S = 10.0
 AUDIT_EVERY_S = 5.0
 HEARTBEAT_S = 5.0
-MAX_POLL_RECORDS = 500  # records fetched ahead per poll: bounds the prefetched backlog
 LOOP_STOP_S = 20.0  # how long a clean stop waits for a loop's batch in hand (then it is redone)
-STALL_S = 90.0  # > Faust's longest normal pause (a rebalance with table recovery)
-
-
-def view_changelog(settings: Settings) -> str:
-    """Faust's changelog topic of the buffer view (ciphertext only), which `buffer read` reads
-    (named in the ACL table too: `shredline.streams.acl.VIEW_CHANGELOG`)."""
-    return f"{view_app_id(settings)}-{VIEW_TABLE}-changelog"
-
-
-def add_to_view(
-    current: dict[str, Any] | None, tenant: str, envelope: bytes, event_ref: str | None, key_id: str | None = None
-) -> dict[str, Any]:
-    """The view entry with `envelope` appended (once per event), trimmed to the newest VIEW_DEPTH;
-    `key_id` is the conversation key the newest envelope is sealed under."""
-    entry = current or {"tenant": tenant, "envelopes": [], "refs": []}
-    if event_ref is not None and event_ref in entry["refs"]:
-        return entry
-    entry["envelopes"] = [*entry["envelopes"], base64.b64encode(envelope).decode()][-VIEW_DEPTH:]
-    entry["refs"] = [*entry["refs"], event_ref or ""][-VIEW_DEPTH:]
-    if key_id is not None:
-        entry["key_id"] = key_id
-    return entry
-
-
-def entry_key_id(entry: dict[str, Any]) -> str | None:
-    """The key the entry's newest envelope is sealed under (read from the envelope for an entry
-    written before entries named it)."""
-    if "key_id" in entry:
-        return str(entry["key_id"])
-    if not entry.get("envelopes"):
-        return None
-    try:
-        return str(decode(base64.b64decode(entry["envelopes"][-1]), expect="sealed_envelope")[1]["key_id"])
-    except DecodeError:
-        return None
+STALL_S = 90.0  # > Faust's longest normal pause (a rebalance)
 
 
 def faust_app(settings: Settings, conn: Connection, name: str) -> faust.App:
@@ -130,25 +86,14 @@ def faust_app(settings: Settings, conn: Connection, name: str) -> faust.App:
         broker_commit_every=10_000,
         broker_commit_interval=1.0,
         consumer_auto_offset_reset="earliest",
-        broker_max_poll_records=MAX_POLL_RECORDS,
-        table_cleanup_interval=30.0,
     )
 
 
 def build_app(settings: Settings, conn: Connection, keys: Keys, trail: Trail) -> tuple[faust.App, list[Loop]]:
-    """The Faust app (buffer view, timers) and the loops that `run_worker` runs beside it, each on a
-    thread of its own from the start: the split and control."""
+    """The Faust app (timers) and the loops that `run_worker` runs beside it, each on a thread of
+    its own from the start: the split and control."""
     prefix = settings.topic_prefix
-    app = faust_app(settings, conn, view_app_id(settings))
-    buffer_messages = app.topic(
-        topic_name(prefix, Role.BUFFER_MESSAGES),
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-        partitions=next(s.partitions for s in CATALOG if s.role == Role.BUFFER_MESSAGES),
-    )
-
+    app = faust_app(settings, conn, timers_app_id(settings))
     outputs = Outputs(conn, prefix)
     splitter = Splitter(keys, prefix, outputs.send, allow_plaintext=settings.allow_plaintext_ingest)
     if settings.allow_plaintext_ingest:
@@ -160,79 +105,16 @@ def build_app(settings: Settings, conn: Connection, keys: Keys, trail: Trail) ->
 
     split_loop = SplitLoop(conn, worker_group(settings), {topic_name(prefix, r): r for r in INGEST}, splitter)
 
-    view = app.Table(
-        VIEW_TABLE,
-        default=None,
-        partitions=6,
-        # Recovery decodes keys with the serializer Faust derives from key_type (JSON unless bytes),
-        # not the schema's: without this a restarted worker could not rebuild the view, and stalled.
-        key_type=bytes,
-        schema=faust.Schema(key_type=bytes, key_serializer="raw", value_serializer="json"),
-        extra_topic_configs={"message.timestamp.type": "LogAppendTime"},
-    )
-
-    partitioner = DefaultPartitioner()
-    view_partitions = list(range(next(s.partitions for s in CATALOG if s.role == Role.BUFFER_MESSAGES)))
-    # View entries whose conversation key is destroyed, by the partition they live in (the janitor
-    # finds them; the view agent deletes them, since only it can write a partition's changelog).
-    forget: dict[int, set[bytes]] = {p: set() for p in view_partitions}
-
-    async def find_destroyed() -> int:
-        """Queue every view entry held here whose newest key is destroyed; returns how many. The
-        entries are listed on the loop (where the view agent changes them), the store asked off it."""
-        held = [(key, key_id) for key, entry in list(view.items()) if entry and (key_id := entry_key_id(entry))]
-
-        def destroyed() -> list[bytes]:
-            return [key for key, key_id in held if keys.store.was_destroyed(key_id)]
-
-        doomed = await asyncio.get_running_loop().run_in_executor(None, destroyed)
-        for key in doomed:
-            forget[partitioner(key, view_partitions, view_partitions)].add(key)
-        return len(doomed)
-
-    @app.agent(buffer_messages, name="buffer-view")
-    async def buffer_view(stream: faust.StreamT[bytes]) -> None:
-        async for event in stream.events():
-            value = event.message.value
-            purge = dict(event.message.headers or []).get(PURGE_HEADER)
-            if purge is not None:
-                # A termination: drop the tenant's entries that live in this partition (the
-                # changelog tombstone must go to the partition the entry belongs to).
-                tenant, here = purge.decode(), event.message.partition
-                doomed = [
-                    k
-                    for k, v in list(view.items())
-                    if v and v.get("tenant") == tenant and partitioner(k, view_partitions, view_partitions) == here
-                ]
-                for key in doomed:
-                    del view[key]
-                log.info("buffer view: purged %d conversations of a terminated tenant", len(doomed))
-                continue
-            doomed_here = forget[event.message.partition]
-            while doomed_here:
-                if (gone := doomed_here.pop()) in view:
-                    del view[gone]
-            try:
-                _record, envelope = decode(value, expect="sealed_envelope")
-                key = event.message.key
-                entry = add_to_view(view.get(key), envelope["tenant"], value, envelope["event_ref"], envelope["key_id"])
-                view[key] = entry
-            except Exception as exc:  # the view is derived data: log and go on, never crash the agent
-                log.warning("buffer view: skipped a record (%s)", type(exc).__name__)
-
     @app.timer(interval=JANITOR_EVERY_S)
     async def janitor() -> None:
         loop = asyncio.get_running_loop()
         try:  # off the event loop: the store may be busy with a batch or another process
             expired = await loop.run_in_executor(None, keys.expire)
-            forgotten = await find_destroyed()
         except KeyStoreUnavailable:
             log.warning("janitor: key store unavailable; expiry waits for the next run")
-            expired, forgotten = [], 0
+            expired = []
         if expired:
             log.info("janitor: destroyed %d expired conversation keys", len(expired))
-        if forgotten:
-            log.info("janitor: %d buffer view entries of destroyed conversation keys to forget", forgotten)
         log.info(
             "progress: %(processed)d processed, %(dropped)d dropped (terminated), %(dead)d dead-lettered",
             splitter.counts,
@@ -331,9 +213,3 @@ def relay_before_exit(trail: Trail) -> None:
         log.warning("audit: the last relay failed (%s); the records stay in the outbox", type(exc).__name__)
         return
     log.info("audit: %d records appended before exit", sent)
-
-
-def view_entry_envelopes(raw: bytes) -> list[bytes]:
-    """The envelopes of one buffer-view changelog value, oldest first."""
-    entry = json.loads(raw)
-    return [base64.b64decode(e) for e in entry.get("envelopes", [])]

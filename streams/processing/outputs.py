@@ -5,8 +5,8 @@ A librdkafka (confluent-kafka) producer, idempotent with `acks=all`, so a batch 
 record instead of a Faust send each. `send` is blocking and runs on the splitter's thread: it
 returns only when every record of the batch is acknowledged, so Faust, which acks the batch's
 input offsets after that, commits nothing whose outputs are not durable (at-least-once). Records
-are keyed as before and partitioned with murmur2, Kafka's and aiokafka's partitioner, so a key
-lands on the partition it always did (the buffer view's purge relies on it).
+are keyed as before and partitioned with murmur2, Kafka's default partitioner, so a key lands on
+the partition it always did (`buffer read` finds a conversation's partition from its key).
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from confluent_kafka.admin import AclBinding, AclOperation, AclPermissionType, R
 
 from shredline.processors.roles import Role
 from shredline.schemas.codec import encode
-from shredline.streams.acl import VIEW_CHANGELOG, AccessRole, Group, bindings, default_principals
+from shredline.streams.acl import FAUST_TOPICS, AccessRole, Group, bindings, default_principals
 from shredline.streams.catalog import CATALOG, topic_name
 from shredline.streams.errors import KafkaOperationError
 from shredline.streams.kafka.acls import describe_owned
@@ -36,7 +36,7 @@ from tests.integration.test_worker import Worker, cli
 pytestmark = pytest.mark.kafka
 UPSTREAM, WORKER, SINK = AccessRole.UPSTREAM, AccessRole.WORKER, AccessRole.SINK
 OPERATOR, ADMIN = AccessRole.OPERATOR, AccessRole.ADMIN
-CHANGELOG = "buffer view changelog"
+FAUST = "a Faust topic of the worker's timers app"
 INGEST = ("ingest.messages", "ingest.contacts", "ingest.executions")
 
 #: What each role may do on each topic: p = produce, c = consume, d = delete records. Written out
@@ -45,25 +45,24 @@ ALLOWED: dict[AccessRole, dict[str, str]] = {
     UPSTREAM: {**dict.fromkeys(INGEST, "p"), "control.tenants": "c"},
     WORKER: {
         **dict.fromkeys(INGEST, "pcd"),  # split, segment-roll markers, trim
-        "buffer.messages": "pc",  # the buffer view reads them back
+        "buffer.messages": "p",  # sealed messages; `buffer read` (operators) reads them
         "buffer.contacts": "p",
         "metrics.usage": "p",
         "logs.executions": "p",
         "deadletter.ingest": "p",
         "control.tenants": "c",
         "audit.events": "pc",
-        CHANGELOG: "pc",
+        FAUST: "pc",
     },
     SINK: dict.fromkeys(("metrics.usage", "logs.executions", "control.tenants", "audit.events"), "c"),
     OPERATOR: {
         **dict.fromkeys(INGEST, "pcd"),  # termination: count the sealed backlog, trim, markers
-        "buffer.messages": "pc",  # purge markers, verify samples
+        "buffer.messages": "c",  # buffer read, termination's verify samples
         "buffer.contacts": "c",
         "control.tenants": "p",
         "audit.events": "pc",
-        CHANGELOG: "c",  # buffer read
     },
-    ADMIN: dict.fromkeys([*(s.role.value for s in CATALOG), CHANGELOG], "pcd"),
+    ADMIN: dict.fromkeys([*(s.role.value for s in CATALOG), FAUST], "pcd"),
 }
 #: The consumer group each role reads with (DESCRIBE granted); admin may use any.
 HOME_GROUP = {
@@ -143,11 +142,11 @@ def test_every_role_may_do_exactly_its_cells_on_every_topic(broker: Broker, topi
         pytest.skip("one certificate for every role: nothing to tell apart")
     apply_catalog(broker.connection, topic_prefix, 1)
     topics = {spec.role.value: topic_name(topic_prefix, spec.role) for spec in CATALOG}
-    topics[CHANGELOG] = topic_name(topic_prefix, VIEW_CHANGELOG)  # Faust creates it; here, admin does
+    topics[FAUST] = topic_name(topic_prefix, f"{FAUST_TOPICS}__assignor-__leader")  # Faust creates it; here, admin
     from confluent_kafka.admin import NewTopic
 
     admin = admin_client(broker.connection)
-    admin.create_topics([NewTopic(topics[CHANGELOG], 1, 1)])[topics[CHANGELOG]].result(timeout=30)
+    admin.create_topics([NewTopic(topics[FAUST], 1, 1)])[topics[FAUST]].result(timeout=30)
     produce_and_wait(broker.connection, [Record(t, b"seed", key=b"k", partition=0) for t in topics.values()], "seeds")
     broker.grant(topic_prefix)
 
@@ -387,7 +386,7 @@ def test_the_pipeline_runs_end_to_end_with_role_certificates_only(
             (e["tenant"], e["conversation_id"]) for e in messages if e["conversation_id"] not in closed
         )
         read = ("buffer", "read", tenant, conversation, "--purpose", "e2e")
-        wait_for(lambda: bool(ok(*read).stdout), 60, "the buffer view")  # the view trails the split
+        wait_for(lambda: bool(ok(*read).stdout), 60, "the conversation on the buffer")
         policy = tmp_path / "policy.txt"
         policy.write_text("names, phones and messages, only to run your workflows\n")
         ok("policy", "publish", "2026-12", str(policy))

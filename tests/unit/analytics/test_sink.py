@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -14,8 +15,12 @@ from tests.unit.analytics.test_warehouse import KEY, fact
 TOPIC = "t.metrics.usage"
 
 
+#: Today's: the sink forgets de-dup tokens of days older than DEDUP_KEEP_DAYS, by the wall clock.
+RECENT = dt.datetime.now(dt.UTC).replace(second=0, microsecond=0)
+
+
 def metric(n: int) -> bytes:
-    return encode("usage_metric", fact(n.to_bytes(16, "big")))
+    return encode("usage_metric", {**fact(n.to_bytes(16, "big")), "minute": RECENT})
 
 
 class ListSource:

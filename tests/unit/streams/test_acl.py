@@ -12,7 +12,6 @@ from shredline.processors.roles import Role
 from shredline.streams.acl import (
     FAUST_TOPICS,
     GRANTS,
-    VIEW_CHANGELOG,
     AccessRole,
     Binding,
     Group,
@@ -40,7 +39,7 @@ def granted(role: AccessRole, topic: Role, op: Op, prefix: str = "env") -> bool:
 
 
 def test_every_grant_names_a_catalog_topic_a_group_or_fausts_topics() -> None:
-    known = {s.role.value for s in CATALOG} | {g.value for g in Group} | {FAUST_TOPICS, VIEW_CHANGELOG}
+    known = {s.role.value for s in CATALOG} | {g.value for g in Group} | {FAUST_TOPICS}
     assert {g.name for g in GRANTS} <= known
     assert not [g for g in GRANTS if g.role is AccessRole.ADMIN]  # a super user: no binding
 
@@ -85,7 +84,12 @@ def test_plan_creates_what_is_missing_and_deletes_what_the_table_no_longer_says(
     assert changes.create == (dropped,)
     assert set(changes.delete) == {stale, deny}
     assert not plan(desired, desired)
-    assert ("TOPIC", "env.shredline-worker-view-", "PREFIXED") in owned_patterns("env")
+    assert ("TOPIC", "env.shredline-worker-timers-", "PREFIXED") in owned_patterns("env")
+    # what earlier versions granted is still owned, so `acl apply` removes it after an upgrade
+    assert ("GROUP", "env.shredline-worker-view", "LITERAL") in owned_patterns("env")
+    assert ("TOPIC", "env.shredline-worker-view-buffer-view-changelog", "LITERAL") in owned_patterns("env")
+    old = Binding("User:worker", "GROUP", "env.shredline-worker-view", "LITERAL", "READ")
+    assert plan(desired, [*desired, old]).delete == (old,)
     assert ("TOPIC", "other.audit.events", "LITERAL") not in owned_patterns("env")
 
 
@@ -101,10 +105,16 @@ def test_the_principal_is_the_common_name_as_the_broker_maps_it(subject: str, pr
     assert principal_of_subject(subject) == principal
 
 
-def test_the_view_changelog_in_the_table_is_the_one_faust_creates() -> None:
-    from shredline.streams.processing.app import view_changelog
+def test_the_faust_topics_in_the_table_are_the_ones_the_worker_app_creates() -> None:
+    from shredline.streams.kafka.trim import timers_app_id
 
-    assert view_changelog(Settings(topic_prefix="env")) == topic_name("env", VIEW_CHANGELOG)
+    assert f"{timers_app_id(Settings(topic_prefix='env'))}-" == topic_name("env", FAUST_TOPICS)
+
+
+def test_only_operators_read_the_buffer_and_nobody_but_the_worker_writes_it() -> None:
+    for topic in (Role.BUFFER_MESSAGES, Role.BUFFER_CONTACTS):
+        assert {r for r in AccessRole if granted(r, topic, Op.READ)} == {AccessRole.OPERATOR}
+        assert {r for r in AccessRole if granted(r, topic, Op.WRITE)} == {AccessRole.WORKER}
 
 
 # -- connections: which certificate a command presents -------------------------------------------

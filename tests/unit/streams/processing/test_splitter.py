@@ -283,6 +283,6 @@ def test_processing_the_same_event_twice_is_harmless(tmp_path: Path) -> None:
     h.handle("ingest.messages", h.wire("ingest.messages", message()))
     h.handle("ingest.messages", h.wire("ingest.messages", message()))
     refs = {decode(v or b"")[1]["event_ref"] for _k, v in h.on("buffer.messages")}
-    assert len(refs) == 1  # same event, same ref: the buffer view shows it once
+    assert len(refs) == 1  # same event, same ref: `buffer read` shows it once
     tokens = [decode(v or b"")[1]["dedup"] for _k, v in h.on("metrics.usage")]
     assert len(tokens) == 2 and tokens[0] == tokens[1] and tokens[0] is not None  # the sink counts it once
