@@ -123,8 +123,8 @@ def splitter_cpu_us(events: list[dict[str, Any]], kem: Kem | None) -> float:
     now = dt.datetime.now(dt.UTC)
     keys = tenant_keys(Path(tempfile.mkdtemp(prefix="shredline-bench-splitter-")), {str(e["tenant"]) for e in events})
 
-    def discard(_outputs: list[tuple[Role, bytes | None, bytes | None]]) -> None:
-        return None
+    def discard(_outputs: list[tuple[Role, bytes | None, bytes | None]]) -> dict[int, str]:
+        return {}  # every output written, none refused
 
     splitter = Splitter(keys, "bench", discard, allow_plaintext=kem is None)
     records = []

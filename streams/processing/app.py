@@ -40,16 +40,20 @@ from shredline.streams.processing.outputs import Outputs
 from shredline.streams.processing.repeats import quiet_repeats
 from shredline.streams.processing.split_loop import SplitLoop
 from shredline.streams.processing.splitter import Splitter
-from shredline.streams.processing.supervise import STALLED
+from shredline.streams.processing.supervise import STALLED, stalled
 from shredline.streams.settings import Settings
 
 log = logging.getLogger("shredline.worker")
 
 
 class Loop(Protocol):
-    """A loop the worker runs on a thread of its own until `stop` is set."""
+    """A loop the worker runs on a thread of its own until `stop` is set; `progress_at` is when it
+    last moved on, in `time.monotonic()` seconds (the watchdog exits the worker when that is more
+    than STALL_S ago)."""
 
     def run(self, stop: threading.Event) -> None: ...
+    @property
+    def progress_at(self) -> float: ...
 
 
 JANITOR_EVERY_S = 30.0
@@ -157,8 +161,9 @@ def run_worker(settings: Settings, conn: Connection, keys: Keys, loglevel: str =
     the process exits. The split loop runs on its own thread from the start (it does not wait for
     the Faust app's group), and is stopped after the app, finishing and committing the batch in
     hand. A watchdog thread exits the process with STALLED when the app's heartbeat timer stops
-    running, and so does a split loop that fails (see `shredline.streams.processing.supervise`,
-    which restarts it: nothing it had not finished was committed, so nothing is lost)."""
+    running or a loop stops moving on (`Loop.progress_at`) for STALL_S, and so does a loop that
+    fails (see `shredline.streams.processing.supervise`, which restarts it: nothing it had not
+    finished was committed, so nothing is lost)."""
     trail = Trail(conn, keys, settings)
     app, loops = build_app(settings, conn, keys, trail)
     beat = {"at": time.monotonic()}
@@ -171,9 +176,10 @@ def run_worker(settings: Settings, conn: Connection, keys: Keys, loglevel: str =
     def watchdog() -> None:
         while True:
             time.sleep(HEARTBEAT_S)
-            silent = time.monotonic() - beat["at"]
-            if silent > STALL_S and not stop.is_set():  # a clean stop has its own deadlines
-                log.error("worker stalled: no heartbeat for %.0f s; exiting to be restarted", silent)
+            last = {"the heartbeat timer": beat["at"], **{type(loop).__name__: loop.progress_at for loop in loops}}
+            late = stalled(time.monotonic(), last, STALL_S, stopping=stop.is_set())
+            if late is not None:
+                log.error("worker stalled: %s has not moved on for %.0f s; exiting to be restarted", *late)
                 logging.shutdown()
                 os._exit(STALLED)
 

@@ -3,7 +3,9 @@
 A confluent-kafka consumer that joins no group (it assigns every partition itself, from where the
 topic ended when the worker started, and commits nothing), so a worker evicts a terminated tenant's
 keys within a poll of the event, whatever the split or the Faust app are doing: a batch in hand,
-a locked key store, or the Faust app still joining its group after a restart.
+a locked key store, or the Faust app still joining its group after a restart. Its `progress_at`
+tells the worker's watchdog when it last moved on (`split_loop.Progress`): a topic it may not
+read, say, holds it.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from shredline.keystore.keys import Keys
 from shredline.schemas.codec import DecodeError, decode
 from shredline.streams.kafka.connection import Connection
 from shredline.streams.kafka.offsets import topic_ends
-from shredline.streams.processing.split_loop import consumer_error
+from shredline.streams.processing.split_loop import Progress, consumer_error
 
 log = logging.getLogger("shredline.control")
 POLL_S = 0.2  # how long a poll waits; also how soon `stop` is seen
@@ -31,6 +33,7 @@ class ControlLoop:
         self.keys = keys
         self._start = [TopicPartition(topic, p, end) for p, end in topic_ends(conn, topic, partitions, group).items()]
         self._consumer = Consumer(conn.confluent(**{"group.id": group, "enable.auto.commit": False, "log_level": 3}))
+        self._progress = Progress()
 
     def run(self, stop: threading.Event) -> None:
         """Evict each tenant a TERMINATED event names until `stop` is set. Raises `KafkaException`
@@ -39,15 +42,20 @@ class ControlLoop:
         try:
             while not stop.is_set():
                 message = self._consumer.poll(POLL_S)
-                if message is None:
-                    continue
-                error = message.error()
-                if error is not None:
-                    consumer_error(error, "control")
-                    continue
-                self.handle(message.value())
+                if message is not None:
+                    error = message.error()
+                    if error is None:
+                        self.handle(message.value())
+                    else:
+                        consumer_error(error, "control", message.topic())
+                self._progress.turn([] if message is None else [message])
         finally:
             self._consumer.close()
+
+    @property
+    def progress_at(self) -> float:
+        """`time.monotonic()` seconds when the loop last moved on (see `split_loop.Progress`)."""
+        return self._progress.at
 
     def handle(self, value: bytes | None) -> None:
         try:

@@ -12,6 +12,11 @@ logged, and those records are processed again by their new owner.
 
 librdkafka keeps the group membership on its own thread, so a batch that waits on a locked key
 store keeps the partitions, up to `max.poll.interval.ms` (5 min).
+
+`progress_at` tells the worker's watchdog when the loop last moved on (`Progress`): a turn that
+polled nothing or finished its batch does; a batch still in hand (outputs retried, key store
+unavailable) does not, nor does a loop its consumer reported a permanent error to (an
+authorization refusal, an inconsistent group protocol), which would otherwise only log.
 """
 
 from __future__ import annotations
@@ -19,13 +24,15 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Protocol
 
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from shredline.processors.roles import Role
 from shredline.streams.catalog import MARKER_HEADER
+from shredline.streams.kafka.admin import AUTHORIZATION_FAILED
 from shredline.streams.kafka.connection import Connection
 from shredline.streams.processing.splitter import Record, Splitter
 
@@ -43,6 +50,7 @@ class SplitLoop:
         self.topics = dict(topics)
         self.splitter = splitter
         self.batch = batch
+        self._progress = Progress()
         self._consumer = Consumer(
             conn.confluent(
                 **{
@@ -65,10 +73,17 @@ class SplitLoop:
         try:
             while not stop.is_set():
                 first = self._consumer.poll(POLL_S)  # waits for one record, not for a whole batch
-                if first is not None:
-                    self.handle([first, *self._consumer.consume(self.batch - 1, 0)])
+                batch = [] if first is None else [first, *self._consumer.consume(self.batch - 1, 0)]
+                if batch:
+                    self.handle(batch)
+                self._progress.turn(batch)
         finally:
             self._consumer.close()
+
+    @property
+    def progress_at(self) -> float:
+        """`time.monotonic()` seconds when the loop last moved on (see `Progress`)."""
+        return self._progress.at
 
     def handle(self, messages: list[Message]) -> None:
         """Split one batch, then commit where it ends."""
@@ -117,7 +132,7 @@ def batch_of(
     for message in messages:
         error = message.error()
         if error is not None:
-            consumer_error(error, "split")
+            consumer_error(error, "split", message.topic())
             continue
         topic, partition, offset = str(message.topic()), int(message.partition() or 0), int(message.offset() or 0)
         ends[(topic, partition)] = offset + 1
@@ -129,13 +144,55 @@ def batch_of(
     return records, ends
 
 
-def consumer_error(error: KafkaError, loop: str) -> None:
-    """What a consumer loop does with an error a poll returned in place of a record: raises
-    `KafkaException` for a fatal one; logs any other (librdkafka retries it) but partition EOF."""
+#: Consumer errors only an operator can end: the group or a topic refused to the worker, a group
+#: its members disagree on. librdkafka reports most of them once, then polls return nothing.
+PERMANENT = AUTHORIZATION_FAILED | {KafkaError.INCONSISTENT_GROUP_PROTOCOL, KafkaError.INVALID_GROUP_ID}
+
+
+def permanent(error: KafkaError) -> bool:
+    """Does `error`, returned by a poll, keep the consumer from ever moving on by itself? Poll
+    errors carry no retriable flag (confluent-kafka builds them from the bare code), so the code
+    decides; any other non-fatal one librdkafka retries."""
+    return not error.retriable() and error.code() in PERMANENT
+
+
+def consumer_error(error: KafkaError, loop: str, topic: str | None = None) -> None:
+    """What a consumer loop does with an error a poll returned in place of a record (of `topic`,
+    if it names one): raises `KafkaException` for a fatal one; logs a permanent one at ERROR (the
+    loop's `Progress` then holds, and the watchdog restarts the worker), any other but partition
+    EOF as a warning (librdkafka retries it)."""
     if error.fatal():
         raise KafkaException(error)
-    if error.code() != KafkaError._PARTITION_EOF:
+    if permanent(error):
+        where = topic or "its group"
+        log.error("%s: consumer refused on %s (%s): only an operator can fix it", loop, where, error.name())
+    elif error.code() != KafkaError._PARTITION_EOF:
         log.warning("%s: consumer reports %s (retrying)", loop, error.name())
+
+
+class Progress:
+    """When a consumer loop last moved on: `at`, in `time.monotonic()` seconds (`clock`), read by
+    the worker's watchdog from another thread. The loop calls `turn` after each turn it completed,
+    with what its poll returned (nothing for an idle poll): that turn moves it on unless a
+    permanent consumer error stands. One stands from its report until a record arrives from its
+    topic (from any topic, for an error of the group), since librdkafka reports most of them
+    once, after which polls return nothing."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self.at = clock()
+        self._standing: set[str | None] = set()  # the topics of permanent errors (None: the group's)
+
+    def turn(self, messages: Iterable[KafkaMessage]) -> None:
+        """Note a completed turn and what its poll returned (records and errors, in order)."""
+        for message in messages:
+            error = message.error()
+            if error is None:
+                self._standing.difference_update((message.topic(), None))
+            elif permanent(error):
+                self._standing.add(message.topic())
+        if not self._standing:
+            self.at = self._clock()
 
 
 def broker_time(kind: int, millis: int) -> dt.datetime | None:

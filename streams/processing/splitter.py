@@ -9,9 +9,11 @@ is on.
 
 Batched: `handle_batch` runs a batch's key-store work in one transaction (`Keys.batch`), on the
 caller's thread (the worker's split loop, never the event loop); only once that transaction has
-committed are the batch's outputs given, in order, to `send(outputs)`, which returns when they
-are all durable. So every key is durable before ciphertext under it leaves, and a destruction
-commits with (and after) the seals that precede it.
+committed are the batch's outputs given, in order, to `send(outputs)`, which returns when each is
+durable or refused for good. So every key is durable before ciphertext under it leaves, and a
+destruction commits with (and after) the seals that precede it. The ingest record an output
+refused for good came from (one too large for its topic, say) is dead-lettered, naming the topic
+and Kafka's error, and the batch completes: one poison record cannot stall a partition.
 
 Kafka-agnostic: `send` is any blocking callable, so this runs the same in the worker and in tests.
 It fails closed: a record whose key cannot be had is dropped (terminated tenant, counted without
@@ -22,6 +24,7 @@ it waits and retries the whole batch, and nothing is written.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import datetime as dt
 import logging
 import re
@@ -47,12 +50,23 @@ from shredline.streams.catalog import topic_name
 
 log = logging.getLogger("shredline.splitter")
 Output = tuple[Role, bytes | None, bytes | None]  # role, key, value (None: a tombstone)
-Send = Callable[[list[Output]], None]  # blocking: returns once every output is durable, in order
+#: The outputs `send` could not write, ever: index in the list it was given -> Kafka's error name.
+Refusals = dict[int, str]
+Send = Callable[[list[Output]], Refusals]  # blocking: returns once every output is durable or refused, in order
 Where = tuple[Role, int, int]  # ingest role, partition, offset
 Record = tuple[Role, int, int, bytes | None, dt.datetime | None]  # where, value, broker time
 _TENANT = re.compile(r"[a-z0-9][a-z0-9-]{1,62}")
 RETRY_S = 0.1  # then the busy timeout (0.5 s in the worker) waits again: the lock is polled, not slept through
 SEAL_KINDS = {"conversation": "MESSAGE", "contact": "CONTACT"}
+
+
+@dataclasses.dataclass
+class _Source:
+    """One ingest record of the batch in hand: where it is, its tenant once known, its outputs."""
+
+    where: Where
+    tenant: str | None = None
+    outputs: list[Output] = dataclasses.field(default_factory=list)
 
 
 class Splitter:
@@ -74,7 +88,7 @@ class Splitter:
         self.clock = clock or (lambda: dt.datetime.now(dt.UTC))
         self.allow_plaintext = allow_plaintext
         self.counts = {"processed": 0, "dead": 0, "dropped": 0, "plaintext": 0}
-        self._out: list[Output] = []
+        self._sources: list[_Source] = []
         self._tally: collections.Counter[str] = collections.Counter()
 
     def handle(
@@ -88,22 +102,67 @@ class Splitter:
 
     def handle_batch(self, records: Sequence[Record]) -> list[str]:
         """Process ingest records in order; returns each one's outcome. Blocking: returns once the
-        batch's key-store transaction has committed and `send` has delivered all its outputs.
-        While the store is unavailable it retries the whole batch every RETRY_S, writing nothing."""
+        batch's key-store transaction has committed and `send` has delivered all its outputs (or
+        refused some for good: their records are then dead-lettered, outcome "dead"). While the
+        store is unavailable it retries the whole batch every RETRY_S, writing nothing."""
         while True:
-            self._out, self._tally = [], collections.Counter()
+            self._sources, self._tally = [], collections.Counter()
             try:
                 with self.keys.batch():
-                    outcomes = [self._handle((role, p, o), value, ts) for role, p, o, value, ts in records]
+                    outcomes = [self._handle_one((role, p, o), value, ts) for role, p, o, value, ts in records]
             except KeyStoreUnavailable:
                 log.warning("key store unavailable; retrying in %.1fs (nothing written)", RETRY_S)
                 time.sleep(RETRY_S)
                 continue
-            self.send(self._out)
+            outputs = [output for source in self._sources for output in source.outputs]
+            owners = [i for i, source in enumerate(self._sources) for _ in source.outputs]
+            refused = self.send(outputs)
+            if refused:
+                self._dead_letter_refused(refused, outputs, owners, outcomes)
             self._tally.update(outcomes)
             for name in self.counts:
                 self.counts[name] += self._tally[name]
             return outcomes
+
+    def _handle_one(self, where: Where, value: bytes | None, timestamp: dt.datetime | None) -> str:
+        """Handle one record of the batch, its outputs kept apart (`_put`) from the others'."""
+        self._sources.append(_Source(where))
+        return self._handle(where, value, timestamp)
+
+    def _dead_letter_refused(
+        self, refused: Refusals, outputs: list[Output], owners: list[int], outcomes: list[str]
+    ) -> None:
+        """Dead-letter the source of each output in `refused` (by index into `outputs`; `owners`
+        gives each output's source, by index into the batch), once per source, and set its outcome
+        to "dead". A refused dead letter has no source left to stand for: it is logged at ERROR,
+        and its record skipped."""
+        letters: list[Output] = []
+        lettered: list[int] = []  # the source of each letter
+        for index, name in sorted(refused.items()):
+            role, owner = outputs[index][0], owners[index]
+            if role == Role.DEADLETTER_INGEST:
+                self._unwritable(self._sources[owner].where, name)
+            elif owner not in lettered:
+                source = self._sources[owner]
+                reason = f"output to {topic_name(self.prefix, role)} refused by Kafka: {name}"
+                letters.append(self._letter(source.where, reason, source.tenant))
+                lettered.append(owner)
+                outcomes[owner] = "dead"
+        for index, name in self.send(letters).items():
+            self._unwritable(self._sources[lettered[index]].where, name)
+
+    def _unwritable(self, where: Where, name: str) -> None:
+        role, partition, offset = where
+        log.error(
+            "dead letter of %s[%d]@%d refused by Kafka (%s): that record is skipped",
+            topic_name(self.prefix, role),
+            partition,
+            offset,
+            name,
+        )
+
+    def _put(self, output: Output) -> None:
+        self._sources[-1].outputs.append(output)
 
     def _handle(self, where: Where, value: bytes | None, timestamp: dt.datetime | None) -> str:
         try:
@@ -129,6 +188,7 @@ class Splitter:
         except KeyDestroyed:  # TenantTerminated included
             # Sealed to a destroyed key: nobody can open it any more. Counted with the tenant and
             # the minute it reached the broker, and nothing else (there is nothing else to know).
+            self._sources[-1].tenant = tenant
             dropped = dropped_metric(tenant, timestamp or self.clock())
             self._emit(Role.METRICS_USAGE, "usage_metric", {**dropped, "dedup": None})
             return "dropped"
@@ -191,7 +251,7 @@ class Splitter:
         return record, valid.value
 
     def _apply(self, effects: list[Effect], event: dict[str, Any]) -> str:
-        tenant = event["tenant"]
+        tenant = self._sources[-1].tenant = event["tenant"]
         try:
             self.keys.tenant_keys(tenant)  # every event, sealed or not, needs a live tenant
             for effect in effects:
@@ -220,7 +280,7 @@ class Splitter:
                 "sealed_at": self.clock(),
                 "event_ref": self.keys.pseudonym(tenant, "event", effect.event_id),
             }
-            self._out.append((effect.role, sealed.record_id.encode(), encode("sealed_envelope", envelope)))
+            self._put((effect.role, sealed.record_id.encode(), encode("sealed_envelope", envelope)))
         elif isinstance(effect, Emit):
             record = effect.record
             if effect.schema == "usage_metric":
@@ -229,15 +289,20 @@ class Splitter:
         elif isinstance(effect, Destroy):
             self.keys.destroy_subject(tenant, effect.scope, effect.subject_id, effect.reason)
         elif isinstance(effect, Tombstone):
-            self._out.append((effect.role, self.keys.pseudonym(tenant, effect.scope, effect.subject_id).encode(), None))
+            self._put((effect.role, self.keys.pseudonym(tenant, effect.scope, effect.subject_id).encode(), None))
 
     def _token(self, event: dict[str, Any], kind: str) -> bytes | None:
         return self.keys.dedup_token(event["tenant"], event["event_id"], kind, event["occurred_at"])
 
     def _emit(self, role: Role, schema: str, record: dict[str, Any]) -> None:
-        self._out.append((role, record["tenant"].encode(), encode(schema, record)))
+        self._put((role, record["tenant"].encode(), encode(schema, record)))
 
     def _dead(self, where: Where, reason: str, tenant: str | None, fingerprint: bytes | None = None) -> str:
+        self._put(self._letter(where, reason, tenant, fingerprint))
+        return "dead"
+
+    def _letter(self, where: Where, reason: str, tenant: str | None, fingerprint: bytes | None = None) -> Output:
+        """The dead letter of the record at `where`: references and `reason` only, never payload."""
         role, partition, offset = where
         letter = {
             "at": self.clock(),
@@ -249,8 +314,7 @@ class Splitter:
             "fingerprint": fingerprint.hex() if fingerprint else None,
         }
         log.warning("dead letter: %s[%d]@%d: %s", letter["source_topic"], partition, offset, reason)
-        self._out.append((Role.DEADLETTER_INGEST, None, encode("dead_letter", letter)))
-        return "dead"
+        return (Role.DEADLETTER_INGEST, None, encode("dead_letter", letter))
 
 
 def _plaintext_tenant(value: bytes) -> str | None:

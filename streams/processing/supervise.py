@@ -2,8 +2,10 @@
 
 Faust's consumer does not always come back after the broker restarts (seen here: timers and
 fetches stop for good, the process stays up). The child's watchdog exits with STALLED when its
-heartbeat timer has not run for STALL_S; this loop restarts it after a short back-off. Restarts are
-safe: processing is at-least-once and every output is idempotent (de-dup tokens, event refs).
+heartbeat timer has not run for STALL_S, or one of its loops has not moved on for as long (a batch
+whose outputs a topic refuses to the worker, a consumer refused its group: `stalled`); this loop
+restarts it after a short back-off. Restarts are safe: processing is at-least-once and every
+output is idempotent (de-dup tokens, event refs).
 SIGTERM/SIGINT are passed on to the child, whose clean exit ends the loop.
 """
 
@@ -15,13 +17,25 @@ import logging
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import FrameType
 
 log = logging.getLogger("shredline.supervise")
 STALLED = 75  # EX_TEMPFAIL: the child gave up on a stuck consumer; start it again
 BACKOFF_S = (1, 2, 5, 10, 30)
 PR_SET_PDEATHSIG = 1
+
+
+def stalled(now: float, last: Mapping[str, float], stall_s: float, stopping: bool) -> tuple[str, float] | None:
+    """The watchdog's decision: the longest silent of `last` (what moves -> when it last did, in
+    the seconds of the same monotonic clock as `now`) with how long it has been silent, if more
+    than `stall_s`; None while all move, and once a clean stop began (`stopping`: it has its own
+    deadlines)."""
+    if stopping or not last:
+        return None
+    name = min(last, key=lambda n: last[n])
+    silent = now - last[name]
+    return (name, silent) if silent > stall_s else None
 
 
 def _die_with_parent() -> None:

@@ -21,7 +21,7 @@ from shredline.streams.catalog import topic_name
 from shredline.streams.ingest.directory import IngestKeySource, NoIngestKey, StaticKeys
 from shredline.streams.ingest.generate import generate
 from shredline.streams.ingest.sdk import Publisher
-from shredline.streams.kafka.admin import apply_catalog
+from shredline.streams.kafka.admin import admin_client, apply_catalog, describe
 from shredline.streams.key_store import open_keys
 from shredline.streams.operations.buffer_read import READ_DEPTH, conversation_envelopes
 from shredline.streams.settings import Settings
@@ -292,3 +292,68 @@ def test_worker_killed_mid_stream_loses_nothing_and_shows_nothing_twice(
         f"\nkilled at {progress} metrics of {expected_metrics(events)}; after restart re-sealed {duplicates}, "
         f"re-emitted {len(facts) - len(tokens)} metrics (same tokens)"
     )
+
+
+def limit_record_size(broker: Broker, topic: str, max_bytes: int) -> None:
+    """Set the topic's `max.message.bytes` and wait until the broker reports it."""
+    from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
+
+    admin = admin_client(broker.connection)
+    entry = ConfigEntry("max.message.bytes", str(max_bytes), incremental_operation=AlterConfigOpType.SET)
+    resource = ConfigResource(ConfigResource.Type.TOPIC, topic, incremental_configs=[entry])
+    for future in admin.incremental_alter_configs([resource]).values():
+        future.result(timeout=30)
+    wait_for(
+        lambda: describe(admin, [topic])[topic].configs.get("max.message.bytes") == str(max_bytes), 30, "the limit"
+    )
+
+
+def test_an_output_the_broker_refuses_dead_letters_its_source_and_the_rest_of_the_batch_goes_on(
+    broker: Broker, topic_prefix: str, group_id: str, tmp_path: Path
+) -> None:
+    """One message whose sealed envelope is larger than its buffer topic takes: its ingest record
+    is dead-lettered (references and the reason only), every other output is written, and the
+    worker commits past it instead of sending its batch again forever."""
+    env = broker.client_env(topic_prefix, tmp_path)
+    apply_catalog(broker.connection, topic_prefix, 1)
+    buffer = topic_name(topic_prefix, Role.BUFFER_MESSAGES)
+    ingest = topic_name(topic_prefix, Role.INGEST_MESSAGES)
+    limit = 2048  # a batch of a few ordinary envelopes is over it too: each is then sent alone
+    limit_record_size(broker, buffer, limit)
+    events = background(2, 300, seed=24)
+    tenant = sorted({str(e["tenant"]) for e in events})[0]
+    poison = {**canary_events(tenant)[1], "event_id": "canary-too-large", "body": (CANARY_BODY + " ") * 90}
+    events.insert(150, poison)
+    provision(env, {str(e["tenant"]) for e in events})
+    publish(broker, topic_prefix, events)
+    largest = max(read_topic(broker.connection, ingest, group_id + "i"), key=lambda m: len(m.value() or b""))
+    assert len(largest.value() or b"") > 2 * limit  # the poison, sealed: where its dead letter must point
+
+    worker = Worker(env, tmp_path / "worker.log")
+    metrics = topic_name(topic_prefix, Role.METRICS_USAGE)
+    letters = topic_name(topic_prefix, Role.DEADLETTER_INGEST)
+    try:
+        wait_worker_caught_up(broker.connection, topic_prefix, 240, "the worker to commit past the poison")
+        wait_for(lambda: record_count(broker.connection, metrics) >= expected_metrics(events), 60, "all metrics")
+    finally:
+        assert worker.stop() == 0, (tmp_path / "worker.log").read_text()[-3000:]
+
+    (letter,) = [decode(m.value() or b"")[1] for m in read_topic(broker.connection, letters, group_id + "d")]
+    assert (letter["source_topic"], letter["partition"], letter["offset"]) == (
+        ingest,
+        largest.partition(),
+        largest.offset(),
+    )
+    assert letter["reason"] == f"output to {buffer} refused by Kafka: MSG_SIZE_TOO_LARGE"
+    assert letter["tenant"] == tenant and letter["fingerprint"] is None
+
+    keys = open_keys(Settings(data_dir=tmp_path))
+    refs = {decode(m.value() or b"")[1]["event_ref"] for m in read_topic(broker.connection, buffer, group_id + "b")}
+    delivered = [e for e in events if e["type"] == "message" and e is not poison]
+    assert refs == {keys.pseudonym(str(e["tenant"]), "event", str(e["event_id"])) for e in delivered}
+
+    dead = b"".join((m.value() or b"") for m in read_topic(broker.connection, letters, group_id + "d2"))
+    worker_log = (tmp_path / "worker.log").read_bytes()
+    for canary in CANARIES:
+        for where, blob in (("dead letters", dead), ("worker log", worker_log)):
+            assert canary.lower().encode() not in blob.lower(), f"{canary!r} found in {where}"

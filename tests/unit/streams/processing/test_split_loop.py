@@ -10,7 +10,7 @@ from confluent_kafka import TIMESTAMP_CREATE_TIME, TIMESTAMP_NOT_AVAILABLE, Kafk
 
 from shredline.processors.roles import Role
 from shredline.streams.catalog import MARKER_HEADER
-from shredline.streams.processing.split_loop import Headers, batch_of
+from shredline.streams.processing.split_loop import Headers, Progress, batch_of, permanent
 
 ROLES = {"t.ingest.messages": Role.INGEST_MESSAGES, "t.ingest.contacts": Role.INGEST_CONTACTS}
 
@@ -19,7 +19,7 @@ ROLES = {"t.ingest.messages": Role.INGEST_MESSAGES, "t.ingest.contacts": Role.IN
 class Fake:
     """Stands in for a consumed confluent-kafka Message (the `KafkaMessage` protocol)."""
 
-    topic_: str = "t.ingest.messages"
+    topic_: str | None = "t.ingest.messages"
     partition_: int = 0
     offset_: int = 0
     value_: bytes | None = b"sealed"
@@ -99,3 +99,63 @@ def test_partition_eof_and_transient_errors_are_skipped_and_a_fatal_one_raises()
     assert [r[2] for r in records] == [1] and ends == {("t.ingest.messages", 0): 2}
     with pytest.raises(KafkaException):
         batch_of([Fake(error_=KafkaError(KafkaError._FATAL, fatal=True))], ROLES)
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        KafkaError.GROUP_AUTHORIZATION_FAILED,
+        KafkaError.TOPIC_AUTHORIZATION_FAILED,
+        KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+        KafkaError.INCONSISTENT_GROUP_PROTOCOL,
+        KafkaError.INVALID_GROUP_ID,
+    ],
+)
+def test_only_an_operator_ends_these_consumer_errors(code: int) -> None:
+    assert permanent(KafkaError(code))
+
+
+@pytest.mark.parametrize(
+    "code",
+    [KafkaError._PARTITION_EOF, KafkaError._TRANSPORT, KafkaError._MAX_POLL_EXCEEDED, KafkaError.NOT_COORDINATOR],
+)
+def test_librdkafka_gets_over_these_consumer_errors_itself(code: int) -> None:
+    assert not permanent(KafkaError(code))
+
+
+def test_idle_turns_and_batches_move_a_loop_on_and_transient_errors_do_not_hold_it() -> None:
+    now = [1000.0]  # monotonic seconds, moved by the test
+    progress = Progress(lambda: now[0])
+    assert progress.at == 1000.0
+    now[0] += 1
+    progress.turn([])  # an idle poll
+    assert progress.at == 1001.0
+    now[0] += 1
+    progress.turn([Fake(offset_=1), Fake(error_=KafkaError(KafkaError._TRANSPORT))])
+    assert progress.at == 1002.0
+
+
+def test_a_group_refusal_holds_progress_through_idle_turns_until_a_record_arrives() -> None:
+    now = [1000.0]  # monotonic seconds, moved by the test
+    progress = Progress(lambda: now[0])
+    progress.turn([Fake(topic_=None, error_=KafkaError(KafkaError.GROUP_AUTHORIZATION_FAILED))])
+    for _ in range(5):  # librdkafka reports it once; later polls return nothing
+        now[0] += 1
+        progress.turn([])
+    assert progress.at == 1000.0
+    now[0] += 1
+    progress.turn([Fake(topic_="t.ingest.contacts", offset_=9)])  # the group works again
+    assert progress.at == now[0]
+
+
+def test_a_topic_refusal_holds_progress_until_a_record_of_that_topic_arrives() -> None:
+    now = [1000.0]  # monotonic seconds, moved by the test
+    progress = Progress(lambda: now[0])
+    refused = KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED)
+    progress.turn([Fake(offset_=1), Fake(topic_="t.ingest.contacts", error_=refused)])
+    now[0] += 1
+    progress.turn([Fake(offset_=2)])  # another topic's records do not show it went away
+    assert progress.at == 1000.0
+    now[0] += 1
+    progress.turn([Fake(topic_="t.ingest.contacts", offset_=3)])
+    assert progress.at == now[0]

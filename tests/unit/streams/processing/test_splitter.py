@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from shredline.keystore.sqlite_store import SqliteKeyStore
 from shredline.processors.roles import Role
 from shredline.processors.validation import validate
 from shredline.schemas.codec import decode, encode
-from shredline.streams.processing.splitter import Splitter
+from shredline.streams.processing.splitter import Output, Splitter
 
 NOW = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.UTC)
 CANARY_NAME, CANARY_PHONE, CANARY_MAIL = "Zq9 Canária Souza", "+5511987650001", "zq9.canary@example.com"
@@ -64,12 +65,16 @@ class Harness:
         self.keys = Keys(
             SqliteKeyStore(tmp_path / "keys.sqlite"), load_keyring(None, tmp_path / "master.key", create=True)
         )
-        self.sent: list[tuple[Role, bytes | None, bytes | None]] = []
+        self.sent: list[Output] = []
+        self.refuse: Callable[[Output], str | None] = lambda _output: None  # Kafka's refusal of an output, if any
         self.splitter = Splitter(self.keys, "t", self._send, clock=lambda: NOW, allow_plaintext=allow_plaintext)
         self.keys.clock = NOW.timestamp
 
-    def _send(self, outputs: list[tuple[Role, bytes | None, bytes | None]]) -> None:
-        self.sent.extend(outputs)
+    def _send(self, outputs: list[Output]) -> dict[int, str]:
+        """Like `Outputs.send`: writes what it does not refuse, returns what it refuses."""
+        refused = {i: name for i, output in enumerate(outputs) if (name := self.refuse(output)) is not None}
+        self.sent.extend(output for i, output in enumerate(outputs) if i not in refused)
+        return refused
 
     def seal(self, inner: bytes, topic: str, tenant: str = "acme", kem: Kem = Kem.X25519) -> bytes:
         """`inner` sealed to the tenant's current ingest key for `topic` (a role, under prefix `t`)."""
@@ -286,3 +291,63 @@ def test_processing_the_same_event_twice_is_harmless(tmp_path: Path) -> None:
     assert len(refs) == 1  # same event, same ref: `buffer read` shows it once
     tokens = [decode(v or b"")[1]["dedup"] for _k, v in h.on("metrics.usage")]
     assert len(tokens) == 2 and tokens[0] == tokens[1] and tokens[0] is not None  # the sink counts it once
+
+
+def test_a_refused_output_dead_letters_its_source_and_the_rest_of_the_batch_goes_on(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.keys.provision("acme")
+    big = message(event_id="evt-big", body=CANARY_BODY * 100)  # its sealed envelope is what the broker refuses
+    records = [
+        (Role.INGEST_MESSAGES, 2, 40 + i, h.wire("ingest.messages", event), None)
+        for i, event in enumerate([message(event_id="evt-1"), big, message(event_id="evt-3")])
+    ]
+
+    def too_large(output: Output) -> str | None:
+        role, _key, value = output
+        return "MSG_SIZE_TOO_LARGE" if role == Role.BUFFER_MESSAGES and len(value or b"") > 2000 else None
+
+    h.refuse = too_large
+    assert h.splitter.handle_batch(records) == ["processed", "dead", "processed"]
+    assert h.splitter.counts["dead"] == 1 and h.splitter.counts["processed"] == 2
+    ((_k, value),) = h.on("deadletter.ingest")
+    letter = decode(value or b"")[1]
+    assert (letter["source_topic"], letter["partition"], letter["offset"], letter["tenant"]) == (
+        "t.ingest.messages",
+        2,
+        41,
+        "acme",
+    )
+    assert letter["reason"] == "output to t.buffer.messages refused by Kafka: MSG_SIZE_TOO_LARGE"
+    assert b"zq9" not in (value or b"").lower()
+    refs = {decode(v or b"")[1]["event_ref"] for _k, v in h.on("buffer.messages")}
+    assert refs == {h.keys.pseudonym("acme", "event", e) for e in ("evt-1", "evt-3")}
+    assert len(h.on("metrics.usage")) == 3  # the refused record's other outputs were written
+
+
+def test_a_source_with_several_refused_outputs_gets_one_letter_and_a_refused_letter_is_only_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    h = Harness(tmp_path)
+    h.keys.provision("acme")
+    h.refuse = lambda output: "INVALID_RECORD" if output[0] != Role.DEADLETTER_INGEST else None
+    assert h.splitter.handle_batch([(Role.INGEST_MESSAGES, 0, 5, h.wire("ingest.messages", message()), None)]) == [
+        "dead"
+    ]
+    ((_k, value),) = h.on("deadletter.ingest")
+    assert decode(value or b"")[1]["reason"].endswith("refused by Kafka: INVALID_RECORD")
+
+    h.sent.clear()
+    h.refuse = lambda _output: "MSG_SIZE_TOO_LARGE"  # the dead-letter topic refuses too: nothing left to write
+    with caplog.at_level("ERROR", "shredline.splitter"):
+        outcomes = h.splitter.handle_batch(
+            [
+                (Role.INGEST_MESSAGES, 0, 6, h.wire("ingest.messages", message()), None),
+                (Role.INGEST_MESSAGES, 0, 7, None, None),
+            ]
+        )
+    assert outcomes == ["dead", "dead"] and h.sent == []
+    skipped = sorted(r.getMessage() for r in caplog.records if r.levelname == "ERROR")
+    assert skipped == [
+        "dead letter of t.ingest.messages[0]@6 refused by Kafka (MSG_SIZE_TOO_LARGE): that record is skipped",
+        "dead letter of t.ingest.messages[0]@7 refused by Kafka (MSG_SIZE_TOO_LARGE): that record is skipped",
+    ]
