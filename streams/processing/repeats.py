@@ -29,18 +29,21 @@ NOISY_LOGGERS = (
 
 
 class RepeatFilter(logging.Filter):
-    """Passes the first record of each (logger name, message template) per `interval_s` seconds;
-    counts the others and appends "(N similar held back)" to the next one that passes. The clock
-    is injectable for tests (seconds, monotonic)."""
+    """Passes the first record of each kind per `interval_s` seconds; counts the others and
+    appends "(N similar held back)" to the next one that passes. A kind is (logger name, message
+    template), and for a template that starts with its first argument, that argument too:
+    confluent-kafka logs every librdkafka line as `"%s [%s] %s" % (facility, client, text)`, and
+    a flood of one facility (CONNECT, FAIL) must not hold back another (an authorization ERROR).
+    The clock is injectable for tests (seconds, monotonic)."""
 
     def __init__(self, interval_s: float = INTERVAL_S, clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__()
         self._interval_s, self._clock = interval_s, clock
-        self._passed_at: dict[tuple[str, str], float] = {}
-        self._held: dict[tuple[str, str], int] = {}
+        self._passed_at: dict[tuple[str, str, str], float] = {}
+        self._held: dict[tuple[str, str, str], int] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
-        key = (record.name, str(record.msg))
+        key = (record.name, str(record.msg), _leading(record))
         now = self._clock()
         last = self._passed_at.get(key)
         if last is not None and now - last < self._interval_s:
@@ -52,6 +55,14 @@ class RepeatFilter(logging.Filter):
             record.msg = f"{record.getMessage()} ({held} similar held back in the last {self._interval_s:.0f}s)"
             record.args = ()
         return True
+
+
+def _leading(record: logging.LogRecord) -> str:
+    """The record's first argument when its template starts with it (`"%s ..."`), else ""."""
+    args = record.args
+    if isinstance(args, tuple) and args and str(record.msg).startswith("%s"):
+        return str(args[0])
+    return ""
 
 
 def quiet_repeats(names: tuple[str, ...] = NOISY_LOGGERS, interval_s: float = INTERVAL_S) -> None:

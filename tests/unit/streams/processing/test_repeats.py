@@ -53,6 +53,22 @@ def test_templates_and_loggers_are_limited_apart(first: tuple[str, str], second:
     assert quiet.filter(record(second[0], second[1], 1, "x"))
 
 
+LIBRDKAFKA = "%s [%s] %s"  # how confluent-kafka hands librdkafka's lines to a Python logger
+
+
+def test_librdkafka_facilities_are_limited_apart_and_each_one_is_limited() -> None:
+    quiet = RepeatFilter(10.0, Clock())
+    name = "shredline.librdkafka"
+    assert quiet.filter(record(name, LIBRDKAFKA, "FAIL", "rdkafka#producer-1", "Connect to broker failed"))
+    assert not quiet.filter(record(name, LIBRDKAFKA, "FAIL", "rdkafka#producer-2", "Connect to broker failed"))
+    # a different facility is a different kind: the flood above does not hold it back
+    assert quiet.filter(record(name, LIBRDKAFKA, "ERROR", "rdkafka#producer-1", "Topic authorization failed"))
+    assert not quiet.filter(record(name, LIBRDKAFKA, "ERROR", "rdkafka#producer-1", "Topic authorization failed"))
+    # a template that does not start with its argument is keyed by the template alone
+    assert quiet.filter(record(name, "node %s down", "1"))
+    assert not quiet.filter(record(name, "node %s down", "2"))
+
+
 def test_installing_twice_keeps_one_filter() -> None:
     name = "tests.repeats.idempotent"
     quiet_repeats((name,))
