@@ -481,10 +481,20 @@ class Trail:
         return self._signer
 
     def record(
-        self, action: str, tenant: str | None = None, subject: str | None = None, details: dict[str, str] | None = None
+        self,
+        action: str,
+        tenant: str | None = None,
+        subject: str | None = None,
+        details: dict[str, str] | None = None,
+        *,
+        relay: bool = True,
     ) -> None:
+        """Record an action in the key store's outbox (durable, in order) and, unless `relay` is
+        False, relay the outbox onto `audit.events` now. Unrelayed, it goes with the next relay of
+        any process sharing the store (this one's next `flush`, a worker's every 5 s)."""
         self.keys.store.record(action, tenant, subject, details)
-        self.flush()
+        if relay:
+            self.flush()
 
     def flush(self) -> int:
         signer = self.signer  # before the lock: first use creates the key (itself an audited change)

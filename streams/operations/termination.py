@@ -134,7 +134,10 @@ class Termination:
     # -- the steps; each returns what the progress file and certificate keep -------------------
     def _intent(self, tenant: str, generation: int, state: dict[str, Any]) -> dict[str, Any]:
         details = {"reason": state["reason"], "generation": str(generation)}
-        self.trail.record("tenant.terminate.intent", tenant, None, details)
+        # Durable in the outbox before the keys step and relayed by it, in order, right after the
+        # fence: relaying here would make the fence wait on the relay lock, which a worker's relay
+        # can hold for a few hundred ms (the tenant's data would flow on meanwhile).
+        self.trail.record("tenant.terminate.intent", tenant, None, details, relay=False)
         return {"summary": "recorded in the audit trail"}
 
     def _keys(self, tenant: str, generation: int, state: dict[str, Any]) -> dict[str, Any]:
