@@ -40,6 +40,16 @@ AUTHORIZATION_FAILED = frozenset(
         KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
     }
 )
+#: Consumer errors only an operator can end: the group or a topic refused, a group its members
+#: disagree on. librdkafka reports most of them once, then polls return nothing.
+PERMANENT = AUTHORIZATION_FAILED | {KafkaError.INCONSISTENT_GROUP_PROTOCOL, KafkaError.INVALID_GROUP_ID}
+
+
+def permanent(error: KafkaError) -> bool:
+    """Does `error`, returned by a consumer's poll, keep it from ever moving on by itself? Poll
+    errors carry no retriable flag (confluent-kafka builds them from the bare code), so the code
+    decides; any other non-fatal one librdkafka retries."""
+    return not error.retriable() and error.code() in PERMANENT
 
 
 def kafka_error(what: str, exc: BaseException, who: str | None = None) -> KafkaOperationError:

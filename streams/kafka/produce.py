@@ -1,5 +1,5 @@
 """Writing a few records and waiting until the broker has them: for operator commands, where an
-action must not proceed unrecorded (audit, control events, purge markers)."""
+action must not proceed unrecorded (audit, control events)."""
 
 from __future__ import annotations
 

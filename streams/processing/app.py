@@ -173,10 +173,16 @@ def run_worker(settings: Settings, conn: Connection, keys: Keys, loglevel: str =
     async def heartbeat() -> None:
         beat["at"] = time.monotonic()
 
+    # It runs only once the app has joined its group: the stall line names what most often keeps it out.
+    heartbeat_timer = (
+        f"the Faust app's heartbeat timer (it runs once the app joins group {timers_app_id(settings)}, "
+        "which a worker the broker refuses that group never does: shredline acl apply)"
+    )
+
     def watchdog() -> None:
         while True:
             time.sleep(HEARTBEAT_S)
-            last = {"the heartbeat timer": beat["at"], **{type(loop).__name__: loop.progress_at for loop in loops}}
+            last = {heartbeat_timer: beat["at"], **{type(loop).__name__: loop.progress_at for loop in loops}}
             late = stalled(time.monotonic(), last, STALL_S, stopping=stop.is_set())
             if late is not None:
                 log.error("worker stalled: %s has not moved on for %.0f s; exiting to be restarted", *late)

@@ -32,7 +32,7 @@ from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError, Kafka
 
 from shredline.processors.roles import Role
 from shredline.streams.catalog import MARKER_HEADER
-from shredline.streams.kafka.admin import AUTHORIZATION_FAILED
+from shredline.streams.kafka.admin import permanent
 from shredline.streams.kafka.connection import Connection
 from shredline.streams.processing.splitter import Record, Splitter
 
@@ -142,18 +142,6 @@ def batch_of(
         when = broker_time(*message.timestamp())
         records.append((roles[topic], partition, offset, message.value(), when))
     return records, ends
-
-
-#: Consumer errors only an operator can end: the group or a topic refused to the worker, a group
-#: its members disagree on. librdkafka reports most of them once, then polls return nothing.
-PERMANENT = AUTHORIZATION_FAILED | {KafkaError.INCONSISTENT_GROUP_PROTOCOL, KafkaError.INVALID_GROUP_ID}
-
-
-def permanent(error: KafkaError) -> bool:
-    """Does `error`, returned by a poll, keep the consumer from ever moving on by itself? Poll
-    errors carry no retriable flag (confluent-kafka builds them from the bare code), so the code
-    decides; any other non-fatal one librdkafka retries."""
-    return not error.retriable() and error.code() in PERMANENT
 
 
 def consumer_error(error: KafkaError, loop: str, topic: str | None = None) -> None:

@@ -15,7 +15,14 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AclBinding, AclOperation, AclPermissionType, ResourcePatternType, ResourceType
+from confluent_kafka.admin import (
+    AclBinding,
+    AclBindingFilter,
+    AclOperation,
+    AclPermissionType,
+    ResourcePatternType,
+    ResourceType,
+)
 
 from shredline.processors.roles import Role
 from shredline.schemas.codec import encode
@@ -283,6 +290,37 @@ def test_an_operator_command_with_the_upstream_certificate_is_refused_and_audite
     assert commands == [("User:operator", "tenant provision")] * 2
     provisioned = next(r for r in trail if r["action"] == "tenant.provision")
     assert provisioned["actor"] == "User:operator"
+
+
+def test_a_buffer_read_the_broker_refuses_fails_in_one_line_and_never_reads_as_empty(
+    broker: Broker, topic_prefix: str, tmp_path: Path
+) -> None:
+    if broker.connection.credentials is None:
+        pytest.skip("one certificate for every role")
+    apply_catalog(broker.connection, topic_prefix, 1)
+    env = broker.client_env(topic_prefix, tmp_path)
+    assert cli(env, "tenant", "provision", "acme").returncode == 0
+    as_operator = as_role(env, broker.connection.credentials, OPERATOR)
+    allowed = cli(as_operator, "buffer", "read", "acme", "conv-1", "--purpose", "control")
+    assert allowed.returncode == 0, allowed.stderr  # the same read, allowed: nothing held yet
+    buffer = topic_name(topic_prefix, Role.BUFFER_MESSAGES)
+    revoke = AclBindingFilter(
+        ResourceType.TOPIC,
+        buffer,
+        ResourcePatternType.LITERAL,
+        "User:operator",
+        "*",
+        AclOperation.READ,
+        AclPermissionType.ALLOW,
+    )
+    admin = admin_client(broker.connection)
+    for fut in admin.delete_acls([revoke]).values():
+        assert fut.result(timeout=30)  # one binding deleted
+    refused = cli(as_operator, "buffer", "read", "acme", "conv-1", "--purpose", "refused")
+    assert refused.returncode != 0 and refused.stdout == ""
+    assert refused.stderr.splitlines() == [
+        f"shredline: error: buffer read: {buffer}: refused by the broker (TOPIC_AUTHORIZATION_FAILED for User:operator)"
+    ]
 
 
 def test_the_allow_list_is_changed_by_admin_only_and_the_broker_follows_it(

@@ -115,7 +115,7 @@ def test_the_pipeline_recovers_from_a_broker_restart_without_manual_action(
     metrics = topic_name(topic_prefix, Role.METRICS_USAGE)
     try:
         wait_for(lambda: record_count(conn, metrics) >= 200, 180, "some progress")
-        # The split runs from the start; the Faust app (view, timers) must be up too before the outage.
+        # The split runs from the start; the Faust app (timers) must be up too before the outage.
         wait_for(lambda: b"[^Worker]: Ready" in worker.log.read_bytes(), 180, "the worker's Faust app")
         seen = worker.log.stat().st_size
         own_broker.down()

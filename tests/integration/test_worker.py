@@ -23,6 +23,7 @@ from shredline.streams.ingest.generate import generate
 from shredline.streams.ingest.sdk import Publisher
 from shredline.streams.kafka.admin import admin_client, apply_catalog, describe
 from shredline.streams.key_store import open_keys
+from shredline.streams.operations.audit import read_trail
 from shredline.streams.operations.buffer_read import READ_DEPTH, conversation_envelopes
 from shredline.streams.settings import Settings
 from tests.conftest import Broker, drain, read_topic, record_count, wait_for, wait_worker_caught_up
@@ -243,8 +244,10 @@ def test_termination_mid_stream_shreds_the_tenant_and_stops_new_buffer_records(
             )
     dropped = [decode(m.value() or b"")[1] for m in read_topic(broker.connection, metrics, group_id + "m")]
     assert sum(d["kind"] == "DROPPED_TERMINATED" for d in dropped) == len(doomed_second)
-    read = cli(env, "buffer", "read", doomed, "conv-x")
+    read = cli(env, "buffer", "read", doomed, "conv-x", "--purpose", "after termination")
     assert read.returncode == 3 and "terminated" in read.stderr
+    refused = [r for r in read_trail(broker.connection, topic_prefix) if r["action"] == "buffer.read"]
+    assert [(r["tenant"], r["details"]["refused"]) for r in refused] == [(doomed, "tenant terminated")]  # audited
 
 
 def test_worker_killed_mid_stream_loses_nothing_and_shows_nothing_twice(

@@ -10,7 +10,8 @@ from confluent_kafka import TIMESTAMP_CREATE_TIME, TIMESTAMP_NOT_AVAILABLE, Kafk
 
 from shredline.processors.roles import Role
 from shredline.streams.catalog import MARKER_HEADER
-from shredline.streams.processing.split_loop import Headers, Progress, batch_of, permanent
+from shredline.streams.kafka.admin import permanent
+from shredline.streams.processing.split_loop import Headers, Progress, batch_of
 
 ROLES = {"t.ingest.messages": Role.INGEST_MESSAGES, "t.ingest.contacts": Role.INGEST_CONTACTS}
 
