@@ -20,12 +20,26 @@ never matched alone. What this misses, by design: a lone
 lower-case part (``falei com conceição``); what it over-matches: a capitalised ordinary word
 that is also a part of the contact's name (``Will retry`` for Will Rosa). Both are measured by
 the hand-written set in tests/unit/processors/.
+
+Nothing is compiled per contact (``re.compile`` of a name's two patterns took 0.5-0.9 ms, more
+than the rest of a line's redaction): a part, or the whole name, is literal pieces (lower case)
+with runs of separators between them; a line is searched with `str.find` for each first piece,
+and each place found is checked in Python. That finds what the case-insensitive pattern
+``(?<![A-Za-z0-9])(?:A1|A2|...)(?![A-Za-z0-9])`` of the same alternatives finds: leftmost first,
+the first alternative that matches there, no overlaps, runs of separators greedy then shorter
+(tests/unit/processors/test_matchers.py checks it against the patterns it replaced). Three
+differences, all for odd names: a part made only of apostrophes and hyphens (``--``) finds
+nothing (the pattern matched empty strings, and redaction failed); a name none of whose parts
+begins with a letter (``42 99``) is found (its pattern did not compile); and each place is tried
+once per run of separators, so a name like ``Ana - - - - Souza`` cannot make the search backtrack
+exponentially (the pattern took 13 s on one line for 12 dashes, twice as long for each more).
 """
 
 from __future__ import annotations
 
 import functools
 import re
+import string
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -54,40 +68,157 @@ _AFTER_PLACE_WORD = re.compile(
     re.IGNORECASE,
 )
 _GAP = re.compile(rf"(?:[\s,.+_/-]|\b(?:{'|'.join(sorted(PARTICLES))})\b){{1,12}}", re.IGNORECASE)
-_BOUNDARY_L, _BOUNDARY_R = r"(?<![A-Za-z0-9])", r"(?![A-Za-z0-9])"
 _WORD = re.compile(r"[A-Za-z]{2,}")
 _ELIDED = re.compile(r"^(?:d|l|dell|all)'(?=[a-z]{2})")
 _UMLAUTS = str.maketrans({"ä": "ae", "ö": "oe", "ü": "ue", "Ä": "Ae", "Ö": "Oe", "Ü": "Ue"})
+_INITIAL = re.compile(r"(?<![A-Za-z0-9])[A-Z]\.")
+_ALNUM = frozenset(string.ascii_letters + string.digits)
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
 
 
-def _part_regex(part: str) -> str:
-    """A part, with apostrophes and hyphens optional or spaced: O'Brien, OBrien, O Brien."""
-    pieces = re.split(r"(['\-])", part)
-    return "".join(r"['\s-]?" if p in ("'", "-") else re.escape(p) for p in pieces if p)
+@dataclass(frozen=True)
+class _Run:
+    """`low` to `high` characters, each one of `chars` or (if `space`) whitespace: as many as there
+    are first, then fewer (a regular expression's greedy ``[...]{low,high}``)."""
+
+    chars: str
+    space: bool
+    low: int
+    high: int
+
+    def available(self, text: str, at: int) -> int:
+        """How many of the characters from text[at] it can take (at most `high`)."""
+        n = 0
+        while n < self.high and at + n < len(text) and self.takes(text[at + n]):
+            n += 1
+        return n
+
+    def takes(self, char: str) -> bool:
+        return char in self.chars or (self.space and char.isspace())
+
+
+_JOINER = _Run("'-", True, 0, 1)  # inside a part: O'Brien, OBrien, O Brien, O-Brien
+_SPACING = _Run(",.+_/-", True, 1, 3)  # between the words of the whole name: Conceicao, Jose
+_USER_DIGITS = _Run("0123456789", False, 0, 4)  # after two parts run together: mariasouza88
+Item = str | _Run  # a literal in lower case, or a run of separators
+Seq = tuple[Item, ...]
+Memo = dict[tuple[int, int], int | None]
+
+
+def _items(part: str) -> Seq:
+    """A part as literals, apostrophes and hyphens optional or spaced: O'Brien, OBrien, O Brien."""
+    return tuple(_JOINER if p in ("'", "-") else p for p in re.split(r"(['\-])", part) if p)
+
+
+def _end(seq: Seq, k: int, text: str, at: int, memo: Memo) -> int | None:
+    """Where seq[k:] read from text[at] ends, just before a character that is not a letter or digit
+    (or at the end of `text`); the first such end in a regular expression's order, or None.
+    `memo` holds the answers for (k, at) already worked out for this `seq` and `text`, so a name
+    with many runs tries each place once instead of backtracking exponentially."""
+    while k < len(seq):
+        item = seq[k]
+        if isinstance(item, str):
+            if not text.startswith(item, at):
+                return None
+            at += len(item)
+            k += 1
+            continue
+        if (k, at) not in memo:
+            ends = (_end(seq, k + 1, text, at + n, memo) for n in range(item.available(text, at), item.low - 1, -1))
+            memo[k, at] = next((end for end in ends if end is not None), None)
+        return memo[k, at]
+    return at if at == len(text) or text[at] not in _ALNUM else None
+
+
+@dataclass(frozen=True)
+class _Alternatives:
+    """Finds what the case-insensitive ``(?<![A-Za-z0-9])(?:S1|S2|...)(?![A-Za-z0-9])`` of `seqs` finds,
+    without compiling it: leftmost first, the first of `seqs` that matches there, no overlaps.
+    `anchors` maps each seq's first literal to (its index in `seqs`, how many characters the runs
+    before that literal may take): where a match can start is found with `str.find`."""
+
+    seqs: tuple[Seq, ...]
+    anchors: tuple[tuple[str, tuple[tuple[int, int], ...]], ...]
+
+    @classmethod
+    def of(cls, seqs: list[Seq]) -> _Alternatives | None:
+        """The alternatives in the order given; a seq without a literal matches nothing (it could
+        only match punctuation, or nothing at all). None when no seq is left."""
+        kept = tuple(seq for seq in seqs if any(isinstance(item, str) for item in seq))
+        anchors: dict[str, list[tuple[int, int]]] = {}
+        for index, seq in enumerate(kept):
+            first = next(i for i, item in enumerate(seq) if isinstance(item, str))
+            lead = sum(item.high for item in seq[:first] if isinstance(item, _Run))
+            anchors.setdefault(str(seq[first]), []).append((index, lead))
+        return cls(kept, tuple((a, tuple(uses)) for a, uses in anchors.items())) if kept else None
+
+    def starts(self, low: str) -> dict[int, list[int]]:
+        """Where in `low` (lower-case ASCII) a match may start, with the seqs to try there."""
+        tries: dict[int, list[int]] = {}
+        for anchor, uses in self.anchors:
+            at = low.find(anchor)
+            while at >= 0:
+                for index, lead in uses:
+                    for start in range(max(0, at - lead), at + 1):
+                        tries.setdefault(start, []).append(index)
+                at = low.find(anchor, at + 1)
+        return tries
+
+    def scan(
+        self, low: str, tries: dict[int, list[int]], initials: frozenset[int] = frozenset()
+    ) -> Iterator[tuple[int, int, bool]]:
+        """(start, end, is an initial) of each match in `low`, from `starts(low)`; an initial (a
+        capital and a dot, found by the caller at the `initials` positions) is tried first."""
+        memos: dict[int, Memo] = {}
+        after = 0
+        for start in sorted(tries.keys() | initials):
+            if start < after or (start and low[start - 1] in _ALNUM):
+                continue
+            if start in initials:
+                after = start + 2
+                yield start, after, True
+                continue
+            for index in sorted(set(tries[start])):
+                end = _end(self.seqs[index], 0, low, start, memos.setdefault(index, {}))
+                if end is not None:
+                    after = end
+                    yield start, end, False
+                    break
 
 
 @dataclass(frozen=True)
 class NameMatcher:
-    parts: re.Pattern[str] | None  # a part, or (group "initial") the capital initial of one
-    whole: re.Pattern[str] | None  # the whole name in order, or two parts run together
+    """One contact's name, ready to be looked for in lines (`matcher`)."""
+
+    parts: _Alternatives | None  # each part alone, longest first
+    initials: str  # the capitals that, with a dot, stand for a part (M. for Maria)
+    whole: _Alternatives | None  # the whole name in order, or two parts run together
 
     def find(self, text: str) -> Iterator[tuple[int, int]]:
         """Spans of `text` (an ASCII-folded view) where the name stands, by the rules above."""
+        low = text.lower() if text.isascii() else text.translate(_ASCII_LOWER)
         if self.whole is not None:
-            yield from (m.span() for m in self.whole.finditer(text))
-        if self.parts is None:
-            return
-        hits = [(*m.span(), m["initial"] is not None) for m in self.parts.finditer(text)]
-        i = 0
-        while i < len(hits):
-            j = i
-            while j + 1 < len(hits) and _GAP.fullmatch(text, hits[j][1], hits[j + 1][0]):
-                j += 1
-            run = hits[i : j + 1]
-            parts = [h for h in run if not h[2]]
-            if parts and (len(run) > 1 or _single_is_name(text, run[0][0], run[0][1])):
-                yield run[0][0], run[-1][1]
-            i = j + 1
+            yield from ((start, end) for start, end, _ in self.whole.scan(low, self.whole.starts(low)))
+        if self.parts is None or not (tries := self.parts.starts(low)):
+            return  # initials alone are never a name
+        initials = frozenset(m.start() for m in _INITIAL.finditer(text) if m.group()[0] in self.initials)
+        yield from named_runs(text, list(self.parts.scan(low, tries, initials)))
+
+
+def named_runs(text: str, hits: list[tuple[int, int, bool]]) -> Iterator[tuple[int, int]]:
+    """The spans of `text` that name the contact, from where its parts and initials stand in it
+    ((start, end, is an initial), in order, not overlapping): runs of them joined by separators
+    and particles, that hold a part and are more than one, or one part that is a name alone."""
+    i = 0
+    while i < len(hits):
+        j = i
+        while j + 1 < len(hits) and _GAP.fullmatch(text, hits[j][1], hits[j + 1][0]):
+            j += 1
+        run = hits[i : j + 1]
+        parts = [h for h in run if not h[2]]
+        if parts and (len(run) > 1 or _single_is_name(text, run[0][0], run[0][1])):
+            yield run[0][0], run[-1][1]
+        i = j + 1
 
 
 def _shouting(text: str) -> bool:
@@ -106,37 +237,45 @@ def _single_is_name(text: str, start: int, end: int) -> bool:
     return bool(_AFTER_GREETING.search(before) or _AFTER_NAME_KEY.search(before))
 
 
+def spellings(name: str) -> list[list[str]]:
+    """The words of `name`, ASCII-folded, without the ``.,;:`` around them: as written, then with
+    German umlauts written out if that differs (``Müller``, ``Mueller``)."""
+    variants = dict.fromkeys((name, name.translate(_UMLAUTS)))
+    return [[w for w in (t.strip(".,;:") for t in fold(variant).split()) if w] for variant in variants]
+
+
+def parts_of(words: list[list[str]]) -> list[str]:
+    """The parts of a name's `spellings`, lower case, longest first: its words but titles,
+    particles and initials, each piece of a hyphenated word, and a word without its elided
+    particle (``almeida`` for ``d'almeida``)."""
+    parts: set[str] = set()
+    for word in (w for spelling in words for w in spelling):
+        low = word.lower()
+        if low in TITLES or low in PARTICLES or len(word) < 2:
+            continue
+        parts.add(low)
+        parts.update(p for p in low.split("-") if len(p) >= 2 and p not in PARTICLES)
+        if elided := _ELIDED.match(low):
+            parts.add(low[elided.end() :])
+    return sorted(parts, key=lambda p: (-len(p), p))
+
+
+def user_names(parts: list[str]) -> list[str]:
+    """Two different parts of 3+ letters run together, as in a user name (``mariasouza``)."""
+    long_parts = sorted(p for p in parts if len(p) >= 3 and "'" not in p and "-" not in p)
+    return [a + b for a in long_parts for b in long_parts if a != b]
+
+
 @functools.lru_cache(maxsize=4096)
 def matcher(name: str) -> NameMatcher:
-    """The compiled matcher for one contact name (cached per name)."""
-    spellings = [[t.strip(".,;:") for t in fold(variant).split()] for variant in {name, name.translate(_UMLAUTS)}]
-    parts: set[str] = set()
-    for tokens in spellings:
-        for token in filter(None, tokens):
-            low = token.lower()
-            if low in TITLES or low in PARTICLES or len(token) < 2:
-                continue
-            parts.add(low)
-            parts.update(p for p in re.split(r"-", low) if len(p) >= 2 and p not in PARTICLES)
-            if elided := _ELIDED.match(low):
-                parts.add(low[elided.end() :])
-    wholes = []
-    gap = r"[\s,.+_/-]{1,3}"
-    for tokens in spellings:
-        tokens = [t for t in tokens if t]
-        if len(tokens) > 1:
-            wholes.append(gap.join(_part_regex(t.lower()) for t in tokens))
-    long_parts = sorted(p for p in parts if len(p) >= 3 and "'" not in p and "-" not in p)
-    joined = [re.escape(a + b) for a in long_parts for b in long_parts if a != b]
-    alternatives = [f"{_BOUNDARY_L}(?:{'|'.join(wholes)}){_BOUNDARY_R}"] if wholes else []
-    if joined:  # a user name: two parts run together, perhaps digits after
-        alternatives.append(rf"{_BOUNDARY_L}(?:{'|'.join(joined)})\d{{0,4}}{_BOUNDARY_R}")
-    whole = re.compile("|".join(alternatives), re.IGNORECASE) if alternatives else None
-    if not parts:
-        return NameMatcher(None, whole)
+    """The matcher for one contact name (cached per name; building one costs 20-40 us)."""
+    words = spellings(name)
+    parts = parts_of(words)
+    wholes: list[Seq] = [
+        tuple(item for w in spelling for item in (_SPACING, *_items(w.lower())))[1:]
+        for spelling in words
+        if len(spelling) > 1
+    ]
+    whole = _Alternatives.of(wholes + [(joined, _USER_DIGITS) for joined in user_names(parts)])
     initials = "".join(sorted({p[0].upper() for p in parts if p[0].isalpha()}))
-    words = "|".join(_part_regex(p) for p in sorted(parts, key=len, reverse=True))
-    return NameMatcher(
-        re.compile(rf"{_BOUNDARY_L}(?:(?P<initial>(?-i:[{initials}])\.)|(?:{words}){_BOUNDARY_R})", re.IGNORECASE),
-        whole,
-    )
+    return NameMatcher(_Alternatives.of([_items(p) for p in parts]), initials, whole)

@@ -13,14 +13,15 @@ spans found there replace the *original* characters, escapes included. Finders, 
 1. any e-mail address (internationalised ones too: RFC 6531 local parts and IDN domains fold to
    ASCII in the view, so the whole address goes, not just its ASCII tail), obfuscated ones too
    (``ana [at] example [dot] com``, ``ana(arroba)exemplo.com.br``, ``ana arroba exemplo ponto com``);
-2. the event's own contact phone, however written (`processors.phones.known_pattern`);
+2. the event's own contact phone, however written (`processors.phones.known`);
 3. identifiers confirmed by their check digits (`processors.identifiers`);
 4. the contact's name, by the context rules of `processors.names`;
 5. any other phone number (`processors.phones.find`: valid in its country's plan, or legacy,
    and not a date, amount, id, duration, address or version).
 
-Compiled patterns are cached per contact name and phone; a line without special characters is
-searched as it is (no view is built).
+The contact's name and phone are looked for without compiling a pattern per contact (`str.find`
+for their pieces, then a check in Python; built once per name and number and cached); a line
+without special characters is searched as it is (no view is built).
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ _EMAIL = re.compile(
     re.IGNORECASE,
 )
 
+_DIGIT = re.compile(r"\d")  # the view is ASCII: 0-9
 Span = tuple[int, int, str]  # start, end in the original text, placeholder
 
 
@@ -80,14 +82,13 @@ def find(text: str, *, name: str | None = None, phone: str | None = None) -> lis
             for m in _SPOKEN_EMAIL.finditer(folded)
             if m["at"].lower() == "arroba" or _SPOKEN_WORD.search(folded, m.end("at"), m.end())
         ]
-    if phone:
-        pattern = phones.known_pattern(phone)
-        if pattern is not None:
-            for m in pattern.finditer(folded):
-                start = m.start() + (m.group().startswith("(") and ")" not in m.group())
-                found.append((1, start, m.end(), PHONE))
-    region = phones.region_of(phone)
-    if any(c.isdigit() for c in folded):
+    known = phones.known(phone) if phone else None
+    if known is not None:
+        for start, end in known.find(folded):
+            start += folded.startswith("(", start) and ")" not in folded[start:end]
+            found.append((1, start, end, PHONE))
+    region = known.region if known is not None else DEFAULT_REGION
+    if _DIGIT.search(folded):
         found += [(2, s, e, label) for s, e, label in identifiers.find(folded, region)]
         found += [(4, s, e, PHONE) for s, e in phones.find(folded, region)]
     if name:

@@ -110,10 +110,11 @@ def _string(value: Any, max_len: int) -> str:
         raise _Bad("expected a string")
     if len(value) > max_len:
         raise _Bad(f"longer than {max_len} characters")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise _Bad("not valid Unicode (lone surrogate)") from None
+    if not value.isascii():  # (an ASCII string has no surrogate; isascii costs nothing)
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise _Bad("not valid Unicode (lone surrogate)") from None
     if "\x00" in value:
         raise _Bad("contains a NUL character")
     return value
@@ -181,14 +182,35 @@ def _enum(*symbols: str) -> Check:
     return check
 
 
-# Checking a number against its country's plan costs ~100 us and the same contact writes many
-# events, so verdicts are cached. The cache is keyed by a keyed digest (the key lives and dies
-# with the process), so it never holds a phone number itself: a verdict says whether the
-# number is valid as written (True), needs its canonical form computed again (False: a legacy
-# form, rare), or is invalid (None).
-_PHONE_CACHE_KEY = secrets.token_bytes(16)
+# Checking a number against its country's plan costs ~100 us, an e-mail address with
+# email-validator ~25 us, and the same contact writes many events, so verdicts are cached. Each
+# cache is keyed by a keyed digest (the key lives and dies with the process), so it never holds a
+# phone number or an address itself: a verdict says whether the value is valid as written (True),
+# valid but needs its canonical form computed again (False: a legacy phone form, an address whose
+# domain or Unicode form is normalised; rare), or is invalid (None). Each holds at most
+# _VERDICTS_MAX verdicts (~100 bytes each) and is emptied when full.
+_CACHE_KEY = secrets.token_bytes(16)
+_VERDICTS_MAX = 65_536
 _phone_verdicts: dict[bytes, bool | None] = {}
-_PHONE_CACHE_MAX = 65_536
+_email_verdicts: dict[bytes, bool | None] = {}
+_UNSEEN = object()  # not in a verdict cache
+
+
+def _cached(verdicts: dict[bytes, bool | None], text: str, canonical: Callable[[str], str | None]) -> str | None:
+    """`canonical(text)` (the value's canonical form, or None if it is invalid), its verdict
+    remembered in `verdicts` by the keyed digest of `text`."""
+    digest = hashlib.blake2b(text.encode(), key=_CACHE_KEY, digest_size=16).digest()
+    verdict = verdicts.get(digest, _UNSEEN)
+    if verdict is True:
+        return text
+    if verdict is None:
+        return None
+    result = canonical(text)
+    if verdict is _UNSEEN:
+        if len(verdicts) >= _VERDICTS_MAX:
+            verdicts.clear()
+        verdicts[digest] = None if result is None else result == text
+    return result
 
 
 def _phone(value: Any, _now: dt.datetime) -> str:
@@ -197,27 +219,25 @@ def _phone(value: Any, _now: dt.datetime) -> str:
         raise _Bad("not ASCII (digits must be 0-9)")
     if not _E164.fullmatch(text):
         raise _Bad("not E.164 (+ then 2-15 digits, no spaces)")
-    digest = hashlib.blake2b(text.encode(), key=_PHONE_CACHE_KEY, digest_size=16).digest()
-    if digest in _phone_verdicts:
-        verdict = _phone_verdicts[digest]
-        canonical = text if verdict else canonical_e164(text) if verdict is False else None
-    else:
-        canonical = canonical_e164(text)
-        if len(_phone_verdicts) >= _PHONE_CACHE_MAX:
-            _phone_verdicts.clear()
-        _phone_verdicts[digest] = None if canonical is None else canonical == text
+    canonical = _cached(_phone_verdicts, text, canonical_e164)
     if canonical is None:
         raise _Bad("not a valid phone number")
     return canonical
 
 
-def _email(value: Any, _now: dt.datetime) -> str:
-    text = _string(value, MAX_EMAIL)
+def _normalized_email(text: str) -> str | None:
+    """The address normalised by email-validator (NFC, the domain in lower case), or None."""
     try:
-        address = email_validator.validate_email(text, check_deliverability=False)
+        return str(email_validator.validate_email(text, check_deliverability=False).normalized)
     except email_validator.EmailNotValidError:
-        raise _Bad("not a valid e-mail address") from None
-    return str(address.normalized)
+        return None
+
+
+def _email(value: Any, _now: dt.datetime) -> str:
+    normalized = _cached(_email_verdicts, _string(value, MAX_EMAIL), _normalized_email)
+    if normalized is None:
+        raise _Bad("not a valid e-mail address")
+    return normalized
 
 
 def _bool(value: Any, _now: dt.datetime) -> bool:
@@ -321,6 +341,9 @@ TYPES: dict[str, _Type] = {
     "execution": _Type("execution_event", Role.INGEST_EXECUTIONS, _EXECUTION, ("conversation_id", "execution_id")),
 }
 
+# The fields each record may carry (and `type`): any other is an unknown field.
+_FIELD_NAMES = {spec.record: frozenset({"type", *(f.name for f in spec.fields)}) for spec in TYPES.values()}
+
 
 def field_label(name: Any) -> str:
     """Names an unknown field only when the name cannot itself be personal data."""
@@ -352,8 +375,8 @@ def validate(obj: object, now: dt.datetime) -> ValidEvent:
             value[field.name] = field.check(raw, now)
         except _Bad as bad:
             errors.append(FieldError(field.name, str(bad)))
-    known = {f.name for f in spec.fields} | {"type"}
-    errors.extend(FieldError(field_label(k), "unknown field") for k in obj if k not in known)
+    if unknown := obj.keys() - _FIELD_NAMES[spec.record]:
+        errors.extend(FieldError(field_label(k), "unknown field") for k in obj if k in unknown)
 
     if not errors and kind == "contact" and value["op"] == "UPSERT" and value["phone"] is None:
         errors.append(FieldError("phone", "required for UPSERT"))

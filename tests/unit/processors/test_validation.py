@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from shredline.processors import validation
 from shredline.processors.validation import TYPES, InvalidEvent, validate
 from shredline.schemas import registry
 from shredline.schemas.codec import decode, encode
@@ -245,3 +246,54 @@ def test_internationalised_emails_are_accepted_and_normalised(email: str, normal
 )
 def test_invalid_emails_are_rejected(email: str) -> None:
     assert errors_of(message(contact_email=email)) == ["contact_email: not a valid e-mail address"]
+
+
+VERDICT_CASES = [
+    ("contact_email", "ana@example.com"),  # valid as written
+    ("contact_email", "Ana.Souza@EXAMPLE.com"),  # valid, normalised
+    ("contact_email", "jose\u0301@example.com"),  # valid, NFC
+    ("contact_email", "ana@@example.com"),  # invalid
+    ("contact_phone", "+5511987654321"),  # valid as written
+    ("contact_phone", "+553187654321"),  # valid, legacy form
+    ("contact_phone", "+15555550100"),  # invalid
+]
+
+
+def outcome(field: str, value: str) -> str:
+    try:
+        return str(validate(message(**{field: value}), NOW).value[field])
+    except InvalidEvent as invalid:
+        return str(invalid)
+
+
+@pytest.mark.parametrize(("field", "value"), VERDICT_CASES)
+def test_cached_verdicts_give_what_a_first_check_gives(field: str, value: str) -> None:
+    validation._email_verdicts.clear()
+    validation._phone_verdicts.clear()
+    first = outcome(field, value)
+    assert outcome(field, value) == outcome(field, value) == first
+
+
+def test_verdict_caches_hold_no_phone_or_address_and_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(validation, "_VERDICTS_MAX", 4)
+    validation._email_verdicts.clear()
+    for n in range(10):
+        outcome("contact_email", f"ana{n}@example.com")
+        assert len(validation._email_verdicts) <= 4
+    for field, value in VERDICT_CASES:
+        outcome(field, value)
+    for verdicts in (validation._email_verdicts, validation._phone_verdicts):  # digests and verdicts only
+        assert verdicts and all(len(d) == 16 and v in (True, False, None) for d, v in verdicts.items())
+
+
+@settings(max_examples=300)
+@given(
+    st.sampled_from(["ana", "Ana", "jos\u00e9", "jose\u0301", "a b", "a..b", "", "o'brien", "x+y"]),
+    st.sampled_from(["@", "@@", ""]),
+    st.sampled_from(["example.com", "EXAMPLE.com", "ex\u00e1mple.com", "example", "exa mple.com", ""]),
+)
+def test_an_address_seen_again_gets_the_same_outcome(local: str, at: str, domain: str) -> None:
+    address = local + at + domain
+    validation._email_verdicts.clear()
+    first = outcome("contact_email", address)
+    assert outcome("contact_email", address) == first
