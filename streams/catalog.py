@@ -33,6 +33,9 @@ class TopicSpec:
     partitions: int
     configs: Mapping[str, str]
     purpose: str
+    #: Records are found by the partition their key hashes to (`buffer read`, compaction of a
+    #: contact's upsert by its tombstone): the partition count must never change, growing included.
+    located_by_key: bool = False
 
 
 def _delete(retention_ms: int, segment_ms: int) -> dict[str, str]:
@@ -51,7 +54,13 @@ CATALOG: tuple[TopicSpec, ...] = (
     TopicSpec(Role.INGEST_CONTACTS, 6, _delete(HOUR_MS, MINUTE_MS), "sealed contact events, until processed"),
     TopicSpec(Role.INGEST_EXECUTIONS, 6, _delete(HOUR_MS, MINUTE_MS), "sealed execution events, until processed"),
     # Ciphertext only; the conversation key's TTL is what really ends a buffer's life.
-    TopicSpec(Role.BUFFER_MESSAGES, 6, _delete(MAX_BUFFER_TTL_MS, HOUR_MS), "sealed chat messages (AES-GCM)"),
+    TopicSpec(
+        Role.BUFFER_MESSAGES,
+        6,
+        _delete(MAX_BUFFER_TTL_MS, HOUR_MS),
+        "sealed chat messages (AES-GCM)",
+        located_by_key=True,
+    ),
     TopicSpec(
         Role.BUFFER_CONTACTS,
         6,
@@ -64,6 +73,7 @@ CATALOG: tuple[TopicSpec, ...] = (
             "message.timestamp.type": "LogAppendTime",
         },
         "sealed contact records, latest per contact pseudonym",
+        located_by_key=True,
     ),
     TopicSpec(Role.METRICS_USAGE, 6, _delete(7 * DAY_MS, HOUR_MS), "anonymised usage metrics"),
     TopicSpec(Role.LOGS_EXECUTIONS, 6, _delete(7 * DAY_MS, HOUR_MS), "redacted execution logs"),
@@ -111,7 +121,16 @@ def plan(prefix: str, observed: Mapping[str, ObservedTopic], catalog: tuple[Topi
             have = seen.configs.get(key)
             if have != want:
                 changes.append(Change(name, "config", f"{key}: {have} -> {want}", key, want))
-        if seen.partitions < spec.partitions:
+        if seen.partitions != spec.partitions and spec.located_by_key:
+            changes.append(
+                Change(
+                    name,
+                    "warn",
+                    f"has {seen.partitions} partitions, catalog says {spec.partitions}; its records are found by "
+                    "their key's partition, so it is left as it is (recreate it empty to change)",
+                )
+            )
+        elif seen.partitions < spec.partitions:
             changes.append(
                 Change(name, "partitions", f"{seen.partitions} -> {spec.partitions}", value=str(spec.partitions))
             )

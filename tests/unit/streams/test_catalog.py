@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from shredline.processors.roles import Role
 from shredline.streams.catalog import CATALOG, DAY_MS, ObservedTopic, plan, topic_name
 
 DESIGN_TOPICS = {
@@ -71,6 +73,17 @@ def test_plan_fixes_drift_and_grows_but_never_shrinks_partitions() -> None:
     assert changes[("metrics.usage", "config")].key == "retention.ms"
     assert changes[("metrics.usage", "config")].value == str(7 * DAY_MS)
     assert changes[("metrics.usage", "partitions")].value == "6"
+
+
+@pytest.mark.parametrize("role", [Role.BUFFER_MESSAGES, Role.BUFFER_CONTACTS])
+@pytest.mark.parametrize("have", [3, 12])
+def test_plan_never_changes_the_partitions_of_a_topic_read_by_key(role: Role, have: int) -> None:
+    # growing would move keys: `buffer read` would miss older messages, and a contact's tombstone
+    # would land apart from the upsert it must compact away
+    observed = _as_observed("")
+    observed[role.value] = ObservedTopic(have, observed[role.value].configs)
+    [change] = plan("", observed)
+    assert (change.topic, change.kind) == (role.value, "warn") and "found by their key's partition" in change.detail
 
 
 def test_plan_ignores_configs_the_catalog_does_not_own() -> None:
