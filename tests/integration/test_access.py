@@ -264,16 +264,22 @@ def test_acl_apply_creates_then_has_nothing_to_do_and_removes_what_the_table_doe
     ]
 
 
-def test_an_operator_command_with_the_upstream_certificate_is_refused_and_audited(
-    broker: Broker, topic_prefix: str, tmp_path: Path
-) -> None:
+def provisioned_acme(broker: Broker, topic_prefix: str, tmp_path: Path) -> dict[str, str]:
+    """The environment of a prefix with its catalog, ACLs and tenant `acme` (skips with one
+    certificate for every role: there is nothing to tell apart)."""
     if broker.connection.credentials is None:
         pytest.skip("one certificate for every role")
     apply_catalog(broker.connection, topic_prefix, 1)
     env = broker.client_env(topic_prefix, tmp_path)
     assert cli(env, "tenant", "provision", "acme").returncode == 0
-    credentials = broker.connection.credentials
-    as_upstream = as_role(env, credentials, UPSTREAM)
+    return env
+
+
+def test_an_operator_command_with_the_upstream_certificate_is_refused_and_audited(
+    broker: Broker, topic_prefix: str, tmp_path: Path
+) -> None:
+    env = provisioned_acme(broker, topic_prefix, tmp_path)
+    as_upstream = as_role(env, broker.connection.credentials, UPSTREAM)
     refused = cli(as_upstream, "tenant", "terminate", "acme", "--reason", "x", "--yes")
     assert refused.returncode == 77
     assert refused.stderr.splitlines() == [
@@ -295,11 +301,7 @@ def test_an_operator_command_with_the_upstream_certificate_is_refused_and_audite
 def test_a_buffer_read_the_broker_refuses_fails_in_one_line_and_never_reads_as_empty(
     broker: Broker, topic_prefix: str, tmp_path: Path
 ) -> None:
-    if broker.connection.credentials is None:
-        pytest.skip("one certificate for every role")
-    apply_catalog(broker.connection, topic_prefix, 1)
-    env = broker.client_env(topic_prefix, tmp_path)
-    assert cli(env, "tenant", "provision", "acme").returncode == 0
+    env = provisioned_acme(broker, topic_prefix, tmp_path)
     as_operator = as_role(env, broker.connection.credentials, OPERATOR)
     allowed = cli(as_operator, "buffer", "read", "acme", "conv-1", "--purpose", "control")
     assert allowed.returncode == 0, allowed.stderr  # the same read, allowed: nothing held yet
