@@ -106,14 +106,20 @@ class Termination:
         row = self.tenant_row(tenant)
         store = self.keys.store
         saved = store.termination(tenant, row.generation)
-        state: dict[str, Any] = (
-            json.loads(saved.progress)
-            if saved is not None and saved.progress is not None
-            else {"tenant": tenant, "generation": row.generation, "operator": operator, "reason": reason, "steps": {}}
-        )
+        fresh = {"tenant": tenant, "generation": row.generation, "operator": operator, "reason": reason, "steps": {}}
+        state: dict[str, Any] = json.loads(saved.progress) if saved is not None and saved.progress else fresh
         cert_json, _txt = certificate_paths(self.settings, tenant, row.generation)
+        if problem := progress_contradiction(state, row, store.destroyed_keys(tenant, row.generation)):
+            # Never certified, never "already done": set aside, audited, and the termination starts over.
+            self.trail.record("tenant.terminate.progress_refused", tenant, None, {"problem": problem})
+            self.say(
+                f"warning: the termination progress of {tenant} in the key store does not hold ({problem}; was "
+                "the store written by hand?): it is set aside, audited, and the termination starts from the beginning"
+            )
+            state = fresh
         if "certificate" in state["steps"]:
             return Outcome(cert_json, already_done=True)
+        state["steps"].pop("verify", None)  # always checked again right before the certificate
         if state["steps"]:
             self.say(f"resuming the termination of {tenant} started by {state['operator']}")
             self.trail.record("tenant.terminate.resume", tenant, None, {"done": ",".join(state["steps"])})
@@ -398,6 +404,26 @@ class Termination:
         digest = hashlib.sha256(data).hexdigest()
         self.trail.record("tenant.terminate.certificate", tenant, None, {"id": body["id"], "sha256": digest})
         return {"summary": f"signed certificate {cert_json}", "path": str(cert_json), "sha256": digest}
+
+
+def progress_contradiction(state: dict[str, Any], row: TenantRow, destroyed: list[tuple[str, str]]) -> str | None:
+    """What in a termination's recorded progress (`state`, as saved in the key store) the store
+    itself contradicts, or None. Progress is a claim whoever can write the store could have
+    made: a step recorded as done is believed only as far as the store bears it out (the `keys`
+    step: the tenant terminated, its root gone, at least as many keys of each scope recorded as
+    destroyed as it claims). `destroyed` is the store's (key id, scope) of the generation."""
+    steps = state.get("steps", {})
+    if state.get("tenant", row.tenant) != row.tenant or state.get("generation", row.generation) != row.generation:
+        return "it names another tenant or generation"
+    if "keys" not in steps:
+        return None
+    if row.state != TERMINATED or row.root_wrapped is not None:
+        return f"its keys step is recorded as done, but the tenant is {row.state} with its root key in the store"
+    for scope in ("conversation", "contact"):
+        claimed, recorded = int(steps["keys"].get(scope, 0)), sum(s == scope for _k, s in destroyed)
+        if claimed > recorded:
+            return f"it claims {claimed} {scope} keys destroyed where the store records {recorded}"
+    return None
 
 
 def backlog_claims(trim: dict[str, Any]) -> tuple[dict[str, Any], str]:

@@ -113,7 +113,8 @@ def test_a_crash_after_any_step_is_finished_by_re_running(pipeline: Pipeline, st
     assert rerun.returncode == 0, rerun.stderr
     assert "resuming the termination" in rerun.stderr
     finished = [s for s in STEPS if f"{s}:" in rerun.stderr]
-    assert finished == list(STEPS[STEPS.index(step) + 1 :])  # nothing done twice
+    # nothing done twice, but verify: it is always checked again right before the certificate
+    assert finished == [s for s in STEPS if STEPS.index(s) > STEPS.index(step) or s == "verify"]
 
     certificate = pipeline.data_dir / "certificates" / f"{tenant}.g1.json"
     verified = pipeline.cli("certificate", "verify", str(certificate))
@@ -133,6 +134,30 @@ def test_a_crash_after_any_step_is_finished_by_re_running(pipeline: Pipeline, st
     again = pipeline.cli("tenant", "terminate", tenant, "--reason", "again", "--yes")
     assert again.returncode == 0 and "already terminated; nothing changed" in again.stdout
     assert actions(pipeline.trail(), tenant) == mine
+
+
+def test_progress_written_into_the_store_by_hand_is_set_aside_and_never_certified(pipeline: Pipeline) -> None:
+    # Whoever can write the key store could record a termination that never happened: no certificate
+    # may follow from it, and the live tenant must still be terminated for real when asked.
+    tenant = "forged"
+    assert pipeline.cli("tenant", "provision", tenant).returncode == 0
+    pipeline.processed(tenant, 3, tenant)
+    keys = open_keys(Settings(data_dir=pipeline.data_dir))
+    generation = keys.store.tenant(tenant).generation  # type: ignore[union-attr]
+    done = {step: {"at": "2026-12-06T00:00:00Z"} for step in STEPS[:-1]}
+    done["keys"] |= {"conversation": 4242, "contact": 17, "master_version": 9, "wrapped_under": 1}
+    forged = {"tenant": tenant, "generation": generation, "operator": "User:ceo", "reason": "forged", "steps": done}
+    keys.store.save_termination(tenant, generation, json.dumps(forged))
+
+    run = pipeline.cli("tenant", "terminate", tenant, "--reason", "contract ended", "--yes")
+    assert run.returncode == 0, run.stderr
+    assert "its keys step is recorded as done, but the tenant is active with its root key in the store" in run.stderr
+    assert [s for s in STEPS if f"{s}:" in run.stderr] == list(STEPS)  # every step, for real
+    assert keys.store.tenant(tenant).state == "terminated"  # type: ignore[union-attr]
+    body = json.loads((pipeline.data_dir / "certificates" / f"{tenant}.g{generation}.json").read_text())["certificate"]
+    assert body["reason"] == "contract ended" and body["operator"] != "User:ceo"
+    assert body["keys_destroyed"]["conversation"] == 3 and body["keys_destroyed"]["contact"] == 0
+    assert "tenant.terminate.progress_refused" in actions(pipeline.trail(), tenant)
 
 
 def test_a_crash_between_the_destruction_and_the_rotation_keeps_the_certificate_right(pipeline: Pipeline) -> None:
