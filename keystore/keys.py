@@ -23,6 +23,7 @@ from shredline.keystore.cache import BoundedCache
 from shredline.keystore.errors import (
     InvalidCiphertext,
     KeyDestroyed,
+    MasterKeyError,
     StaleMasterKey,
     TenantExists,
     TenantTerminated,
@@ -399,6 +400,23 @@ class Keys:
         except TenantTerminated:
             return None
         return bytes.fromhex(day_keys.pseudonym("dedup", f"{tenant}\x00{event_id}\x00{kind}"))
+
+    def check_keyring(self, ring: MasterKeyring) -> None:
+        """Raise `MasterKeyError` unless `ring` opens every root in the store (tenants' and the
+        store's own day keys): a keyring another host has rotated past, or one that is not this
+        store's, must not be rotated further (its new version would clash with the real one). The
+        message names the tenant and the version, never key bytes."""
+        for row in self.store.tenants():
+            if row.root_wrapped is None:
+                continue
+            try:
+                self._unwrap_root(ring, row)
+            except (InvalidCiphertext, MasterKeyError):
+                raise MasterKeyError(
+                    f"master_key: this host's keyring (current v{ring.current}) cannot open the root of "
+                    f"{row.tenant!r}, wrapped under v{row.master_version}: it is stale or not this key store's "
+                    "(rotated on another host?); copy the current keyring here first. Nothing was changed"
+                ) from None
 
     def rotate_master(self, new_master: MasterKeyring) -> int:
         """Re-wrap every active root under `new_master.current`; data keys and ciphertext stay as they

@@ -15,9 +15,10 @@ import contextlib
 import os
 import re
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -171,14 +172,26 @@ def _rotation_lock(store: KeyStore) -> Iterator[None]:
         held.__exit__(None, None, None)
 
 
-def rotate(path: Path, store: KeyStore, rewrap: Callable[[MasterKeyring], int]) -> Rotation:
-    """Add a master version to the key file, re-wrap every tenant root under it with `rewrap`
+class Rewraps(Protocol):
+    """What `rotate` needs of `Keys`: its store, a check that a keyring opens every root, and
+    the re-wrap of every root under a keyring's current version (returns how many)."""
+
+    @property
+    def store(self) -> KeyStore: ...
+    def check_keyring(self, ring: MasterKeyring) -> None: ...
+    def rotate_master(self, new_master: MasterKeyring) -> int: ...
+
+
+def rotate(path: Path, keys: Rewraps) -> Rotation:
+    """Add a master version to the key file, re-wrap every tenant root under it
     (`Keys.rotate_master`, which also makes the store refuse roots wrapped under older versions),
     then destroy every older version. One rotation at a time across processes and hosts (the
-    `store`'s rotation lock); a crash anywhere leaves a keyring that opens every root, and a re-run
-    finishes."""
-    with _rotation_lock(store):
+    store's rotation lock); a crash anywhere leaves a keyring that opens every root, and a re-run
+    finishes. `Keys.check_keyring` raises first, with nothing written, when the keyring on disk does
+    not open every root: a stale copy another host rotated past."""
+    with _rotation_lock(keys.store):
+        keys.check_keyring(load_keyring(None, path, create=False))
         version = add_version(path)
-        roots = rewrap(load_keyring(None, path, create=False))
+        roots = keys.rotate_master(load_keyring(None, path, create=False))
         retired = retire_versions_below(path, version)
     return Rotation(version, retired, roots)

@@ -53,7 +53,7 @@ def _keys_rotate_master(settings: Settings, args: argparse.Namespace) -> int:
     if settings.master_key is not None:
         raise ShredlineError("master_key: rotation needs a key file; SHREDLINE_MASTER_KEY is set")
     keys = Session(settings, "keys rotate-master", online=False).keys
-    rotation = rotate(settings.master_key_path, keys.store, keys.rotate_master)
+    rotation = rotate(settings.master_key_path, keys)
     print(
         f"re-wrapped {rotation.roots} tenant root keys under master key v{rotation.version}; "
         f"retired {', '.join(f'v{v}' for v in rotation.retired) or 'nothing'}"

@@ -177,7 +177,7 @@ class Termination:
         A keyring given in SHREDLINE_MASTER_KEY cannot be rotated from here; the step says so."""
         if self.settings.master_key is not None:
             return None, "master key NOT rotated: it comes from SHREDLINE_MASTER_KEY; rotate it where it is kept"
-        rotation = rotate(self.settings.master_key_path, self.keys.store, self.keys.rotate_master)
+        rotation = rotate(self.settings.master_key_path, self.keys)
         self.trail.flush()  # the store's record of the re-wrap
         retired = ", ".join(f"v{v}" for v in rotation.retired) or "nothing"
         return rotation.version, f"master key {retired} destroyed, roots re-wrapped under v{rotation.version}"

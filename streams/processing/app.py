@@ -31,6 +31,7 @@ import faust
 from shredline.keystore.errors import KeyStoreUnavailable
 from shredline.keystore.keys import Keys
 from shredline.processors.roles import Role
+from shredline.schemas.errors import ShredlineError
 from shredline.streams.catalog import CATALOG, MARKER_HEADER, topic_name
 from shredline.streams.kafka.connection import Connection
 from shredline.streams.kafka.trim import INGEST, IngestTrimmer, timers_app_id, worker_group
@@ -133,7 +134,7 @@ def build_app(settings: Settings, conn: Connection, keys: Keys, trail: Trail) ->
         try:
             sent = await asyncio.get_running_loop().run_in_executor(None, trail.flush)
         except Exception as exc:
-            log.warning("audit relay failed, will retry: %s", type(exc).__name__)
+            log.warning("audit relay failed, will retry: %s", safe_reason(exc))
             return
         if sent:
             log.info("audit: %d records appended", sent)
@@ -193,7 +194,7 @@ def run_worker(settings: Settings, conn: Connection, keys: Keys, loglevel: str =
         try:
             loop.run(stop)
         except BaseException as exc:
-            log.critical("%s failed (%s); exiting to be restarted", type(loop).__name__, type(exc).__name__)
+            log.critical("%s failed (%s); exiting to be restarted", type(loop).__name__, safe_reason(exc))
             logging.shutdown()
             os._exit(STALLED)
 
@@ -214,6 +215,12 @@ def run_worker(settings: Settings, conn: Connection, keys: Keys, loglevel: str =
             if thread.is_alive():
                 log.warning("%s did not finish its batch within %.0f s; exiting without it", thread.name, LOOP_STOP_S)
         relay_before_exit(trail)
+
+
+def safe_reason(exc: BaseException) -> str:
+    """What a log line may say of `exc`: our own errors' messages (which name no secret and no
+    person, e.g. a stale keyring's missing version), else only the exception's type."""
+    return str(exc) if isinstance(exc, ShredlineError) else type(exc).__name__
 
 
 def relay_before_exit(trail: Trail) -> None:

@@ -36,6 +36,7 @@ from shredline.keystore.errors import (
     InvalidCiphertext,
     KeyDestroyed,
     KeyStoreUnavailable,
+    MasterKeyError,
     TenantTerminated,
     UnknownTenant,
 )
@@ -196,8 +197,8 @@ class Splitter:
             return self._dead(where, "tenant: not provisioned", tenant)
         except InvalidCiphertext:
             return self._dead(where, "sealed: cannot be opened", tenant)
-        except KeyStoreUnavailable:
-            raise
+        except (KeyStoreUnavailable, MasterKeyError):
+            raise  # this host cannot work now (a stale keyring: rotated on another host): nothing is lost
         except Exception as exc:  # a bug must not stop the worker or drop the offset silently
             log.exception("internal error opening %s[%d]@%d", *where)
             return self._dead(where, f"internal error ({type(exc).__name__})", tenant)
@@ -234,8 +235,8 @@ class Splitter:
             return self._apply(PLANS[record](event), event)
         except UnknownTenant:
             return self._dead(where, "tenant: not provisioned", event["tenant"])
-        except KeyStoreUnavailable:
-            raise
+        except (KeyStoreUnavailable, MasterKeyError):
+            raise  # this host cannot work now (a stale keyring: rotated on another host): nothing is lost
         except Exception as exc:  # a bug must not stop the worker or drop the offset silently
             log.exception("internal error on %s[%d]@%d", *where)
             return self._dead(where, f"internal error ({type(exc).__name__})", event["tenant"])

@@ -75,7 +75,7 @@ def test_destroyed_keys_leave_only_wal_copies_wrapped_under_a_destroyed_master_v
     assert all("base" in before[name] for name in wrapped)  # ...in the heap, and no raw key anywhere
 
     keys.destroy_tenant("acme", "contract ended")  # what a termination's keys step does on this backend
-    rotation = rotate(tmp_path / "master.key", keys.store, keys.rotate_master)
+    rotation = rotate(tmp_path / "master.key", keys)
     assert rotation.retired == [row.master_version]
     assert keys.store.checkpoint() is None  # vacuum and checkpoint: nothing in the way
 

@@ -174,7 +174,9 @@ def test_services_start_in_order(config: dict[str, Any]) -> None:
 
     done, healthy = "service_completed_successfully", "service_healthy"
     assert after("kafka") == {"init": done} and after("postgres") == {"init": done}
-    assert after("setup") == {"init": done, "kafka": healthy}
+    # setup reads the operator allow-list from the key store for `acl apply`
+    assert after("setup") == {"init": done, "kafka": healthy, "postgres": healthy}
+    assert services["setup"]["environment"]["SHREDLINE_KEY_STORE"].startswith("postgresql://")
     for name in ("worker-1", "worker-2", "sink", "operator"):
         assert after(name) == {"init": done, "setup": done, "postgres": healthy}, name
         assert name == "operator" or services[name]["restart"] == "unless-stopped"

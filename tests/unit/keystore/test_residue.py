@@ -167,7 +167,7 @@ def test_a_process_that_provisions_across_a_rotation_wraps_under_the_new_version
     late = open_keys(tmp_path)  # loaded the keyring (v1 only) before the rotation
     sealed = rotator.seal("acme", CONVERSATION, "conv-1", TOPIC, b"kept")
     os.link(tmp_path / "master.key", tmp_path / "master.key.before")  # the old file's inode, to look at
-    rotation = rotate(tmp_path / "master.key", rotator.store, rotator.rotate_master)
+    rotation = rotate(tmp_path / "master.key", rotator)
     assert (rotation.version, rotation.retired, rotation.roots) == (2, [1], 2)
     assert set((tmp_path / "master.key.before").read_bytes()) == {0}  # the replaced key file was zeroed
     assert oct((tmp_path / "master.key").stat().st_mode & 0o777) == "0o600"
@@ -179,12 +179,33 @@ def test_a_process_that_provisions_across_a_rotation_wraps_under_the_new_version
     assert fresh.tenant_keys("late").generation == 1 and fresh.open(sealed, TOPIC) == b"kept"
 
 
+def test_a_host_whose_keyring_another_host_rotated_past_cannot_rotate_it_and_changes_nothing(tmp_path: Path) -> None:
+    # Host A and host B share the store; B's keyring is a copy taken before A rotated. Rotating on B
+    # used to add a "v2" of its own beside A's real v2 (then v3, ...), and fail only at the re-wrap.
+    host_a = populated(tmp_path)
+    (tmp_path / "b").mkdir()
+    stale = tmp_path / "b" / "master.key"
+    stale.write_bytes((tmp_path / "master.key").read_bytes())
+    stale.chmod(0o600)
+    rotate(tmp_path / "master.key", host_a)
+    before = stale.read_bytes()
+    ring_b = load_keyring(None, stale, create=False)
+    host_b = Keys(host_a.store, ring_b, reload_master=lambda: load_keyring(None, stale, create=False))
+    for _attempt in range(2):
+        with pytest.raises(
+            MasterKeyError, match=r"cannot open the root of '(acme|beta)', wrapped under v2: it is stale"
+        ):
+            rotate(stale, host_b)
+    assert stale.read_bytes() == before  # nothing added to the stale keyring
+    assert host_a.store.tenant("acme").master_version == 2  # type: ignore[union-attr]
+
+
 def test_an_old_wrapped_root_is_useless_once_its_master_version_is_destroyed(tmp_path: Path) -> None:
     keys = populated(tmp_path)
     copied = keys.store.tenant("acme")  # what a copy of the file or a stray disk block would hold
     assert copied is not None
     keys.destroy_tenant("acme", "ended")
-    rotate(tmp_path / "master.key", keys.store, keys.rotate_master)
+    rotate(tmp_path / "master.key", keys)
     with pytest.raises(MasterKeyError, match="version 1 is not in the keyring"):
         Keys._unwrap_root(load_keyring(None, tmp_path / "master.key", create=False), copied)
 
@@ -221,7 +242,7 @@ def test_a_rotation_held_by_a_suspended_process_fails_in_one_line_not_for_ever(
 
         def attempt() -> None:
             try:
-                rotate(tmp_path / "master.key", keys.store, keys.rotate_master)
+                rotate(tmp_path / "master.key", keys)
                 outcome.append(None)
             except BaseException as exc:  # reported to the test thread
                 outcome.append(exc)
@@ -237,7 +258,7 @@ def test_a_rotation_held_by_a_suspended_process_fails_in_one_line_not_for_ever(
     finally:
         holder.send_signal(signal.SIGCONT)
         holder.wait(timeout=30)
-    assert rotate(tmp_path / "master.key", keys.store, keys.rotate_master).version == 2  # once it ends
+    assert rotate(tmp_path / "master.key", keys).version == 2  # once it ends
 
 
 def test_a_store_locked_by_another_writer_names_its_pid(tmp_path: Path) -> None:

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from shredline.keystore.errors import KeyDestroyed
+from shredline.keystore.errors import KeyDestroyed, MasterKeyError
 from shredline.keystore.ingest import IngestPublicKey, Kem
 from shredline.keystore.keys import Keys, Sealed
-from shredline.keystore.master import load_keyring
+from shredline.keystore.master import load_keyring, rotate
 from shredline.keystore.sqlite_store import SqliteKeyStore
 from shredline.processors.roles import Role
 from shredline.processors.validation import validate
@@ -351,3 +351,26 @@ def test_a_source_with_several_refused_outputs_gets_one_letter_and_a_refused_let
         "dead letter of t.ingest.messages[0]@6 refused by Kafka (MSG_SIZE_TOO_LARGE): that record is skipped",
         "dead letter of t.ingest.messages[0]@7 refused by Kafka (MSG_SIZE_TOO_LARGE): that record is skipped",
     ]
+
+
+def test_a_host_whose_keyring_was_rotated_elsewhere_stops_instead_of_dead_lettering(tmp_path: Path) -> None:
+    # Another host rotated the master key; this host's keyring is a copy from before. An event it
+    # cannot open for that reason is not bad input: dead-lettering it (no payload) would lose it.
+    h = Harness(tmp_path)
+    h.keys.provision("acme")
+    value = h.wire("ingest.messages", message())
+    (tmp_path / "b").mkdir()
+    stale = tmp_path / "b" / "master.key"
+    stale.write_bytes((tmp_path / "master.key").read_bytes())
+    stale.chmod(0o600)
+    rotate(tmp_path / "master.key", h.keys)  # "another host": the keyring file that host holds
+    sent: list[Output] = []
+
+    def send(outputs: list[Output]) -> dict[int, str]:
+        sent.extend(outputs)
+        return {}
+
+    host_b = Splitter(Keys(h.keys.store, load_keyring(None, stale, create=False)), "t", send, clock=lambda: NOW)
+    with pytest.raises(MasterKeyError, match="version 2 is not in the keyring"):
+        host_b.handle_batch([(Role.INGEST_MESSAGES, 0, 0, value, None)])
+    assert sent == [] and host_b.counts["dead"] == 0
