@@ -82,7 +82,7 @@ class DatabaseUrl:
             raise DatabaseUrlError(f"no database in the URL ({_FORM})")
         params: dict[str, str] = {}
         shown = []
-        for item in query.split("&") if question else []:
+        for item in query.split("&") if query else []:
             if item.count("=") != 1:
                 raise DatabaseUrlError("a query parameter that is not key=value (write an '=' in a value as %3D)")
             raw_key, raw = item.split("=")

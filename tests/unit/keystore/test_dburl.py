@@ -74,6 +74,7 @@ def test_a_malformed_or_ambiguous_value_is_refused_in_one_line_without_the_secre
         ("postgresql://app:SECRET@db.example:5433/keys", "SECRET", "postgresql://app:***@db.example:5433/keys"),
         ("postgresql://app:SECRET@[::1]:5432/keys", "SECRET", "postgresql://app:***@[::1]:5432/keys"),
         ("postgresql://app:SECRET@[::1]/keys", "SECRET", "postgresql://app:***@[::1]/keys"),
+        ("postgresql://app:SECRET@h/keys?", "SECRET", "postgresql://app:***@h/keys?"),
         ("postgres://app:SE:CR:ET@h/keys", "SE:CR:ET", "postgres://app:***@h/keys"),
         ("postgresql://app:p%40SECRET%2F%3F%23%25@h/keys", "p@SECRET/?#%", "postgresql://app:***@h/keys"),
         ("postgresql://app:SECRETäöü€@h/keys", "SECRETäöü€", "postgresql://app:***@h/keys"),
