@@ -44,10 +44,9 @@ from typing import Any
 import psycopg
 import psycopg_pool
 from psycopg import errors as pg_errors
-from psycopg.conninfo import conninfo_to_dict
 from psycopg.pq import TransactionStatus
 
-from shredline.keystore.dburl import DatabaseUrl
+from shredline.keystore.dburl import DatabaseUrl, transport_warning
 from shredline.keystore.errors import KeystoreError, KeyStoreUnavailable, StaleMasterKey, TenantExists, UnknownTenant
 from shredline.keystore.locking import LockTimeout
 from shredline.keystore.store import (
@@ -170,14 +169,17 @@ class PostgresKeyStore:
             "autocommit": True,
             "application_name": f"shredline {actor}"[:63],
             # after the URL's own options (a search_path, say), which these would otherwise replace
-            "options": f"{_url_options(url)} -c lock_timeout={timeout_ms} "
+            "options": f"{url.params.get('options', '')} -c lock_timeout={timeout_ms} "
             "-c idle_in_transaction_session_timeout=600000".strip(),
         }
+        warning = transport_warning(url)
+        if warning is not None:
+            log.warning("%s", warning)
         try:
             # One connection first, so a refusal (TLS, password, server down) is said as the server
             # said it, rather than as a pool that did not fill in time.
             first: dict[str, Any] = dict(settings)
-            if "connect_timeout" not in url.reveal():
+            if "connect_timeout" not in url.params:
                 first["connect_timeout"] = max(2, int(busy_timeout_s))
             psycopg.connect(url.reveal(), **first).close()
             self._pool = psycopg_pool.ConnectionPool(
@@ -769,17 +771,9 @@ def _holders(conn: psycopg.Connection[Any], where: str, args: tuple[object, ...]
     )
 
 
-def _url_options(url: DatabaseUrl) -> str:
-    try:
-        return str(conninfo_to_dict(url.reveal()).get("options") or "")
-    except psycopg.ProgrammingError:
-        return ""  # the pool reports the malformed URL when it connects
-
-
 def _one_line(exc: BaseException, url: DatabaseUrl) -> str:
-    """The driver's message on one line, with the password masked should it ever echo it."""
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text.replace(url.reveal(), url.masked)
+    """The driver's message on one line, every secret of `url` taken out should it echo one."""
+    return " ".join(url.scrub(str(exc)).split()) or type(exc).__name__
 
 
 def _tenant_row(row: tuple[Any, ...]) -> TenantRow:

@@ -1,6 +1,7 @@
-"""What the PostgreSQL store adds to the contract: its URL never shows the password, its waits are
-bounded and name the blocker, and an outbox record committed late is never dropped unrelayed.
-Against the session's real server (`tests/conftest.py`)."""
+"""What the PostgreSQL store adds to the contract: its messages and logs never show a secret of its
+URL (the URL itself: `test_dburl.py`), its waits are bounded and name the blocker, and an outbox
+record committed late is never dropped unrelayed. Against the session's real server
+(`tests/conftest.py`)."""
 
 from __future__ import annotations
 
@@ -13,45 +14,15 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from shredline.keystore.dburl import DatabaseUrl, DatabaseUrlError
+from shredline.keystore.dburl import DatabaseUrl
 from shredline.keystore.errors import KeyStoreUnavailable
 from shredline.keystore.postgres_store import PostgresKeyStore
 from shredline.keystore.store import ACTIVE, AuditHead, TenantRow
-from shredline.streams.errors import ConfigError
 from shredline.streams.launcher.broker import pick_port
 from shredline.streams.launcher.certs import ensure_tls
 from shredline.streams.launcher.postgres import PostgresServer
-from shredline.streams.settings import load_settings
 
 PASSWORD = "s3cr3t-Pa55"
-
-
-def test_the_url_masks_its_password_everywhere_and_names_what_is_wrong() -> None:
-    url = DatabaseUrl(f"postgresql://app:{PASSWORD}@db.example:5433/keys?sslmode=verify-full&sslrootcert=/ca.pem")
-    for shown in (str(url), repr(url), url.masked, f"{url}"):
-        assert PASSWORD not in shown and "app:***@db.example:5433/keys?sslmode=verify-full" in shown
-    assert PASSWORD in url.reveal()
-    for bad, reason in [
-        ("mysql://a:b@h/d", "expected a postgresql:// URL"),
-        ("postgresql://a:b@/d", "no host"),
-        ("postgresql://a:b@h:5432", "no database"),
-        ("postgresql://a:b@h/d?sslmode=sometimes", "sslmode must be one of"),
-        ("postgresql://a@h/d?password=x", "user:password part"),
-        ("postgresql://a:b@h:port/d", "not a URL"),
-    ]:
-        with pytest.raises(DatabaseUrlError, match=reason) as caught:
-            DatabaseUrl(bad)
-        assert "b@" not in str(caught.value)
-
-
-def test_settings_select_the_backend_by_the_value_of_shredline_key_store() -> None:
-    pg = load_settings({"SHREDLINE_KEY_STORE": f"postgresql://app:{PASSWORD}@db:5432/keys"})
-    assert pg.key_store_url is not None and PASSWORD not in repr(pg)
-    local = load_settings({"SHREDLINE_KEY_STORE": "/var/lib/shredline/keys.sqlite"})
-    assert local.key_store_url is None and str(local.key_store_path) == "/var/lib/shredline/keys.sqlite"
-    with pytest.raises(ConfigError, match=r"^key_store: sslmode must be one of") as caught:
-        load_settings({"SHREDLINE_KEY_STORE": f"postgresql://app:{PASSWORD}@db/keys?sslmode=maybe"})
-    assert PASSWORD not in str(caught.value)
 
 
 def test_an_unreachable_server_fails_in_one_line_without_the_password(caplog: pytest.LogCaptureFixture) -> None:
@@ -64,6 +35,25 @@ def test_an_unreachable_server_fails_in_one_line_without_the_password(caplog: py
     message = str(caught.value)
     assert "\n" not in message and "127.0.0.1" in message and "app:***@" in message
     assert PASSWORD not in message and PASSWORD not in caplog.text
+
+
+def test_a_refusal_by_the_server_names_no_secret_and_an_unverified_remote_host_is_warned_about(
+    postgres: PostgresServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    wrong = "wr0ng:Pa%40ss%2Fw%C3%B6rd"  # ':', '@', '/' and a non-ASCII letter, encoded
+    url = DatabaseUrl(f"postgresql://shredline:{wrong}@127.0.0.1:{postgres.port}/postgres?sslpassword=S3cr3t-Key")
+    with pytest.raises(KeyStoreUnavailable, match="password authentication failed") as caught:
+        PostgresKeyStore(url, busy_timeout_s=1.0)
+    for secret in (wrong, "wr0ng:Pa@ss/wörd", "S3cr3t-Key"):
+        assert secret not in str(caught.value) and secret not in caplog.text and secret not in repr(url)
+    assert "\n" not in str(caught.value) and "shredline:***@127.0.0.1" in str(caught.value)
+    assert not [r for r in caplog.records if r.name == "shredline.keystore"]  # loopback: nothing to warn about
+    remote = DatabaseUrl(f"postgresql://app:{PASSWORD}@192.0.2.1:5432/keys?connect_timeout=1&sslmode=require")
+    with pytest.raises(KeyStoreUnavailable):
+        PostgresKeyStore(remote, busy_timeout_s=1.0)
+    warnings = [r.getMessage() for r in caplog.records if r.name == "shredline.keystore"]
+    assert len(warnings) == 1 and "sslmode=verify-full" in warnings[0] and PASSWORD not in caplog.text
 
 
 def test_a_row_lock_held_elsewhere_fails_in_bounded_time_naming_the_holder(pg_url: DatabaseUrl) -> None:
