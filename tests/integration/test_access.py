@@ -318,7 +318,13 @@ def test_a_buffer_read_the_broker_refuses_fails_in_one_line_and_never_reads_as_e
     admin = admin_client(broker.connection)
     for fut in admin.delete_acls([revoke]).values():
         assert fut.result(timeout=30)  # one binding deleted
-    refused = cli(as_operator, "buffer", "read", "acme", "conv-1", "--purpose", "refused")
+
+    def read() -> subprocess.CompletedProcess[str]:
+        return cli(as_operator, "buffer", "read", "acme", "conv-1", "--purpose", "refused")
+
+    # The controller has committed the deletion; the broker's authorizer applies it a moment later.
+    wait_for(lambda: read().returncode != 0, 30, "the broker to enforce the revoked READ")
+    refused = read()
     assert refused.returncode != 0 and refused.stdout == ""
     assert refused.stderr.splitlines() == [
         f"shredline: error: buffer read: {buffer}: refused by the broker (TOPIC_AUTHORIZATION_FAILED for User:operator)"
