@@ -52,6 +52,12 @@ def permanent(error: KafkaError) -> bool:
     return not error.retriable() and error.code() in PERMANENT
 
 
+def error_of(exc: KafkaException) -> KafkaError:
+    """The `KafkaError` a confluent-kafka exception carries (a generic failure if none)."""
+    error = exc.args[0] if exc.args else None
+    return error if isinstance(error, KafkaError) else KafkaError(KafkaError._FAIL)
+
+
 def kafka_error(what: str, exc: BaseException, who: str | None = None) -> KafkaOperationError:
     """One line for a failed Kafka call: `what`, then Kafka's reason (for a refusal, its code and
     `who` was refused)."""

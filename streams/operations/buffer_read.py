@@ -68,9 +68,10 @@ def conversation_envelopes(
         moved, position = time.monotonic(), low
         while position < high:
             msg = consumer.poll(0.5)
-            if msg is not None and (error := msg.error()) is not None and (error.fatal() or permanent(error)):
+            error = msg.error() if msg is not None else None
+            if error is not None and (error.fatal() or permanent(error)):
                 raise kafka_error(f"buffer read: {topic} [{partition}]", KafkaException(error), conn.principal())
-            if msg is None or msg.error() is not None:
+            if msg is None or error is not None:
                 if time.monotonic() - moved > timeout_s:
                     raise ShredlineError(f"buffer read: {topic} [{partition}] stopped at offset {position} of {high}")
                 continue

@@ -36,7 +36,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from shredline.streams.catalog import topic_name
 from shredline.streams.errors import KafkaOperationError
-from shredline.streams.kafka.admin import AUTHORIZATION_FAILED
+from shredline.streams.kafka.admin import AUTHORIZATION_FAILED, error_of
 from shredline.streams.kafka.connection import Connection
 from shredline.streams.processing.splitter import Output, Refusals
 
@@ -213,12 +213,6 @@ class Outputs:
 
     def close(self) -> None:
         self._producer.flush(10)
-
-
-def error_of(exc: KafkaException) -> KafkaError:
-    """The `KafkaError` a confluent-kafka exception carries (a generic failure if none)."""
-    error = exc.args[0] if exc.args else None
-    return error if isinstance(error, KafkaError) else KafkaError(KafkaError._FAIL)
 
 
 def fatal(error: KafkaError) -> KafkaOperationError:

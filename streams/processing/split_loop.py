@@ -32,7 +32,7 @@ from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError, Kafka
 
 from shredline.processors.roles import Role
 from shredline.streams.catalog import MARKER_HEADER
-from shredline.streams.kafka.admin import permanent
+from shredline.streams.kafka.admin import error_of, permanent
 from shredline.streams.kafka.connection import Connection
 from shredline.streams.processing.splitter import Record, Splitter
 
@@ -97,12 +97,10 @@ class SplitLoop:
         try:
             self._consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in ends.items()], asynchronous=False)
         except KafkaException as exc:
-            error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
-            if error is not None and error.fatal():
+            if error_of(exc).fatal():
                 raise
             # The group rebalanced meanwhile: the new owner processes these records again.
-            reason = error.name() if error is not None else str(exc)
-            log.warning("split: commit refused (%s); those records will be processed again", reason)
+            log.warning("split: commit refused (%s); those records will be processed again", error_of(exc).name())
 
 
 Headers = Mapping[str, str | bytes | None] | Sequence[tuple[str, str | bytes | None]]  # as librdkafka types them
