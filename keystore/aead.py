@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -90,15 +89,35 @@ class TenantKeys:
         return f"TenantKeys(tenant={self.tenant!r}, generation={self.generation})"
 
 
-@dataclass(frozen=True, repr=False)
 class DataKey:
-    """An unwrapped data key, held as an AESGCM object: its bytes are never exposed."""
+    """An unwrapped 32-byte AES-256-GCM data key and what it belongs to.
 
-    tenant: str
-    key_id: str
-    scope: str
-    subject: str
-    aead: AESGCM
+    Its bytes never leave it: no accessor, not in `repr`, not picklable; `seal` and `open` use
+    them. Held as bytes, not as an `AESGCM` object, which carries OpenSSL's encryption and
+    decryption contexts (~1.4 KiB against ~0.1 KiB: the worker caches 10,000 keys); an `AESGCM` is
+    made per call instead (~0.9 µs). In memory either way: neither is zeroed when dropped."""
+
+    __slots__ = ("_key", "key_id", "scope", "subject", "tenant")
+
+    def __init__(self, tenant: str, key_id: str, scope: str, subject: str, key: bytes) -> None:
+        if len(key) != KEY_BYTES:
+            raise ValueError(f"a data key is {KEY_BYTES} bytes")
+        self.tenant = tenant
+        self.key_id = key_id
+        self.scope = scope
+        self.subject = subject
+        self._key = key
+
+    def seal(self, plaintext: bytes, aad: bytes) -> tuple[bytes, bytes]:
+        """(nonce, ciphertext with its 16-byte tag) under a fresh random 96-bit nonce."""
+        return seal_with(AESGCM(self._key), plaintext, aad)
+
+    def open(self, nonce: bytes, ciphertext: bytes, aad: bytes) -> bytes:
+        """The plaintext; `InvalidCiphertext` for any nonce, ciphertext or `aad` it was not sealed with."""
+        return open_with(AESGCM(self._key), nonce, ciphertext, aad)
+
+    def __reduce__(self) -> str | tuple[object, ...]:
+        raise TypeError("a data key is not serialised")
 
     def __repr__(self) -> str:
         return f"DataKey(tenant={self.tenant!r}, key_id={self.key_id!r}, scope={self.scope!r})"

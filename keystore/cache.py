@@ -2,7 +2,8 @@
 
 An entry older than `staleness_s` is re-checked against the store before use, so a key
 destroyed by another process stops working here within that bound even if no termination
-event arrives; `evict_tenant` makes it immediate. Entries hold AESGCM objects, never bytes.
+event arrives; `evict_tenant` makes it immediate. Entries hold key objects (`DataKey`,
+`TenantKeys`...) that never show their bytes.
 Safe across threads (the worker seals in a thread while its control task evicts on the loop).
 """
 

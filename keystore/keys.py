@@ -16,7 +16,6 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from shredline.keystore.aead import DataKey, TenantKeys, bind, open_with, record_aad, seal_with
 from shredline.keystore.cache import BoundedCache
@@ -195,7 +194,7 @@ class Keys:
 
     def _data_key(self, tenant_keys: TenantKeys, row: KeyRow) -> DataKey:
         raw = tenant_keys.unwrap(row.nonce, row.wrapped, scope=row.scope, subject=row.subject, key_id=row.key_id)
-        return DataKey(row.tenant, row.key_id, row.scope, row.subject, AESGCM(raw))
+        return DataKey(row.tenant, row.key_id, row.scope, row.subject, raw)
 
     def sealing_key(self, tenant: str, scope: str, raw_id: str) -> DataKey:
         """The current key of a conversation or contact, created on first use (one per subject,
@@ -241,11 +240,7 @@ class Keys:
         except TenantFenced:
             self.evict_tenant(tenant)
             raise TenantTerminated(tenant) from None
-        key = (
-            DataKey(tenant, key_id, scope, subject, AESGCM(raw))
-            if row.key_id == key_id
-            else self._data_key(tenant_keys, row)
-        )
+        key = DataKey(tenant, key_id, scope, subject, raw) if row.key_id == key_id else self._data_key(tenant_keys, row)
         self._sealing.put(cache_key, key, tenant, budget=self.reserve_block - 1, expiry_written=row.expires_at or 0.0)
         return key
 
@@ -273,7 +268,7 @@ class Keys:
     # -- envelopes -----------------------------------------------------------------------------
     def seal(self, tenant: str, scope: str, raw_id: str, topic: str, plaintext: bytes) -> Sealed:
         key = self.sealing_key(tenant, scope, raw_id)
-        nonce, ciphertext = seal_with(key.aead, plaintext, record_aad(tenant, key.key_id, topic, key.subject))
+        nonce, ciphertext = key.seal(plaintext, record_aad(tenant, key.key_id, topic, key.subject))
         return Sealed(tenant, scope, key.subject, key.key_id, nonce, ciphertext)
 
     def open(self, sealed: Sealed, topic: str) -> bytes:
@@ -281,8 +276,8 @@ class Keys:
         key = self.opening_key(sealed.tenant, sealed.key_id)
         if key.subject != sealed.record_id:
             raise InvalidCiphertext()
-        return open_with(
-            key.aead, sealed.nonce, sealed.ciphertext, record_aad(sealed.tenant, sealed.key_id, topic, sealed.record_id)
+        return key.open(
+            sealed.nonce, sealed.ciphertext, record_aad(sealed.tenant, sealed.key_id, topic, sealed.record_id)
         )
 
     # -- sealed ingest (HPKE, RFC 9180; see keystore/ingest.py) ---------------------------------

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import copy
 import os
+import pickle
 
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shredline.keystore.aead import TenantKeys, bind, open_with, record_aad, seal_with
+from shredline.keystore.aead import DataKey, TenantKeys, bind, open_with, record_aad, seal_with
 from shredline.keystore.errors import InvalidCiphertext
 
 KEY = AESGCM(bytes(range(32)))
@@ -93,3 +95,34 @@ def test_pseudonym_golden_vectors_keep_ids_stable() -> None:
 
 
 GOLDEN = "41d599fec159e7d228cacc5827580efb342397e28de4d18bed6a072758"
+
+
+def test_a_data_key_seals_and_opens_under_its_binding_only() -> None:
+    key = DataKey("acme", "k1", "conversation", "subject-1", bytes(range(32)))
+    aad = record_aad("acme", "k1", "buffer.messages", "subject-1")
+    nonce, ct = key.seal(b"Oi, tudo bem?", aad)
+    assert key.open(nonce, ct, aad) == b"Oi, tudo bem?"
+    assert open_with(KEY, nonce, ct, aad) == b"Oi, tudo bem?"  # plain AES-256-GCM under those bytes
+    golden_aad = record_aad("acme", "00" * 16, "buffer.messages", "ab" * 16)  # the golden vector's
+    assert key.open(bytes(12), bytes.fromhex(GOLDEN), golden_aad) == b"Oi, tudo bem?"
+    with pytest.raises(InvalidCiphertext):
+        key.open(nonce, ct, record_aad("acme", "k1", "buffer.messages", "subject-2"))
+    with pytest.raises(InvalidCiphertext):
+        DataKey("acme", "k1", "conversation", "subject-1", bytes(range(1, 33))).open(nonce, ct, aad)
+
+
+def test_a_data_key_never_shows_or_serialises_its_bytes() -> None:
+    raw = os.urandom(32)
+    key = DataKey("acme", "k1", "conversation", "subject-1", raw)
+    assert raw.hex() not in repr(key) and str(raw) not in repr(key) and "subject-1" not in repr(key)
+    assert not hasattr(key, "__dict__")  # only its slots: tenant, key_id, scope, subject and the key
+    with pytest.raises(TypeError, match="not serialised"):
+        pickle.dumps(key)
+    with pytest.raises(TypeError, match="not serialised"):
+        copy.copy(key)
+
+
+@pytest.mark.parametrize("size", [0, 16, 31, 33])
+def test_a_data_key_is_32_bytes(size: int) -> None:
+    with pytest.raises(ValueError, match="32 bytes"):
+        DataKey("acme", "k1", "conversation", "subject-1", bytes(size))
