@@ -40,6 +40,7 @@ from __future__ import annotations
 import functools
 import re
 import string
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -71,6 +72,9 @@ _GAP = re.compile(rf"(?:[\s,.+_/-]|\b(?:{'|'.join(sorted(PARTICLES))})\b){{1,12}
 _WORD = re.compile(r"[A-Za-z]{2,}")
 _ELIDED = re.compile(r"^(?:d|l|dell|all)'(?=[a-z]{2})")
 _UMLAUTS = str.maketrans({"ä": "ae", "ö": "oe", "ü": "ue", "Ä": "Ae", "Ö": "Oe", "Ü": "Ue"})
+# What a word of a name is made of: letters, combining marks, digits (Unicode general categories
+# L, M, N), apostrophes and hyphens. Anything else in a contact name stands between its words.
+_IN_A_WORD = "'\u2019\u02bc-\u2010\u2011"
 _INITIAL = re.compile(r"(?<![A-Za-z0-9])[A-Z]\.")
 _ALNUM = frozenset(string.ascii_letters + string.digits)
 _ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
@@ -237,11 +241,19 @@ def _single_is_name(text: str, start: int, end: int) -> bool:
     return bool(_AFTER_GREETING.search(before) or _AFTER_NAME_KEY.search(before))
 
 
+def _words_only(name: str) -> str:
+    """`name` with every character that is not part of a word (`_IN_A_WORD`) made a space, before
+    folding: ``🌸Ana🌸`` (an emoji would fold to ``:cherry_blossom:``), ``(Ana)``, ``"Ana"``,
+    ``Ana!``, ``Ana_Souza``, ``ana.souza``, ``@ana``, ``Ana*``, a zero-width space."""
+    return "".join(c if c in _IN_A_WORD or unicodedata.category(c)[0] in "LMN" else " " for c in name)
+
+
 def spellings(name: str) -> list[list[str]]:
-    """The words of `name`, ASCII-folded, without the ``.,;:`` around them: as written, then with
-    German umlauts written out if that differs (``Müller``, ``Mueller``)."""
+    """The words of `name` (`_words_only`), ASCII-folded, without apostrophes or hyphens around
+    them: as written, then with German umlauts written out if that differs (``Müller``,
+    ``Mueller``)."""
     variants = dict.fromkeys((name, name.translate(_UMLAUTS)))
-    return [[w for w in (t.strip(".,;:") for t in fold(variant).split()) if w] for variant in variants]
+    return [[w for w in (t.strip(_IN_A_WORD) for t in fold(_words_only(v)).split()) if w] for v in variants]
 
 
 def parts_of(words: list[list[str]]) -> list[str]:
