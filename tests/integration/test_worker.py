@@ -110,6 +110,18 @@ def canary_events(tenant: str) -> list[dict[str, Any]]:
             "log_line": f"handoff requested by {CANARY_NAME} (11) 98765-0001",
             "error": f"bounce for {CANARY_MAIL}",
         },
+        {  # a contact name as phones carry it, around its words: emoji, brackets, an underscore
+            **base,
+            **person,
+            "contact_name": f"🌸({CANARY_NAME.replace(' ', '_')})🌸",
+            "type": "execution",
+            "event_id": "canary-x2",
+            "workflow_id": "support-triage",
+            "execution_id": "exec-canary-2",
+            "status": "SUCCEEDED",
+            "duration_ms": 300,
+            "log_line": f"{CANARY_NAME.upper()} confirmed; Hi {CANARY_NAME.split()[1]}!",
+        },
     ]
 
 
