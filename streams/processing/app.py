@@ -9,12 +9,14 @@ harmless, `buffer read` shows an event once, key destruction is idempotent). The
 Faust agent because Faust's acknowledgements cannot be held across a batch: its recovery
 re-delivers offsets and resets its committed offsets under a batch in flight, and a restarted
 worker then stopped committing (docs/performance.md, Worker). The Faust app (its own group,
-`shredline-worker-timers`, no streams) runs the janitor, trimmer, audit relay and heartbeat; the
+`shredline-worker-timers`, no streams) runs the janitor, trimmer, audit relay, heartbeat and the
+release of free heap memory (`heap`); the
 control loop (`control_loop.py`) evicts terminated tenants on a thread of its own, so neither a
 batch nor the app's start-up delays it.
 
-Memory stays flat: the split holds one batch at a time, and no copy of the buffer is kept
-(`buffer read` reads `buffer.messages` itself).
+Memory stays flat: the split holds one batch at a time, no copy of the buffer is kept
+(`buffer read` reads `buffer.messages` itself), caches are bounded, and the C heap's free pages go
+back to the OS every 10 s.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from shredline.streams.kafka.connection import Connection
 from shredline.streams.kafka.trim import INGEST, IngestTrimmer, timers_app_id, worker_group
 from shredline.streams.operations.audit import Trail
 from shredline.streams.processing.control_loop import ControlLoop
+from shredline.streams.processing.heap import RELEASE_EVERY_S, release_free_memory
 from shredline.streams.processing.outputs import Outputs
 from shredline.streams.processing.repeats import quiet_repeats
 from shredline.streams.processing.split_loop import SplitLoop
@@ -148,6 +151,11 @@ def build_app(settings: Settings, conn: Connection, keys: Keys, trail: Trail) ->
             await app.topic(topic, key_serializer="raw", value_serializer="raw").send(
                 key=None, value=b"", partition=partition, headers=[(MARKER_HEADER, b"1")]
             )
+
+    @app.timer(interval=RELEASE_EVERY_S)
+    async def release_memory() -> None:
+        """Free heap pages back to the OS, so RSS follows the live data (`heap`)."""
+        release_free_memory()
 
     control_partitions = next(spec.partitions for spec in CATALOG if spec.role == Role.CONTROL_TENANTS)
     control = ControlLoop(
