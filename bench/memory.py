@@ -1,6 +1,7 @@
 """Worker memory against volume: peak RSS of one worker process while it works through N events,
 for each N given, against the same worker's RSS when idle after start-up (same run, same broker).
-If memory did not grow with volume, the peaks would match whatever N.
+If memory did not grow with volume, the peaks would match whatever N: the last line gives the
+largest N's peak against the smallest's.
 
     python -m bench.memory [--events 100000 1000000]
 """
@@ -112,6 +113,14 @@ def main() -> int:
             Figure(f"worker peak RSS over {n:,} events", peak / 1024, "same worker idle", idle / 1024, "MiB")
         )
         details[str(n)] = {"idle_kib": idle, "peak_kib": peak, "seconds": round(took, 1)}
+    peaks = {int(n): run["peak_kib"] / 1024 for n, run in details.items()}
+    least, most = min(peaks), max(peaks)
+    if most > least:  # the goal: peak RSS does not grow with the events processed
+        ratio = peaks[most] / peaks[least]
+        print(f"peak at {most:,} events / peak at {least:,} events: {ratio:.2f}x")
+        figures.append(
+            Figure(f"worker peak RSS at {most:,} events", peaks[most], f"its peak at {least:,}", peaks[least], "MiB")
+        )
     save("memory", figures, runs=details)
     return 0
 
