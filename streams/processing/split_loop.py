@@ -14,9 +14,11 @@ librdkafka keeps the group membership on its own thread, so a batch that waits o
 store keeps the partitions, up to `max.poll.interval.ms` (5 min).
 
 `progress_at` tells the worker's watchdog when the loop last moved on (`Progress`): a turn that
-polled nothing or finished its batch does; a batch still in hand (outputs retried, key store
-unavailable) does not, nor does a loop its consumer reported a permanent error to (an
-authorization refusal, an inconsistent group protocol), which would otherwise only log.
+polled nothing or finished its batch does, and so does each retry of a batch waiting for the key
+store (a restart would only wait again, and give up the group membership the wait keeps); a batch
+still in hand for any other reason (outputs retried) does not, nor does a loop its consumer
+reported a permanent error to (an authorization refusal, an inconsistent group protocol), which
+would otherwise only log.
 """
 
 from __future__ import annotations
@@ -89,7 +91,7 @@ class SplitLoop:
         """Split one batch, then commit where it ends."""
         records, ends = batch_of(messages, self.topics)
         if records:
-            self.splitter.handle_batch(records)
+            self.splitter.handle_batch(records, waiting=self._progress.waiting)
         if ends:
             self._commit(ends)
 
@@ -177,6 +179,12 @@ class Progress:
                 self._standing.difference_update((message.topic(), None))
             elif permanent(error):
                 self._standing.add(message.topic())
+        if not self._standing:
+            self.at = self._clock()
+
+    def waiting(self) -> None:
+        """Note that the batch in hand waits for the key store: the loop is alive, and a restart
+        would not make the store available. It moves the loop on unless a permanent error stands."""
         if not self._standing:
             self.at = self._clock()
 

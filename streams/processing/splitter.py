@@ -58,6 +58,7 @@ Where = tuple[Role, int, int]  # ingest role, partition, offset
 Record = tuple[Role, int, int, bytes | None, dt.datetime | None]  # where, value, broker time
 _TENANT = re.compile(r"[a-z0-9][a-z0-9-]{1,62}")
 RETRY_S = 0.1  # then the busy timeout (0.5 s in the worker) waits again: the lock is polled, not slept through
+SAY_WAITING_S = 10.0  # a batch waiting for the key store says so at most this often
 SEAL_KINDS = {"conversation": "MESSAGE", "contact": "CONTACT"}
 
 
@@ -101,20 +102,29 @@ class Splitter:
         terminated tenant is dropped, since nothing inside it can be read any more."""
         return self.handle_batch([(role, partition, offset, value, timestamp)])[0]
 
-    def handle_batch(self, records: Sequence[Record]) -> list[str]:
+    def handle_batch(self, records: Sequence[Record], waiting: Callable[[], None] = lambda: None) -> list[str]:
         """Process ingest records in order; returns each one's outcome. Blocking: returns once the
         batch's key-store transaction has committed and `send` has delivered all its outputs (or
         refused some for good: their records are then dead-lettered, outcome "dead"). While the
-        store is unavailable it retries the whole batch every RETRY_S, writing nothing."""
+        store is unavailable it retries the whole batch every RETRY_S, writing nothing, and calls
+        `waiting()` before each retry (the split loop tells its watchdog: a restart would not help)."""
+        since = said = None  # when the store became unavailable to this batch, when that was last logged
         while True:
             self._sources, self._tally = [], collections.Counter()
             try:
                 with self.keys.batch():
                     outcomes = [self._handle_one((role, p, o), value, ts) for role, p, o, value, ts in records]
             except KeyStoreUnavailable:
-                log.warning("key store unavailable; retrying in %.1fs (nothing written)", RETRY_S)
+                now = time.monotonic()
+                since = since or now
+                if said is None or now - said >= SAY_WAITING_S:
+                    log.warning("key store unavailable for %.0f s; retrying (nothing written)", now - since)
+                    said = now
+                waiting()
                 time.sleep(RETRY_S)
                 continue
+            if since is not None:
+                log.warning("key store available again after %.0f s", time.monotonic() - since)
             outputs = [output for source in self._sources for output in source.outputs]
             owners = [i for i, source in enumerate(self._sources) for _ in source.outputs]
             refused = self.send(outputs)

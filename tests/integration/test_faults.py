@@ -17,6 +17,7 @@ from shredline.streams.catalog import topic_name
 from shredline.streams.kafka.admin import apply_catalog
 from shredline.streams.kafka.connection import Connection
 from shredline.streams.launcher.broker import Launcher
+from shredline.streams.processing.app import STALL_S
 from shredline.streams.settings import Settings
 from tests.conftest import Broker, read_topic, record_count, wait_for, wait_worker_caught_up
 from tests.integration.test_worker import (
@@ -29,7 +30,9 @@ from tests.integration.test_worker import (
 )
 
 pytestmark = pytest.mark.kafka
-LOCK_HELD_S = 25  # longer than the key store's 10 s busy timeout, so the worker sees it unavailable
+# Longer than the worker's watchdog window: a batch waiting for the store is not a stalled worker
+# (it keeps its partitions and its process), and longer than the 10 s busy timeout, so it is unavailable.
+LOCK_HELD_S = STALL_S + 10
 
 
 def exact(conn: Connection, prefix: str, events: list[dict[str, object]], group: str) -> None:
@@ -43,6 +46,7 @@ def exact(conn: Connection, prefix: str, events: list[dict[str, object]], group:
     assert len(refs) == sum(e["type"] == "message" for e in events)
 
 
+@pytest.mark.timeout(900)
 def test_a_locked_key_store_makes_the_worker_wait_then_resume_with_nothing_lost(
     broker: Broker, topic_prefix: str, group_id: str, tmp_path: Path
 ) -> None:
@@ -78,6 +82,11 @@ def test_a_locked_key_store_makes_the_worker_wait_then_resume_with_nothing_lost(
         assert time.monotonic() - locked_at >= LOCK_HELD_S - 1
         wait_worker_caught_up(conn, topic_prefix, 240, "the worker to resume and catch up")
         assert worker.proc.poll() is None  # it waited; it did not die
+        log = worker.log.read_bytes()
+        assert b"stalled" not in log and b"restarting" not in log
+        # said when it starts, every 10 s while it lasts (not at every retry) and when it ends
+        assert log.count(b"key store unavailable") <= LOCK_HELD_S / 10 + 3
+        assert b"key store available again" in log
     finally:
         assert worker.stop() == 0
     assert during < expected_metrics(events)  # it really was held up

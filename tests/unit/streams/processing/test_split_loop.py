@@ -160,3 +160,17 @@ def test_a_topic_refusal_holds_progress_until_a_record_of_that_topic_arrives() -
     now[0] += 1
     progress.turn([Fake(topic_="t.ingest.contacts", offset_=3)])
     assert progress.at == now[0]
+
+
+def test_a_batch_waiting_for_the_key_store_moves_the_loop_on_unless_a_refusal_stands() -> None:
+    now = [1000.0]  # monotonic seconds, moved by the test
+    progress = Progress(lambda: now[0])
+    for _ in range(3):  # a batch in hand, retried while the store is locked: 200 s and counting
+        now[0] += 100
+        progress.waiting()
+        assert progress.at == now[0]
+    progress.turn([Fake(topic_=None, error_=KafkaError(KafkaError.GROUP_AUTHORIZATION_FAILED))])
+    refused_at = progress.at
+    now[0] += 100
+    progress.waiting()  # waiting does not hide a refusal only an operator can fix
+    assert progress.at == refused_at

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -374,3 +375,23 @@ def test_a_host_whose_keyring_was_rotated_elsewhere_stops_instead_of_dead_letter
     with pytest.raises(MasterKeyError, match="version 2 is not in the keyring"):
         host_b.handle_batch([(Role.INGEST_MESSAGES, 0, 0, value, None)])
     assert sent == [] and host_b.counts["dead"] == 0
+
+
+def test_a_batch_retried_while_the_key_store_is_locked_says_it_is_waiting_and_writes_nothing(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.keys.provision("acme")
+    value = h.wire("ingest.messages", message())
+    h.keys.store = SqliteKeyStore(tmp_path / "keys.sqlite", busy_timeout_s=0.05)  # another process's lock: fail fast
+    blocker = sqlite3.connect(tmp_path / "keys.sqlite", isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    waits: list[int] = []
+
+    def waiting() -> None:  # the split loop's watchdog hears of each retry; the third lets go of the lock
+        assert h.sent == []  # nothing leaves while the store is unavailable
+        waits.append(len(waits))
+        if len(waits) == 3:
+            blocker.execute("ROLLBACK")
+
+    outcomes = h.splitter.handle_batch([(Role.INGEST_MESSAGES, 0, 0, value, None)], waiting=waiting)
+    assert outcomes == ["processed"] and len(waits) == 3
+    assert len(h.on("buffer.messages")) == 1
