@@ -60,8 +60,12 @@ class SplitLoop:
                     "enable.auto.commit": False,
                     "auto.offset.reset": "earliest",
                     "session.timeout.ms": 15_000,  # a killed worker's partitions move on after 15 s
-                    # librdkafka prefetches up to 64 MiB by default; a batch needs 500 records
-                    "queued.max.messages.kbytes": 8192,
+                    # librdkafka prefetches up to 64 MiB by default, and counts it compressed (lz4:
+                    # several times that in memory, held while the worker lags). A batch needs 500
+                    # records; 1 MiB is thousands. Below that the next fetch waits fetch.queue.backoff.ms
+                    # (1 s by default: ~10k records/s at most), so it waits 50 ms instead.
+                    "queued.max.messages.kbytes": 1024,
+                    "fetch.queue.backoff.ms": 50,
                     "log_level": 3,
                 }
             )
