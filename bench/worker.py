@@ -247,7 +247,7 @@ def main() -> int:
     runs: dict[Kem | None, list[tuple[float, float]]] = {kem: [] for kem in chosen}
     passthrough_runs: list[tuple[float, float]] = []
     for round_ in range(args.rounds):
-        passthrough_runs.append(passthrough_rate(f"p{round_}"))
+        passthrough_runs.append(passthrough_rate(f"f{round_}"))  # f: not the first letter of an input
         for kem, runs_of in runs.items():
             runs_of.append(worker_rate(f"{chosen[kem][:1]}{round_}", kem))
     best = {kem: (max(r for r, _c in rs), min(c for _r, c in rs)) for kem, rs in runs.items()}
