@@ -154,6 +154,8 @@ def main() -> int:
     )
     parser.add_argument("--profile", type=Path, help="py-spy the sealed X25519 worker into this folder")
     args = parser.parse_args()
+    if "x25519" not in args.kems:
+        parser.error("--kems: must include x25519 (the worker compared with the passthrough)")
     settings = load_settings(os.environ)
     conn = connect_or_launch(settings, lambda m: print(m, file=sys.stderr))
     stamp = int(time.time())
