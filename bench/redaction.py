@@ -83,8 +83,7 @@ def old_paths(old: bool) -> Iterator[None]:
             stack.enter_context(mock.patch.object(validation, "_email_verdicts", _Forgetful()))
         names.matcher.cache_clear()
         phones.known.cache_clear()
-        validation._email_verdicts.clear()
-        validation._phone_verdicts.clear()
+        validation.forget_verdicts()
         yield
 
 

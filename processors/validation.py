@@ -196,6 +196,12 @@ _email_verdicts: dict[bytes, bool | None] = {}
 _UNSEEN = object()  # not in a verdict cache
 
 
+def forget_verdicts() -> None:
+    """Empty both verdict caches: validation starts cold, as in a new process."""
+    _phone_verdicts.clear()
+    _email_verdicts.clear()
+
+
 def _cached(verdicts: dict[bytes, bool | None], text: str, canonical: Callable[[str], str | None]) -> str | None:
     """`canonical(text)` (the value's canonical form, or None if it is invalid), its verdict
     remembered in `verdicts` by the keyed digest of `text`."""
